@@ -1,0 +1,261 @@
+"""Preprocessing (Darknet's resize and letterbox), [yolo]/[region] decoding, NMS and drawing."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import DncompressError
+from .layers import Layer
+
+
+@dataclasses.dataclass
+class Detection:
+    """One box and class; box in pixels of the original image (x1, y1, x2, y2)."""
+
+    class_id: int
+    name: str
+    confidence: float
+    box: tuple[float, float, float, float]
+
+    def to_dict(self) -> dict:
+        return {"class_id": self.class_id, "class": self.name, "confidence": round(self.confidence, 6),
+                "box": [round(v, 2) for v in self.box]}
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """RGB float32 (H, W, 3) in [0, 1]; unreadable or empty files raise a DncompressError."""
+    path = Path(path)
+    data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
+    if data is None:
+        raise DncompressError("image not found", str(path))
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise DncompressError("cannot decode image (empty, truncated or not an image format OpenCV reads)",
+                              str(path))
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / np.float32(255)
+
+
+def _resize_weights(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """Darknet's bilinear taps: sample i reads src[idx[i]] and src[idx[i]+1] with weight frac[i]."""
+    scale = (src - 1) / (dst - 1) if dst > 1 else 0.0
+    pos = np.arange(dst, dtype=np.float32) * np.float32(scale)
+    idx = pos.astype(np.int64)
+    frac = pos - idx
+    # the last sample (and 1-pixel sources) take the edge pixel alone, as in resize_image()
+    frac[-1] = 0.0
+    idx[-1] = src - 1
+    if src == 1:
+        frac[:] = 0.0
+        idx[:] = 0
+    return np.minimum(idx, src - 1), frac
+
+
+def darknet_resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """img: (H, W, C) float32 -> (height, width, C), Darknet's resize_image(): separable bilinear with
+    corners aligned, columns first. OpenCV's INTER_LINEAR samples differently and moves confidences."""
+    h, w = img.shape[:2]
+    ix, fx = _resize_weights(w, width)
+    ix1 = np.minimum(ix + 1, w - 1)
+    part = img[:, ix] * (1 - fx)[None, :, None] + img[:, ix1] * fx[None, :, None]
+    iy, fy = _resize_weights(h, height)
+    iy1 = np.minimum(iy + 1, h - 1)
+    return (part[iy] * (1 - fy)[:, None, None] + part[iy1] * fy[:, None, None]).astype(np.float32)
+
+
+def letterbox_geometry(img_w: int, img_h: int, net_w: int, net_h: int) -> tuple[int, int]:
+    """The (new_w, new_h) Darknet scales an image to inside a net_w x net_h letterbox (integer maths)."""
+    if net_w / img_w < net_h / img_h:
+        return net_w, (img_h * net_w) // img_w
+    return (img_w * net_h) // img_h, net_h
+
+
+def letterbox(img: np.ndarray, net_w: int, net_h: int) -> np.ndarray:
+    """Aspect-preserving resize centred on a 0.5-grey canvas, like Darknet's letterbox_image()."""
+    new_w, new_h = letterbox_geometry(img.shape[1], img.shape[0], net_w, net_h)
+    canvas = np.full((net_h, net_w, img.shape[2]), 0.5, dtype=np.float32)
+    top, left = (net_h - new_h) // 2, (net_w - new_w) // 2
+    canvas[top:top + new_h, left:left + new_w] = darknet_resize(img, new_w, new_h)
+    return canvas
+
+
+def preprocess(img: np.ndarray, net_w: int, net_h: int, use_letterbox: bool = True) -> np.ndarray:
+    """RGB (H, W, 3) in [0, 1] -> (1, 3, net_h, net_w) float32 blob."""
+    sized = letterbox(img, net_w, net_h) if use_letterbox else darknet_resize(img, net_w, net_h)
+    return np.ascontiguousarray(sized.transpose(2, 0, 1)[None])
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1)
+
+
+def _grid(h: int, w: int, anchors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cell column and row for each (anchor, row, col), flattened."""
+    rows, cols = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+    return np.tile(cols.ravel(), anchors), np.tile(rows.ravel(), anchors)
+
+
+def decode_yolo(layer: Layer, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """out: (A*(5+K), H, W) raw -> boxes (M, 4) cx, cy, w, h relative to the net input, objectness (M,),
+    class scores (M, K) = sigmoid(class logit), with M = A*H*W in anchor-major order."""
+    a, k = len(layer.anchors), layer.classes
+    _, h, w = out.shape
+    t = out.reshape(a, 5 + k, h * w)
+    col, row = _grid(h, w, a)
+    s = layer.scale_x_y
+    xy = _sigmoid(t[:, :2]) * s - (s - 1) / 2
+    net_w, net_h = layer.net_size
+    boxes = np.empty((a * h * w, 4), dtype=np.float32)
+    boxes[:, 0] = (col + xy[:, 0].ravel()) / w
+    boxes[:, 1] = (row + xy[:, 1].ravel()) / h
+    with np.errstate(over="ignore"):
+        boxes[:, 2] = (np.exp(t[:, 2]) * layer.anchors[:, :1]).ravel() / net_w
+        boxes[:, 3] = (np.exp(t[:, 3]) * layer.anchors[:, 1:]).ravel() / net_h
+    objectness = _sigmoid(t[:, 4]).ravel()
+    scores = _sigmoid(t[:, 5:]).transpose(0, 2, 1).reshape(-1, k)
+    return boxes, objectness, scores
+
+
+def decode_region(layer: Layer, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """YOLOv2 [region]: anchors in grid cells, class scores softmax (or logistic) over classes."""
+    a, k = len(layer.anchors), layer.classes
+    _, h, w = out.shape
+    t = out.reshape(a, 5 + k, h * w)
+    col, row = _grid(h, w, a)
+    boxes = np.empty((a * h * w, 4), dtype=np.float32)
+    boxes[:, 0] = (col + _sigmoid(t[:, 0]).ravel()) / w
+    boxes[:, 1] = (row + _sigmoid(t[:, 1]).ravel()) / h
+    with np.errstate(over="ignore"):
+        boxes[:, 2] = (np.exp(t[:, 2]) * layer.anchors[:, :1]).ravel() / w
+        boxes[:, 3] = (np.exp(t[:, 3]) * layer.anchors[:, 1:]).ravel() / h
+    objectness = _sigmoid(t[:, 4]).ravel()
+    logits = t[:, 5:]
+    if layer.softmax:
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = e / e.sum(axis=1, keepdims=True)
+    else:
+        probs = _sigmoid(logits)
+    return boxes, objectness, probs.transpose(0, 2, 1).reshape(-1, k)
+
+
+DECODERS = {"yolo": decode_yolo, "region": decode_region}
+
+
+def to_pixels(boxes: np.ndarray, img_w: int, img_h: int, net_w: int, net_h: int,
+              use_letterbox: bool) -> np.ndarray:
+    """(M, 4) relative cx, cy, w, h on the net input -> (M, 4) x1, y1, x2, y2 pixels of the image,
+    undoing the letterbox like Darknet's correct_yolo_boxes()."""
+    b = boxes.astype(np.float64)
+    if use_letterbox:
+        new_w, new_h = letterbox_geometry(img_w, img_h, net_w, net_h)
+        b[:, 0] = (b[:, 0] - (net_w - new_w) / 2 / net_w) / (new_w / net_w)
+        b[:, 1] = (b[:, 1] - (net_h - new_h) / 2 / net_h) / (new_h / net_h)
+        b[:, 2] *= net_w / new_w
+        b[:, 3] *= net_h / new_h
+    out = np.empty_like(b)
+    out[:, 0] = (b[:, 0] - b[:, 2] / 2) * img_w
+    out[:, 1] = (b[:, 1] - b[:, 3] / 2) * img_h
+    out[:, 2] = (b[:, 0] + b[:, 2] / 2) * img_w
+    out[:, 3] = (b[:, 1] + b[:, 3] / 2) * img_h
+    return out
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a: (M, 4), b: (K, 4) x1, y1, x2, y2 -> (M, K) intersection over union."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS; returns kept indices, highest score first. Suppresses IoU > threshold (Darknet)."""
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        best = order[0]
+        keep.append(best)
+        if order.size == 1:
+            break
+        ious = iou_matrix(boxes[best:best + 1], boxes[order[1:]])[0]
+        order = order[1:][ious <= iou_threshold]
+    return np.array(keep, dtype=np.int64)
+
+
+def postprocess(heads: Sequence[Layer], outputs: Sequence[np.ndarray], img_w: int, img_h: int,
+                thresh: float, nms_threshold: float, use_letterbox: bool,
+                names: Sequence[str] | None = None) -> list[Detection]:
+    """Raw head outputs of ONE image (each (C, H, W)) -> detections above `thresh`, per-class NMS.
+    As in Darknet, a candidate needs objectness > thresh and its score is objectness * class score."""
+    all_boxes, all_scores = [], []
+    for layer, out in zip(heads, outputs):
+        boxes, objectness, class_scores = DECODERS[layer.type](layer, out)
+        keep = objectness > thresh
+        all_boxes.append(boxes[keep])
+        all_scores.append(objectness[keep, None] * class_scores[keep])
+    boxes = np.concatenate(all_boxes)
+    scores = np.concatenate(all_scores)
+    if not len(boxes):
+        return []
+    net_w, net_h = heads[0].net_size
+    pixels = to_pixels(boxes, img_w, img_h, net_w, net_h, use_letterbox)
+    detections = []
+    for class_id in np.flatnonzero((scores > thresh).any(axis=0)):
+        candidates = np.flatnonzero(scores[:, class_id] > thresh)
+        for i in candidates[nms(pixels[candidates], scores[candidates, class_id], nms_threshold)]:
+            name = names[class_id] if names and class_id < len(names) else str(class_id)
+            detections.append(Detection(int(class_id), name, float(scores[i, class_id]),
+                                        tuple(float(v) for v in pixels[i])))
+    detections.sort(key=lambda d: -d.confidence)
+    return detections
+
+
+Forward = Callable[[np.ndarray], list[np.ndarray]]
+
+
+def detect_image(forward: Forward, heads: Sequence[Layer], img: np.ndarray, net_w: int, net_h: int,
+                 thresh: float = 0.25, nms_threshold: float = 0.45, use_letterbox: bool = True,
+                 names: Sequence[str] | None = None) -> list[Detection]:
+    """Run `forward` (numpy engine or onnxruntime) on one RGB image and return its detections."""
+    outputs = forward(preprocess(img, net_w, net_h, use_letterbox))
+    return postprocess(heads, [o[0] for o in outputs], img.shape[1], img.shape[0], thresh,
+                       nms_threshold, use_letterbox, names)
+
+
+def draw(img: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
+    """RGB float image -> BGR uint8 with labelled boxes, colour per class."""
+    canvas = cv2.cvtColor((np.clip(img, 0, 1) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
+    thickness = max(1, round(max(canvas.shape[:2]) / 400))
+    for d in detections:
+        hue = (d.class_id * 47) % 180
+        color = cv2.cvtColor(np.uint8([[[hue, 220, 230]]]), cv2.COLOR_HSV2BGR)[0, 0].tolist()
+        x1, y1, x2, y2 = (int(round(v)) for v in d.box)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
+        label = f"{d.name} {d.confidence:.2f}"
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        y_text = max(y1, th + base)
+        cv2.rectangle(canvas, (x1, y_text - th - base), (x1 + tw, y_text), color, -1)
+        cv2.putText(canvas, label, (x1, y_text - base), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return canvas
+
+
+def read_names(path: str | Path | None, classes: int) -> list[str]:
+    """Class names from a .names file (one a line); default COCO names when they fit `classes`."""
+    if path is None:
+        default = Path(__file__).with_name("coco.names")
+        names = default.read_text().splitlines()
+        return names if len(names) == classes else [str(i) for i in range(classes)]
+    try:
+        names = [n.strip() for n in Path(path).read_text().splitlines() if n.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise DncompressError(f"cannot read names file: {err}", str(path)) from None
+    if len(names) < classes:
+        raise DncompressError(f"has {len(names)} names but the network has {classes} classes", str(path))
+    return names

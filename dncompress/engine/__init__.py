@@ -1,0 +1,1 @@
+"""numpy kernels: pure functions on NCHW float32 arrays."""

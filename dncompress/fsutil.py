@@ -1,0 +1,42 @@
+"""Safe output files: never half-written (temp + rename), never over an input, never over an existing
+output without --force."""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DncompressError
+
+
+def atomic_write(path: str | Path, chunks: bytes | Iterable[bytes | np.ndarray]) -> None:
+    """Write to a temp file beside `path`, then rename; an interrupt leaves no partial file."""
+    path = Path(path)
+    if isinstance(chunks, bytes):
+        chunks = [chunks]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk if isinstance(chunk, bytes) else np.ascontiguousarray(chunk).tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_outputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None] = (),
+                  force: bool = False) -> None:
+    """Refuse to write over an input ever, or over an existing file unless `force`."""
+    resolved_inputs = {Path(p).resolve() for p in inputs if p is not None}
+    for out in outputs:
+        out = Path(out)
+        if out.resolve() in resolved_inputs:
+            raise DncompressError("output would overwrite an input file; choose another output name", str(out))
+        if out.exists() and not force:
+            raise DncompressError("output exists; pass --force to overwrite it", str(out))
+        if not out.parent.exists():
+            raise DncompressError(f"output folder {out.parent} does not exist", str(out))

@@ -1,0 +1,65 @@
+"""Detection heads [yolo] and [region]. Their forward passes the raw conv output through; decoding
+into boxes lives in detect.py so the engine, ONNX and OpenCV comparisons all see the same tensors."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer, register, positive
+
+
+def _anchors(layer: Layer) -> np.ndarray:
+    values = layer.section.get_floats("anchors", [])
+    if len(values) % 2 or not values:
+        raise layer.error(f"anchors= needs an even, non-zero count of numbers, got {len(values)}", "anchors")
+    return np.array(values, dtype=np.float32).reshape(-1, 2)
+
+
+@register("yolo")
+class Yolo(Layer):
+    def __init__(self, section, index, shapes, net):
+        super().__init__(section, index, shapes, net)
+        s = section
+        self.classes = positive(self, "classes", s.get_int("classes", 20), 100000)
+        all_anchors = _anchors(self)
+        total = s.get_int("num", len(all_anchors))
+        self.mask = s.get_ints("mask", list(range(total)))
+        if any(not 0 <= m < len(all_anchors) for m in self.mask):
+            raise self.error(f"mask {self.mask} refers past the {len(all_anchors)} anchors", "mask")
+        self.anchors = all_anchors[self.mask]
+        self.scale_x_y = s.get_float("scale_x_y", 1.0)
+        if s.get_int("new_coords", 0):
+            raise self.error("new_coords=1 (scaled-YOLOv4 decode) is not supported", "new_coords")
+        self.net_size = (net.width, net.height)
+        c = self.in_shapes[0][0]
+        expected = len(self.mask) * (5 + self.classes)
+        if c != expected:
+            raise self.error(f"input has {c} channels but {len(self.mask)} anchors x (5 + {self.classes} "
+                             f"classes) = {expected}; fix filters= of the conv before it")
+
+    def forward(self, xs):
+        return xs[0]
+
+
+@register("region")
+class Region(Layer):
+    """YOLOv2 head: anchors in grid units, softmax over classes."""
+
+    def __init__(self, section, index, shapes, net):
+        super().__init__(section, index, shapes, net)
+        s = section
+        self.classes = positive(self, "classes", s.get_int("classes", 20), 100000)
+        self.coords = s.get_int("coords", 4)
+        self.num = positive(self, "num", s.get_int("num", 1), 1000)
+        self.anchors = _anchors(self)[: self.num]
+        self.softmax = bool(s.get_int("softmax", 0))
+        self.net_size = (net.width, net.height)
+        if self.coords != 4:
+            raise self.error("only coords=4 is supported", "coords")
+        c = self.in_shapes[0][0]
+        expected = self.num * (5 + self.classes)
+        if c != expected:
+            raise self.error(f"input has {c} channels but num={self.num} x (5 + {self.classes} classes) = "
+                             f"{expected}; fix filters= of the conv before it")
+
+    def forward(self, xs):
+        return xs[0]

@@ -1,0 +1,66 @@
+"""Layers that read other layers' outputs: [route] (concat, channel groups) and [shortcut] (add)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine.activations import ACTIVATIONS
+from .base import Layer, register, positive
+from .conv import activation_of
+
+
+@register("route")
+class Route(Layer):
+    """Concatenates along channels; with groups/group_id takes slice group_id of each input first."""
+
+    def __init__(self, section, index, shapes, net):
+        super().__init__(section, index, shapes, net)
+        offsets = section.get_ints("layers")
+        if not offsets:
+            raise self.error("layers= is empty", "layers")
+        self.inputs = [self.resolve(o, "layers") for o in offsets]
+        self.in_shapes = [shapes[i] for i in self.inputs]
+        self.groups = positive(self, "groups", section.get_int("groups", 1))
+        self.group_id = section.get_int("group_id", 0)
+        if not 0 <= self.group_id < self.groups:
+            raise self.error(f"group_id={self.group_id} must be in 0..{self.groups - 1}", "group_id")
+        hw = {s[1:] for s in self.in_shapes}
+        if len(hw) > 1:
+            raise self.error("inputs have different spatial sizes: " +
+                             ", ".join(f"layer {i}: {s[1]}x{s[2]}" for i, s in zip(self.inputs, self.in_shapes)),
+                             "layers")
+        for i, s in zip(self.inputs, self.in_shapes):
+            if s[0] % self.groups:
+                raise self.error(f"layer {i} has {s[0]} channels, not divisible by groups={self.groups}",
+                                 "groups")
+        c = sum(s[0] // self.groups for s in self.in_shapes)
+        self.out_shape = (c, *self.in_shapes[0][1:])
+
+    def channel_slices(self) -> list[slice]:
+        """The channel range taken from each input."""
+        out = []
+        for s in self.in_shapes:
+            part = s[0] // self.groups
+            out.append(slice(self.group_id * part, (self.group_id + 1) * part))
+        return out
+
+    def forward(self, xs):
+        parts = [x[:, sl] for x, sl in zip(xs, self.channel_slices())]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+@register("shortcut")
+class Shortcut(Layer):
+    """out = activation(previous + from)."""
+
+    def __init__(self, section, index, shapes, net):
+        super().__init__(section, index, shapes, net)
+        source = self.resolve(section.get_int("from"), "from")
+        self.inputs = [index - 1, source]
+        self.in_shapes = [shapes[index - 1], shapes[source]]
+        if self.in_shapes[0] != self.in_shapes[1]:
+            raise self.error(f"shapes differ: previous layer {self.in_shapes[0]} vs layer {source} "
+                             f"{self.in_shapes[1]} (C, H, W)", "from")
+        self.activation = activation_of(self) if "activation" in section.options else "linear"
+
+    def forward(self, xs):
+        return ACTIVATIONS[self.activation](xs[0] + xs[1])

@@ -1,0 +1,62 @@
+"""Single-input layers without parameters: [maxpool], [avgpool], [upsample], [dropout]."""
+from __future__ import annotations
+
+from ..engine.pool import global_avgpool, maxpool2d, maxpool_output_size, upsample_nearest
+from .base import Layer, register, positive
+
+
+@register("maxpool")
+class Maxpool(Layer):
+    def __init__(self, section, index, shapes, net):
+        super().__init__(section, index, shapes, net)
+        s = section
+        self.stride = positive(self, "stride", s.get_int("stride", 1), 64)
+        self.size = positive(self, "size", s.get_int("size", self.stride), 64)
+        self.padding = s.get_int("padding", self.size - 1)
+        if not 0 <= self.padding < 2 * self.size:
+            raise self.error(f"padding={self.padding} must be between 0 and {2 * self.size - 1}", "padding")
+        for key in ("maxpool_depth", "antialiasing"):
+            if s.get_int(key, 0):
+                raise self.error(f"{key} is not supported", key)
+        c, h, w = self.in_shapes[0]
+        ho, wo = (maxpool_output_size(v, self.size, self.stride, self.padding) for v in (h, w))
+        if ho < 1 or wo < 1:
+            raise self.error(f"size={self.size} is larger than the {h}x{w} input", "size")
+        self.out_shape = (c, ho, wo)
+
+    def forward(self, xs):
+        return maxpool2d(xs[0], self.size, self.stride, self.padding)
+
+
+@register("avgpool")
+class Avgpool(Layer):
+    """Global average pooling, as in Darknet."""
+
+    def __init__(self, section, index, shapes, net):
+        super().__init__(section, index, shapes, net)
+        self.out_shape = (self.in_shapes[0][0], 1, 1)
+
+    def forward(self, xs):
+        return global_avgpool(xs[0])
+
+
+@register("upsample")
+class Upsample(Layer):
+    def __init__(self, section, index, shapes, net):
+        super().__init__(section, index, shapes, net)
+        self.stride = positive(self, "stride", section.get_int("stride", 2), 64)
+        self.scale = section.get_float("scale", 1.0)
+        c, h, w = self.in_shapes[0]
+        self.out_shape = (c, h * self.stride, w * self.stride)
+
+    def forward(self, xs):
+        y = upsample_nearest(xs[0], self.stride)
+        return y * self.scale if self.scale != 1.0 else y
+
+
+@register("dropout")
+class Dropout(Layer):
+    """Identity at inference."""
+
+    def forward(self, xs):
+        return xs[0]

@@ -1,0 +1,165 @@
+"""Network: typed layers built from cfg sections, loaded from .weights, run forward on NCHW batches."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .engine.conv import conv2d
+from .cfg import Section, read_cfg, write_cfg
+from .errors import DncompressError
+from .fsutil import atomic_write
+from .layers import HEAD_TYPES, LAYERS, Layer, NetInfo
+from .weights import WeightsHeader, WeightsReader, read_weights, write_weights
+
+
+def net_info(section: Section) -> NetInfo:
+    """Input geometry from [net]; width/height must be positive multiples of 32 in practice, not by rule."""
+    info = NetInfo(section.get_int("width", 416), section.get_int("height", 416),
+                   section.get_int("channels", 3))
+    for key, value in (("width", info.width), ("height", info.height), ("channels", info.channels)):
+        if not 0 < value <= 16384:
+            raise section.error(f"{key}={value} must be between 1 and 16384", key)
+    return info
+
+
+class Network:
+    """Layers in cfg order (index 0 = first section after [net]) plus the [net] section."""
+
+    def __init__(self, sections: list[Section], file: str | None = None):
+        if not sections or sections[0].type not in ("net", "network"):
+            where = f"line {sections[0].line} [{sections[0].type}]" if sections else None
+            raise DncompressError("the first section must be [net] (input size, channels)", file, where)
+        self.file = file
+        self.net_section = sections[0]
+        self.info = net_info(self.net_section)
+        self.layers: list[Layer] = []
+        shapes = []
+        for index, section in enumerate(sections[1:]):
+            cls = LAYERS.get(section.type)
+            if cls is None:
+                raise section.error(f"unknown section [{section.type}]; supported: "
+                                    + ", ".join(f"[{t}]" for t in sorted(LAYERS)))
+            layer = cls(section, index, shapes, self.info)
+            self.layers.append(layer)
+            shapes.append(layer.out_shape)
+        if not self.layers:
+            raise DncompressError("the cfg has no layers after [net]", file)
+        self.header = WeightsHeader()
+        self._last_use = self._compute_last_use()
+
+    @classmethod
+    def from_cfg(cls, cfg_path: str | Path, weights_path: str | Path | None = None,
+                 width: int | None = None, height: int | None = None) -> "Network":
+        """Build from a cfg file (optionally at another input size), load weights if given."""
+        sections = read_cfg(cfg_path)
+        if width or height:
+            sections[0] = sections[0].copy()
+            sections[0].options["width"] = str(width or height)
+            sections[0].options["height"] = str(height or width)
+        net = cls(sections, str(cfg_path))
+        if weights_path is not None:
+            net.load_weights(weights_path)
+        return net
+
+    @property
+    def sections(self) -> list[Section]:
+        return [self.net_section] + [layer.section for layer in self.layers]
+
+    @property
+    def heads(self) -> list[Layer]:
+        return [layer for layer in self.layers if layer.type in HEAD_TYPES]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.info.channels, self.info.height, self.info.width)
+
+    def param_count(self) -> int:
+        return sum(int(np.prod(s)) for layer in self.layers for s in layer.param_shapes().values())
+
+    def load_weights(self, path: str | Path) -> None:
+        header, payload, stray_bytes = read_weights(path)
+        self.load_payload(header, payload, str(path), stray_bytes)
+
+    def load_payload(self, header: WeightsHeader, payload: np.ndarray, file: str | None = None,
+                     stray_bytes: int = 0) -> None:
+        """Split a flat float32 payload into every layer's tensors, in cfg order."""
+        reader = WeightsReader(payload, file, stray_bytes)
+        for layer in self.layers:
+            shapes = layer.param_shapes()
+            if shapes:
+                layer.set_params(**{name: reader.take(int(np.prod(shape)), f"layer {layer.index} "
+                                                      f"[{layer.type}] {name}").reshape(shape)
+                                    for name, shape in shapes.items()})
+        reader.finish()
+        self.header = header
+
+    def init_random(self, seed: int = 0) -> None:
+        """Plausible random weights (He-scaled conv, BN near identity) for tests and cost studies."""
+        rng = np.random.default_rng(seed)
+        for layer in self.layers:
+            shapes = layer.param_shapes()
+            if not shapes:
+                continue
+            params = {}
+            for name, shape in shapes.items():
+                if name == "weights":
+                    fan_in = int(np.prod(shape[1:]))
+                    params[name] = rng.normal(0, np.sqrt(2.0 / fan_in), shape).astype(np.float32)
+                elif name == "rolling_variance":
+                    params[name] = rng.uniform(0.5, 2.0, shape).astype(np.float32)
+                elif name == "scales":
+                    params[name] = rng.uniform(0.25, 0.75, shape).astype(np.float32)
+                else:
+                    params[name] = rng.normal(0, 0.1, shape).astype(np.float32)
+            layer.set_params(**params)
+
+    def calibrate_batchnorm(self, x: np.ndarray) -> None:
+        """Set every BN layer's running mean/variance to the statistics of its conv output on batch x
+        (N, C, H, W), so random networks keep unit-scale activations even through deep shortcuts."""
+        outputs: dict[int, np.ndarray] = {}
+        for layer in self.layers:
+            xs = [outputs[i] if i >= 0 else x.astype(np.float32) for i in layer.inputs]
+            if getattr(layer, "batch_normalize", False):
+                p = layer.params
+                raw = conv2d(xs[0], p["weights"], None, layer.stride, layer.pad, layer.groups)
+                layer.set_params(rolling_mean=raw.mean(axis=(0, 2, 3)).astype(np.float32),
+                                 rolling_variance=raw.var(axis=(0, 2, 3)).astype(np.float32))
+            outputs[layer.index] = layer.forward(xs)
+
+    def weight_tensors(self) -> list[np.ndarray]:
+        """Every parameter tensor in .weights order."""
+        return [layer.params[name] for layer in self.layers for name in layer.param_shapes()]
+
+    def save(self, cfg_path: str | Path, weights_path: str | Path) -> None:
+        """Write cfg and weights (each atomically)."""
+        atomic_write(cfg_path, write_cfg(self.sections).encode())
+        write_weights(weights_path, self.header, self.weight_tensors())
+
+    def _compute_last_use(self) -> list[int]:
+        """For each layer, the index of the last layer that reads its output (heads count as read)."""
+        last = list(range(len(self.layers)))
+        for layer in self.layers:
+            for source in layer.inputs:
+                if source >= 0:
+                    last[source] = max(last[source], layer.index)
+        for head in self.heads:
+            last[head.index] = len(self.layers)
+        return last
+
+    def forward(self, x: np.ndarray, keep: set[int] | None = None) -> list[np.ndarray]:
+        """x: (N, C, H, W) float32 -> raw output of every [yolo]/[region] layer, in cfg order.
+        With `keep`, returns those layers' outputs instead (in `keep`'s sorted order)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1:] != self.input_shape:
+            raise DncompressError(f"input batch has shape {x.shape}, the network takes (N, "
+                                  f"{', '.join(map(str, self.input_shape))})", self.file)
+        wanted = set(keep) if keep is not None else {h.index for h in self.heads}
+        outputs: dict[int, np.ndarray] = {}
+        for layer in self.layers:
+            xs = [outputs[i] if i >= 0 else x for i in layer.inputs]
+            outputs[layer.index] = layer.forward(xs)
+            for i in layer.inputs:
+                if i >= 0 and self._last_use[i] == layer.index and i not in wanted:
+                    del outputs[i]
+        return [outputs[i] for i in sorted(wanted)]

@@ -1,0 +1,69 @@
+"""The `dncompress` command end to end: detect, errors as one line with exit 2, no overwrites."""
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from dncompress.cli import main
+
+from conftest import CFGS, ROOT
+
+DOG = str(ROOT / "samples" / "dog.jpg")
+
+
+def run(*args, cwd=None):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_detect_default_model_json(tmp_path, tiny_weights):
+    result = run("detect", DOG, "--thresh", "0.5", "--out", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads(result.stdout)
+    assert [d["class"] for d in entry["detections"]] == ["car", "bicycle", "dog", "truck", "car"]
+    assert (tmp_path / "out" / "dog.jpg").stat().st_size > 10_000
+
+
+def test_detect_text_lines_and_folder_input(tmp_path, tiny_weights):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((ROOT / "samples" / "dog.jpg").read_bytes())
+    (folder / "b.jpg").write_bytes((ROOT / "samples" / "dog.jpg").read_bytes())
+    result = run("detect", folder, "--cfg", CFGS / "yolov3-tiny.cfg", "--weights", tiny_weights,
+                 "--out", tmp_path / "o", "--resize")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("objects ->") == 2 and "dog" in result.stdout
+
+
+def test_detect_refuses_to_overwrite_without_force(tmp_path, tiny_weights):
+    out = tmp_path / "o"
+    assert run("detect", DOG, "--out", out).exit_code == 0
+    again = run("detect", DOG, "--out", out)
+    assert again.exit_code == 2 and "--force" in again.stderr
+    assert run("detect", DOG, "--out", out, "--force").exit_code == 0
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b""), "cannot decode image"),
+    (lambda p: p.write_bytes(b"GIF89a nonsense"), "cannot decode image"),
+    (lambda p: None, "image not found"),
+])
+def test_unreadable_image_is_one_line_exit_2(tmp_path, tiny_weights, make, message):
+    image = tmp_path / "bad.jpg"
+    make(image)
+    result = run("detect", image, "--out", tmp_path / "o")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_cfg_through_console_script(tmp_path):
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text("[net]\nwidth=416\nheight=416\n[convolutional]\nfilters=16\nsize=3\nactivation=gelu\n")
+    done = subprocess.run([sys.executable, "-m", "dncompress", "detect", DOG, "--cfg", cfg, "--weights", cfg],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr == f"error: {cfg}:line 7 [convolutional] activation: layer 0: unknown activation 'gelu'; " \
+                          "supported: leaky, linear, logistic, mish, relu, swish\n"

@@ -1,0 +1,68 @@
+"""Benchmarks that compare dncompress against peers measured in the same run (medians and ratios).
+
+    python tools/bench.py [--runs 30] [--imgsz 416] [--threads 2]
+
+Prints the median latency of a yolov3-tiny forward pass for the numpy engine and OpenCV DNN
+(and the ratio engine / OpenCV). Targets live in the README, not in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+
+def median_ms(fn, runs: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--imgsz", type=int, default=416)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cfg", default="yolov3-tiny")
+    parser.add_argument("--weights")
+    args = parser.parse_args()
+    # must be set before numpy loads OpenBLAS
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
+
+    import cv2
+    import numpy as np
+
+    from dncompress.network import Network
+    from dncompress.zoo import find_weights, resolve_cfg
+
+    cfg = resolve_cfg(args.cfg)
+    weights = find_weights(cfg, args.weights)
+    net = Network.from_cfg(cfg, weights, args.imgsz, args.imgsz)
+    blob = np.random.default_rng(0).random((1, 3, args.imgsz, args.imgsz), dtype=np.float32)
+
+    cv2.setNumThreads(args.threads)
+    cvnet = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+    outs = cvnet.getUnconnectedOutLayersNames()
+
+    def opencv():
+        cvnet.setInput(blob)
+        cvnet.forward(outs)
+
+    results = {"numpy engine": median_ms(lambda: net.forward(blob), args.runs),
+               "opencv dnn": median_ms(opencv, args.runs)}
+    print(f"{Path(cfg).stem} {args.imgsz}x{args.imgsz}, batch 1, {args.threads} threads, "
+          f"median of {args.runs} runs")
+    base = results["opencv dnn"]
+    for name, ms in results.items():
+        print(f"  {name:<14} {ms:8.1f} ms   {ms / base:5.2f}x opencv dnn")
+
+
+if __name__ == "__main__":
+    main()
