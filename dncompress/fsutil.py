@@ -12,6 +12,19 @@ import numpy as np
 from .errors import DncompressError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Give a finished temp file the permissions a plain open() would (mkstemp makes it 0600), then
+    rename it onto `path` in one step."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
 def atomic_write(path: str | Path, chunks: bytes | Iterable[bytes | np.ndarray]) -> None:
     """Write to a temp file beside `path`, then rename; an interrupt leaves no partial file."""
     path = Path(path)
@@ -22,7 +35,7 @@ def atomic_write(path: str | Path, chunks: bytes | Iterable[bytes | np.ndarray])
         with os.fdopen(fd, "wb") as out:
             for chunk in chunks:
                 out.write(chunk if isinstance(chunk, bytes) else np.ascontiguousarray(chunk).tobytes())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from .errors import DncompressError
+from .fsutil import publish
 
 DEFAULT_MODEL = "yolov3-tiny"
 PACKAGED_CFGS = [Path(__file__).parent / "darknet_cfgs", Path(__file__).parent.parent / "darknet_cfgs"]
@@ -124,7 +125,7 @@ def fetch(name: str, progress: bool = True, force: bool = False) -> Path:
             if digest != info.sha256:
                 failures.append(f"{label}: sha256 {digest[:12]}... does not match")
                 continue
-            os.replace(tmp, target)
+            publish(tmp, target)
             return target
         except (OSError, ValueError, tarfile.TarError, zipfile.BadZipFile) as err:
             failures.append(f"{label}: {err}")

@@ -1,5 +1,6 @@
 """Weights cache, fetch fallbacks (no network: sources are replaced by local fakes), cfg lookup."""
 import hashlib
+import os
 import io
 import tarfile
 from pathlib import Path
@@ -115,3 +116,12 @@ def test_resolve_cfg_prefers_cwd_then_packaged(tmp_path, monkeypatch):
 @pytest.mark.skipif(not (SHARED / "models" / "yolov3-tiny.weights").is_file(), reason="no shared copy")
 def test_table_sha_matches_the_official_file():
     assert zoo.sha256_file(SHARED / "models" / "yolov3-tiny.weights") == zoo.MODELS["yolov3-tiny"].sha256
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    from dncompress.fsutil import atomic_write
+    target = tmp_path / "out.bin"
+    atomic_write(target, b"data")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
