@@ -7,10 +7,13 @@ from pathlib import Path
 
 import click
 import cv2
+import numpy as np
 
 from . import __version__
+from .data import load_dataset
 from .detect import detect_image, draw, load_image, read_names
 from .errors import DncompressError
+from .eval import evaluate, fidelity_dataset, predict, timed_predict
 from .fsutil import atomic_write, check_outputs
 from .network import Network
 from .zoo import DEFAULT_MODEL, fetch, find_weights, resolve_cfg
@@ -127,3 +130,63 @@ def fetch_command(model, force):
     """Download MODEL's official weights into the cache and verify their sha256."""
     path = fetch(model, progress=True, force=force)
     click.echo(str(path))
+
+
+def backend_forward(net: Network, backend: str):
+    """The forward callable of the chosen backend: the numpy engine, or onnxruntime on an export of it."""
+    if backend == "numpy":
+        return net.forward
+    try:
+        from .export.onnx import build_onnx, onnx_forward
+    except ImportError:
+        raise DncompressError("the onnx backend needs the ONNX exporter (dncompress.export.onnx), which this "
+                              "build does not have; use --backend numpy") from None
+    return onnx_forward(build_onnx(net))
+
+
+def print_eval(result, names: list[str], label: str) -> None:
+    click.echo(f"{label}: {result.n_images} images, {result.n_boxes} boxes, {result.images_per_s:.1f} images/s")
+    click.echo(f"  {'class':<16} {'AP@0.5':>7} {'AP@.5:.95':>9}")
+    for c, ap in sorted(result.ap50_per_class.items()):
+        name = names[c] if c < len(names) else str(c)
+        click.echo(f"  {name:<16} {ap:7.3f} {np.mean(result.ap_per_class[c]):9.3f}")
+    click.echo(f"mAP@0.5 (VOC all-point)      {result.map50:.4f}")
+    click.echo(f"mAP@0.5:0.95 (COCO 101-pt)   {result.map50_95:.4f}")
+    click.echo(f"precision / recall @ conf 0.25, IoU 0.5: {result.precision:.3f} / {result.recall:.3f}")
+
+
+@main.command("eval")
+@click.argument("cfg", required=False)
+@click.argument("weights", required=False, type=click.Path())
+@click.option("--data", "data_path", required=True, type=click.Path(),
+              help="Folder with images/ and labels/, a list of image paths, or a Darknet .data file.")
+@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--letterbox/--resize", default=True, show_default=True, help="Preprocessing.")
+@click.option("--conf", default=0.005, show_default=True, help="Lowest confidence kept for the AP curves.")
+@click.option("--iou", "nms_threshold", default=0.45, show_default=True, help="NMS IoU threshold.")
+@click.option("--backend", type=click.Choice(["numpy", "onnx"]), default="numpy", show_default=True)
+@click.option("--reference", nargs=2, metavar="CFG2 WEIGHTS2",
+              help="Fidelity mode: the detections (conf >= 0.25) of this model are the ground truth.")
+@click.option("--batch", default=8, show_default=True, help="Images per forward pass.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold, backend, reference, batch,
+                 as_json):
+    """mAP@0.5, mAP@0.5:0.95, per-class AP, P/R and images/s of CFG on a labelled dataset (or, with
+    --reference, agreement with another model's detections)."""
+    dataset = load_dataset(data_path)
+    net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
+    classes = net.heads[0].classes
+    names = dataset.names or read_names(None, classes)
+    size = (net.info.width, net.info.height)
+    options = dict(use_letterbox=letterbox, conf=conf, nms=nms_threshold, batch=batch, progress=not as_json)
+    if reference:
+        ref_net = open_network(reference[0], reference[1], size)
+        ref_preds = predict(ref_net.forward, ref_net.heads, dataset, *size, **options)
+        dataset = fidelity_dataset(ref_preds, dataset)
+    preds, images_per_s = timed_predict(backend_forward(net, backend), net.heads, dataset, *size, **options)
+    result = evaluate(preds, dataset, classes)
+    result.images_per_s = images_per_s
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=1))
+    else:
+        print_eval(result, names, "fidelity vs reference" if reference else "eval")
