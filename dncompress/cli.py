@@ -13,9 +13,11 @@ from . import __version__
 from .data import load_dataset
 from .detect import detect_image, draw, load_image, read_names
 from .errors import DncompressError
+from .export.onnx import build_onnx, onnx_forward, parity, save_onnx
 from .eval import evaluate, fidelity_dataset, predict, timed_predict
 from .fsutil import atomic_write, check_outputs
 from .network import Network
+from .stats import summary
 from .zoo import DEFAULT_MODEL, fetch, find_weights, resolve_cfg
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -92,8 +94,10 @@ def next_run_dir(base: Path) -> Path:
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for annotated images "
               "(default: a new runs/detect/expN).")
 @click.option("--json", "as_json", is_flag=True, help="Print detections as JSON on stdout.")
+@click.option("--backend", type=click.Choice(["numpy", "onnx"]), default="numpy", show_default=True,
+              help="Inference engine: the numpy engine, or onnxruntime on an ONNX export of the model.")
 @click.option("--force", is_flag=True, help="Overwrite existing annotated images in --out.")
-def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz, out, as_json, force):
+def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz, out, as_json, backend, force):
     """Detect objects in IMAGES (files or folders) and write annotated copies."""
     paths = expand_images(images)
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
@@ -102,12 +106,13 @@ def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz,
     targets = [out_dir / f"{p.stem}.jpg" for p in paths]
     if out_dir.exists():
         check_outputs(targets, paths, force)
+    forward = backend_forward(net, backend)
     results = []
     with click.progressbar(paths, label="detect", file=sys.stderr,
                            hidden=len(paths) < 2) as bar:
         for path, target in zip(bar, targets):
             img = load_image(path)
-            dets = detect_image(net.forward, net.heads, img, net.info.width, net.info.height, thresh,
+            dets = detect_image(forward, net.heads, img, net.info.width, net.info.height, thresh,
                                 nms_threshold, letterbox, class_names)
             out_dir.mkdir(parents=True, exist_ok=True)
             ok, encoded = cv2.imencode(".jpg", draw(img, dets))
@@ -134,14 +139,7 @@ def fetch_command(model, force):
 
 def backend_forward(net: Network, backend: str):
     """The forward callable of the chosen backend: the numpy engine, or onnxruntime on an export of it."""
-    if backend == "numpy":
-        return net.forward
-    try:
-        from .export.onnx import build_onnx, onnx_forward
-    except ImportError:
-        raise DncompressError("the onnx backend needs the ONNX exporter (dncompress.export.onnx), which this "
-                              "build does not have; use --backend numpy") from None
-    return onnx_forward(build_onnx(net))
+    return net.forward if backend == "numpy" else onnx_forward(build_onnx(net))
 
 
 def print_eval(result, names: list[str], label: str) -> None:
@@ -190,3 +188,58 @@ def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold,
         click.echo(json.dumps(result.to_dict(), indent=1))
     else:
         print_eval(result, names, "fidelity vs reference" if reference else "eval")
+
+
+@main.command("export")
+@click.argument("cfg", required=False)
+@click.argument("weights", required=False, type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="ONNX file (default: <cfg stem>.onnx).")
+@click.option("--opset", default=13, show_default=True, type=click.IntRange(13, 21))
+@click.option("--decode", is_flag=True, help="Add the YOLO decode: outputs boxes (cx, cy, w, h relative to "
+              "the input) and scores (objectness * class).")
+@click.option("--nms", is_flag=True, help="With --decode: add NonMaxSuppression (output selected_indices).")
+@click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension symbolic.")
+@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+def export_command(cfg, weights, output, opset, decode, nms, dynamic_batch, imgsz, force):
+    """Write CFG as ONNX (BN folded into Conv), then check it with onnxruntime against the numpy engine."""
+    net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
+    output = Path(output or f"{Path(net.file).stem}.onnx")
+    check_outputs([output], [net.file, weights], force)
+    model = build_onnx(net, opset, decode, nms, dynamic_batch)
+    diff = parity(net, model, decode, 2 if dynamic_batch else 1)
+    if diff > 1e-4:
+        raise DncompressError(f"onnxruntime differs from the numpy engine by {diff:.3g} (> 1e-4); not written",
+                              str(output))
+    save_onnx(model, output)
+    click.echo(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, opset {opset}); onnxruntime vs numpy "
+               f"engine max abs diff {diff:.2e}")
+
+
+@main.command("stats")
+@click.argument("cfg", required=False)
+@click.argument("weights", required=False, type=click.Path())
+@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def stats_command(cfg, weights, imgsz, as_json):
+    """Per-layer cost table (like Darknet's) and totals: params, size, BFLOPs, peak activation memory,
+    energy estimate. Needs no weights; WEIGHTS, if given, is checked against the cfg."""
+    width, height = imgsz if imgsz else (None, None)
+    net = Network.from_cfg(resolve_cfg(cfg or DEFAULT_MODEL), weights, width, height)
+    figures = summary(net)
+    if as_json:
+        click.echo(json.dumps(figures, indent=1))
+        return
+    click.echo(f"{'layer':>5} {'type':<22} {'filters':>7} {'size/strd':>9}   {'input':>15} -> {'output':<15}"
+               f" {'BFLOPs':>7} {'params':>9}")
+    for row in figures["layers"]:
+        kernel = f"{row['size']} x{row['size']}/{row['stride']}" if row["size"] else ""
+        shape = (lambda s: f"{s[2]} x{s[1]:>4} x{s[0]:>5}")
+        click.echo(f"{row['index']:>5} {row['type']:<22} {row['filters'] or '':>7} {kernel:>9}   "
+                   f"{shape(row['input']):>15} -> {shape(row['output']):<15} {row['bflops']:7.3f} {row['params']:>9,}")
+    share = ", ".join(f"{k} {v:.0%}" for k, v in figures["energy_share"].items())
+    click.echo(f"params {figures['params']:,} ({figures['size_mb']:.2f} MB float32), {figures['bflops']:.3f} BFLOPs "
+               f"({figures['macs'] / 1e9:.4f} G MACs)")
+    click.echo(f"activations {figures['activation_mb']:.2f} MB in all, peak {figures['peak_activation_mb']:.2f} MB "
+               f"alive at once (batch 1)")
+    click.echo(f"energy {figures['energy'] / 1e9:.3f} G MAC-units ({share}); model in docs/energy.md")
