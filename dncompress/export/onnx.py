@@ -17,8 +17,9 @@ from ..network import Network
 
 
 class GraphBuilder:
-    """Collects nodes and initializers with unique names. `conv_hook(builder, layer, x, w)` may rewrite
-    a conv's input and weight tensor names (quantization inserts Quantize/DequantizeLinear there)."""
+    """Collects nodes and initializers with unique names. `conv_hook(builder, layer, x, weights)` returns
+    a conv's (input name, weight name) given its input name and folded weights array, or None to keep
+    the float defaults (quantization inserts QuantizeLinear/DequantizeLinear there)."""
 
     def __init__(self, opset: int, conv_hook: Callable | None = None):
         self.opset = opset
@@ -60,9 +61,8 @@ def emit_activation(g: GraphBuilder, x: str, activation: str) -> str:
 
 def emit_conv(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
     w, b = layer.folded()
-    x, w_name = xs[0], g.const(f"conv{layer.index}_w", w)
-    if g.conv_hook is not None:
-        x, w_name = g.conv_hook(g, layer, x, w_name)
+    hooked = g.conv_hook(g, layer, xs[0], w) if g.conv_hook is not None else None
+    x, w_name = hooked or (xs[0], g.const(f"conv{layer.index}_w", w))
     y = g.op("Conv", [x, w_name, g.const(f"conv{layer.index}_b", b)], f"conv{layer.index}",
              kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2, pads=[layer.pad] * 4, group=layer.groups)
     return emit_activation(g, y, layer.activation)
@@ -110,7 +110,7 @@ def emit_avgpool(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
 
 
 EMITTERS: dict[str, Callable[[GraphBuilder, Layer, list[str]], str]] = {
-    "convolutional": emit_conv, "maxpool": emit_maxpool, "upsample": emit_upsample, "route": emit_route,
+    "convolutional": emit_conv, "quantize_convolutional": emit_conv, "maxpool": emit_maxpool, "upsample": emit_upsample, "route": emit_route,
     "shortcut": emit_shortcut, "dropout": emit_identity, "avgpool": emit_avgpool,
     "yolo": emit_identity, "region": emit_identity,
 }

@@ -5,7 +5,12 @@ import numpy as np
 
 from ..engine.activations import ACTIVATIONS
 from ..engine.conv import conv2d, conv3x3_winograd, conv_output_size, winograd_weights
+from ..engine.quantize import (affine_params, dorefa_activations, dorefa_weights, fake_quantize_float32,
+                               snap_to_grid, unsigned_range)
 from .base import Layer, register, positive
+
+# [quantize_convolutional] without bit keys (public projects keep bit widths in code): 8-bit DoReFa
+DEFAULT_BITS = 8
 
 # Darknet's CPU normalize_cpu (pjreddie and AlexeyAB) and OpenCV's importer divide by sqrt(var + 1e-6);
 # pjreddie's GPU kernel uses sqrt(var) + 1e-6 instead. We fold the CPU/OpenCV form (docs/ARCHITECTURE.md).
@@ -61,16 +66,20 @@ class Convolutional(Layer):
         self._folded = None
         self._winograd = None
 
+    def fold(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(weights, bias) of this layer with its batchnorm folded in, computed in float64."""
+        p = self.params
+        w, b = weights.astype(np.float64), p["biases"].astype(np.float64)
+        if self.batch_normalize:
+            scale = p["scales"] / np.sqrt(p["rolling_variance"].astype(np.float64) + BN_EPS)
+            w = w * scale[:, None, None, None]
+            b = b - scale * p["rolling_mean"]
+        return np.ascontiguousarray(w, np.float32), b.astype(np.float32)
+
     def folded(self) -> tuple[np.ndarray, np.ndarray]:
-        """(weights, bias) with batchnorm folded in, computed once."""
+        """fold() of the current weights, computed once per parameter change."""
         if self._folded is None:
-            p = self.params
-            w, b = p["weights"].astype(np.float64), p["biases"].astype(np.float64)
-            if self.batch_normalize:
-                scale = p["scales"] / np.sqrt(p["rolling_variance"].astype(np.float64) + BN_EPS)
-                w = w * scale[:, None, None, None]
-                b = b - scale * p["rolling_mean"]
-            self._folded = (np.ascontiguousarray(w, np.float32), b.astype(np.float32))
+            self._folded = self.fold(self.params["weights"])
         return self._folded
 
     @property
@@ -92,4 +101,54 @@ class Convolutional(Layer):
 
 @register("quantize_convolutional")
 class QuantizeConvolutional(Convolutional):
-    """Same keys and .weights layout as [convolutional]; extra keys (bitw, bita, act ranges) are kept."""
+    """A conv with fake quantization; same .weights layout as [convolutional]. Keys (all optional):
+    bitw (weight bits, default 8), bita (input activation bits, default 8, 0 = float),
+    quant_weights = dorefa (default: files from public projects, no range keys) | affine (written by
+    dncompress: symmetric weights per channel or tensor, activations over [act_min, act_max]),
+    quant_scheme = per_channel | per_tensor (affine weights)."""
+
+    def __init__(self, section, index, shapes, net):
+        super().__init__(section, index, shapes, net)
+        s = section
+        self.bitw = s.get_int("bitw", DEFAULT_BITS)
+        self.bita = s.get_int("bita", DEFAULT_BITS)
+        self.method = s.get_str("quant_weights", "dorefa")
+        self.per_channel = s.get_str("quant_scheme", "per_channel") == "per_channel"
+        if not 1 <= self.bitw <= 16:
+            raise self.error(f"bitw={self.bitw} must be between 1 and 16", "bitw")
+        if not 0 <= self.bita <= 16:
+            raise self.error(f"bita={self.bita} must be between 0 (float) and 16", "bita")
+        if self.method not in ("dorefa", "affine"):
+            raise self.error(f"quant_weights={self.method} must be dorefa or affine", "quant_weights")
+        if s.get_str("quant_scheme", "per_channel") not in ("per_channel", "per_tensor"):
+            raise self.error("quant_scheme must be per_channel or per_tensor", "quant_scheme")
+        self.act_range = None
+        if self.method == "affine" and self.bita:
+            self.act_range = (s.get_float("act_min"), s.get_float("act_max"))
+            if not self.act_range[0] < self.act_range[1]:
+                raise self.error(f"act_min={self.act_range[0]} must be below act_max={self.act_range[1]}",
+                                 "act_max")
+        if self.method == "dorefa" and self.bitw > 1 and self.groups != 1:
+            raise self.error("DoReFa quantization of grouped convs is not supported", "groups")
+
+    def folded(self):
+        """Weights on the quantization grid: DoReFa quantizes the raw weights (BN follows the conv, as
+        in the public projects); affine quantizes the BN-folded weights (what a deployment runs)."""
+        if self._folded is None:
+            if self.method == "dorefa":
+                self._folded = self.fold(dorefa_weights(self.params["weights"], self.bitw))
+            else:
+                w, b = self.fold(self.params["weights"])
+                self._folded = (snap_to_grid(w, self.bitw, self.per_channel), b)
+        return self._folded
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        if not self.bita:
+            return x
+        if self.method == "dorefa":
+            return dorefa_activations(x, self.bita)
+        scale, zero_point = affine_params(*self.act_range, self.bita)
+        return fake_quantize_float32(x, scale, zero_point, *unsigned_range(self.bita))
+
+    def forward(self, xs):
+        return super().forward([self.quantize_input(xs[0])])

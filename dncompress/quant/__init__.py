@@ -1,0 +1,1 @@
+"""Post-training quantization: calibration, [quantize_convolutional] networks, packed files, QDQ ONNX."""
