@@ -90,10 +90,16 @@ def next_run_dir(base: Path) -> Path:
               "(default: a new runs/detect/expN).")
 @click.option("--json", "as_json", is_flag=True, help="Print detections as JSON on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite existing annotated images in --out.")
-def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz, out, as_json, force):
+@click.option("--backend", type=click.Choice(["numpy", "onnx"]), default="numpy", show_default=True,
+              help="Run the numpy engine, or onnxruntime on the network exported in memory.")
+def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz, out, as_json, force, backend):
     """Detect objects in IMAGES (files or folders) and write annotated copies."""
     paths = expand_images(images)
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
+    forward = net.forward
+    if backend == "onnx":
+        from .export import build_onnx, onnx_forward
+        forward = onnx_forward(build_onnx(net))
     class_names = read_names(names, net.heads[0].classes)
     out_dir = Path(out) if out else next_run_dir(Path("runs/detect"))
     targets = [out_dir / f"{p.stem}.jpg" for p in paths]
@@ -104,7 +110,7 @@ def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz,
                            hidden=len(paths) < 2) as bar:
         for path, target in zip(bar, targets):
             img = load_image(path)
-            dets = detect_image(net.forward, net.heads, img, net.info.width, net.info.height, thresh,
+            dets = detect_image(forward, net.heads, img, net.info.width, net.info.height, thresh,
                                 nms_threshold, letterbox, class_names)
             out_dir.mkdir(parents=True, exist_ok=True)
             ok, encoded = cv2.imencode(".jpg", draw(img, dets))
@@ -127,3 +133,56 @@ def fetch_command(model, force):
     """Download MODEL's official weights into the cache and verify their sha256."""
     path = fetch(model, progress=True, force=force)
     click.echo(str(path))
+
+
+@main.command("export")
+@click.argument("cfg", required=False)
+@click.argument("weights", required=False, type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="ONNX file to write (default: <cfg stem>.onnx in the current folder).")
+@click.option("--opset", default=13, show_default=True, help="ONNX opset (13..21).")
+@click.option("--decode", is_flag=True, help="Add the yolo/region decode: outputs boxes (cx, cy, w, h "
+              "relative to the input), objectness and class scores instead of raw head tensors.")
+@click.option("--nms", "with_nms", is_flag=True, help="With --decode: add NonMaxSuppression (output "
+              "selected_indices: batch, class, box).")
+@click.option("--thresh", default=0.25, show_default=True, help="NMS score threshold.")
+@click.option("--iou", default=0.45, show_default=True, help="NMS IoU threshold.")
+@click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension symbolic (N).")
+@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+def export_command(cfg, weights, output, opset, decode, with_nms, thresh, iou, dynamic_batch, imgsz, force):
+    """Export CFG (+ WEIGHTS) to ONNX, then check onnxruntime against the numpy engine (<= 1e-4)."""
+    from .export import build_onnx, save_onnx
+    from .export.verify import max_abs_difference
+    net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
+    target = Path(output) if output else Path(f"{Path(net.file).stem}.onnx")
+    check_outputs([target], [net.file, weights], force)
+    model = build_onnx(net, opset, decode, with_nms, dynamic_batch, thresh=thresh, iou=iou)
+    save_onnx(model, target)
+    diff = max_abs_difference(net, model, decode, batch=2 if dynamic_batch else 1)
+    click.echo(f"wrote {target} (opset {opset}, {len(model.graph.node)} nodes); "
+               f"onnxruntime vs numpy engine max abs difference {diff:.3g}")
+    if not diff <= 1e-4:
+        raise DncompressError(f"onnxruntime differs from the numpy engine by {diff:.3g} > 1e-4", str(target))
+
+
+@main.command("stats")
+@click.argument("cfg", required=False)
+@click.argument("weights", required=False, type=click.Path())
+@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--json", "as_json", is_flag=True, help="Print per-layer costs and totals as JSON.")
+def stats_command(cfg, weights, imgsz, as_json):
+    """Per-layer BFLOPs, params, activations; totals with peak memory and an energy estimate.
+    Needs no weights (WEIGHTS, if given, are only checked against the cfg)."""
+    import dataclasses
+    from .stats import format_table, layer_costs, summary
+    width, height = imgsz if imgsz else (None, None)
+    net = Network.from_cfg(resolve_cfg(cfg or DEFAULT_MODEL), weights, width, height)
+    costs = layer_costs(net)
+    totals = summary(net, costs)
+    if as_json:
+        layers = [dict(dataclasses.asdict(c), bflops=c.bflops, energy=c.energy) for c in costs]
+        click.echo(json.dumps({"cfg": net.file, "input": list(net.input_shape), "layers": layers,
+                               "totals": totals}, indent=1))
+    else:
+        click.echo(format_table(costs, totals))
