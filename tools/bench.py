@@ -2,8 +2,9 @@
 
     python tools/bench.py [--runs 30] [--imgsz 416] [--threads 2]
 
-Prints the median latency of a yolov3-tiny forward pass for the numpy engine and OpenCV DNN
-(and the ratio engine / OpenCV). Targets live in the README, not in tests.
+Prints the median latency of a yolov3-tiny forward pass for the numpy engine, OpenCV DNN and
+onnxruntime (the exported model, intra_op_num_threads = --threads), each as a ratio to OpenCV DNN.
+Targets live in the README, not in tests.
 """
 from __future__ import annotations
 
@@ -14,15 +15,18 @@ import time
 from pathlib import Path
 
 
-def median_ms(fn, runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def medians_ms(fns: dict, runs: int, warmup: int = 3) -> dict:
+    """Median ms per function, timed in turn within each round so machine load hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -39,6 +43,7 @@ def main() -> None:
     import cv2
     import numpy as np
 
+    from dncompress.export import build_onnx, onnx_forward
     from dncompress.network import Network
     from dncompress.zoo import find_weights, resolve_cfg
 
@@ -55,8 +60,9 @@ def main() -> None:
         cvnet.setInput(blob)
         cvnet.forward(outs)
 
-    results = {"numpy engine": median_ms(lambda: net.forward(blob), args.runs),
-               "opencv dnn": median_ms(opencv, args.runs)}
+    ort_forward = onnx_forward(build_onnx(net), threads=args.threads)
+    results = medians_ms({"numpy engine": lambda: net.forward(blob), "opencv dnn": opencv,
+                          "onnxruntime": lambda: ort_forward(blob)}, args.runs)
     print(f"{Path(cfg).stem} {args.imgsz}x{args.imgsz}, batch 1, {args.threads} threads, "
           f"median of {args.runs} runs")
     base = results["opencv dnn"]
