@@ -2,9 +2,8 @@
 
     python tools/bench.py [--runs 30] [--imgsz 416] [--threads 2]
 
-Prints the median latency of a yolov3-tiny forward pass for the numpy engine, OpenCV DNN and
-onnxruntime (the exported model, intra_op_num_threads = --threads), each as a ratio to OpenCV DNN.
-Targets live in the README, not in tests.
+Prints the median latency of a yolov3-tiny forward pass for the numpy engine, onnxruntime (on the
+ONNX export) and OpenCV DNN, each as a ratio to OpenCV DNN. Targets live in the README, not in tests.
 """
 from __future__ import annotations
 
@@ -43,7 +42,7 @@ def main() -> None:
     import cv2
     import numpy as np
 
-    from dncompress.export import build_onnx, onnx_forward
+    from dncompress.export.onnx import build_onnx, onnx_forward
     from dncompress.network import Network
     from dncompress.zoo import find_weights, resolve_cfg
 
@@ -61,8 +60,8 @@ def main() -> None:
         cvnet.forward(outs)
 
     ort_forward = onnx_forward(build_onnx(net), threads=args.threads)
-    results = medians_ms({"numpy engine": lambda: net.forward(blob), "opencv dnn": opencv,
-                          "onnxruntime": lambda: ort_forward(blob)}, args.runs)
+    results = medians_ms({"numpy engine": lambda: net.forward(blob), "onnxruntime": lambda: ort_forward(blob),
+                          "opencv dnn": opencv}, args.runs)
     print(f"{Path(cfg).stem} {args.imgsz}x{args.imgsz}, batch 1, {args.threads} threads, "
           f"median of {args.runs} runs")
     base = results["opencv dnn"]

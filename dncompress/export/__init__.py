@@ -1,4 +1,4 @@
-"""Writers from a Network to other formats (ONNX)."""
-from .onnx import EMITTERS, GraphBuilder, build_onnx, onnx_forward, save_onnx
+"""Writers to other formats (ONNX)."""
+from .onnx import EMITTERS, GraphBuilder, build_onnx, onnx_forward, parity, save_onnx
 
-__all__ = ["EMITTERS", "GraphBuilder", "build_onnx", "onnx_forward", "save_onnx"]
+__all__ = ["EMITTERS", "GraphBuilder", "build_onnx", "onnx_forward", "parity", "save_onnx"]

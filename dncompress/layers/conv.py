@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine.activations import ACTIVATIONS
-from ..engine.conv import conv2d, conv_output_size
+from ..engine.conv import conv2d, conv3x3_winograd, conv_output_size, winograd_weights
 from .base import Layer, register, positive
 
 # Darknet's CPU normalize_cpu (pjreddie and AlexeyAB) and OpenCV's importer divide by sqrt(var + 1e-6);
@@ -45,6 +45,7 @@ class Convolutional(Layer):
             raise self.error(f"size={self.size} is larger than the {h}x{w} input", "size")
         self.out_shape = (self.filters, ho, wo)
         self._folded: tuple[np.ndarray, np.ndarray] | None = None
+        self._winograd: np.ndarray | None = None
 
     def param_shapes(self):
         n, c = self.filters, self.in_shapes[0][0]
@@ -58,6 +59,7 @@ class Convolutional(Layer):
         """Replace parameters; the folded copy is rebuilt on the next forward."""
         self.params.update(params)
         self._folded = None
+        self._winograd = None
 
     def folded(self) -> tuple[np.ndarray, np.ndarray]:
         """(weights, bias) with batchnorm folded in, computed once."""
@@ -71,9 +73,20 @@ class Convolutional(Layer):
             self._folded = (np.ascontiguousarray(w, np.float32), b.astype(np.float32))
         return self._folded
 
+    @property
+    def uses_winograd(self) -> bool:
+        """3x3 stride-1 convs with >= 64 input channels: below that the Winograd transforms cost more
+        than the smaller GEMM saves (measured on yolov3-tiny: 29 ms vs 33 ms im2col-only, 38 ms all-Winograd)."""
+        return self.size == 3 and self.stride == 1 and self.groups == 1 and self.in_shapes[0][0] >= 64
+
     def forward(self, xs):
         w, b = self.folded()
-        y = conv2d(xs[0], w, b, self.stride, self.pad, self.groups)
+        if self.uses_winograd:
+            if self._winograd is None:
+                self._winograd = winograd_weights(w)
+            y = conv3x3_winograd(xs[0], self._winograd, b, self.pad)
+        else:
+            y = conv2d(xs[0], w, b, self.stride, self.pad, self.groups)
         return ACTIVATIONS[self.activation](y)
 
 
