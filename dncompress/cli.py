@@ -223,7 +223,9 @@ def export_command(cfg, weights, output, opset, decode, nms, dynamic_batch, imgs
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
     output = Path(output or f"{Path(net.file).stem}.onnx")
     check_outputs([output], [net.file, weights], force)
-    model = build_onnx(net, opset, decode, nms, dynamic_batch)
+    quantized = any(layer.type == "quantize_convolutional" for layer in net.layers)
+    model = (build_qdq_onnx if quantized else build_onnx)(net, opset, decode=decode, nms=nms,
+                                                          dynamic_batch=dynamic_batch)
     diff = parity(net, model, decode, 2 if dynamic_batch else 1)
     if diff > 1e-4:
         raise DncompressError(f"onnxruntime differs from the numpy engine by {diff:.3g} (> 1e-4); not written",

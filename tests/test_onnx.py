@@ -70,6 +70,9 @@ probability=.3
 filters=18
 size=1
 activation=logistic
+bitw=6
+bita=0
+quant_weights=affine
 [convolutional]
 filters=18
 size=1
@@ -142,7 +145,8 @@ def test_conv_hook_wraps_every_conv_weight(tiny_net):
         seen.append(layer.index)
         scale = g.const("wscale", np.float32(np.abs(layer.folded()[0]).max() / 127))
         zero = g.const("wzero", np.int8(0))
-        return x, g.op("DequantizeLinear", [g.op("QuantizeLinear", [w, scale, zero]), scale, zero])
+        w_name = g.const("w", w)
+        return x, g.op("DequantizeLinear", [g.op("QuantizeLinear", [w_name, scale, zero]), scale, zero])
 
     model = build_onnx(tiny_net, conv_hook=qdq)
     convs = [layer.index for layer in tiny_net.layers if layer.type == "convolutional"]

@@ -62,6 +62,9 @@ def emit_activation(g: GraphBuilder, x: str, activation: str) -> str:
 def emit_conv(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
     w, b = layer.folded()
     hooked = g.conv_hook(g, layer, xs[0], w) if g.conv_hook is not None else None
+    if hooked is None and getattr(layer, "bita", 0):
+        raise DncompressError(f"layer {layer.index} [quantize_convolutional] quantizes its input, which a float "
+                              "export cannot express; export quantized networks as QDQ (quantize --format onnx)")
     x, w_name = hooked or (xs[0], g.const(f"conv{layer.index}_w", w))
     y = g.op("Conv", [x, w_name, g.const(f"conv{layer.index}_b", b)], f"conv{layer.index}",
              kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2, pads=[layer.pad] * 4, group=layer.groups)
