@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .data import load_dataset
+from .data import label_path, load_dataset
 from .detect import detect_image, draw, load_image, read_names
 from .errors import DncompressError
 from .export.onnx import build_onnx, onnx_forward, parity, save_onnx
@@ -138,8 +138,9 @@ def fetch_command(model, force):
 
 
 def backend_forward(net: Network, backend: str):
-    """The forward callable of the chosen backend: the numpy engine, or onnxruntime on an export of it."""
-    return net.forward if backend == "numpy" else onnx_forward(build_onnx(net))
+    """The forward callable of the chosen backend: the numpy engine, or onnxruntime on an export of it
+    (batch dimension symbolic, since eval runs several images per pass)."""
+    return net.forward if backend == "numpy" else onnx_forward(build_onnx(net, dynamic_batch=True))
 
 
 def print_eval(result, names: list[str], label: str) -> None:
@@ -172,8 +173,13 @@ def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold,
     """mAP@0.5, mAP@0.5:0.95, per-class AP, P/R and images/s of CFG on a labelled dataset (or, with
     --reference, agreement with another model's detections)."""
     dataset = load_dataset(data_path)
+    if not reference and not dataset.num_boxes:
+        raise DncompressError("no image has a labelled object (labels are looked for by the images->labels "
+                              f"rule, e.g. {label_path(dataset.items[0].image)}); to compare against "
+                              "another model without labels, pass --reference CFG2 WEIGHTS2", str(data_path))
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
     classes = net.heads[0].classes
+    dataset.check_classes(classes)
     names = dataset.names or read_names(None, classes)
     size = (net.info.width, net.info.height)
     options = dict(use_letterbox=letterbox, conf=conf, nms=nms_threshold, batch=batch, progress=not as_json)

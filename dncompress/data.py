@@ -38,6 +38,27 @@ class Dataset:
     def num_boxes(self) -> int:
         return sum(len(s.labels) for s in self.items)
 
+    def check_classes(self, num_classes: int) -> None:
+        """Raise naming the label file and line of the first class id >= num_classes."""
+        for sample in self.items:
+            classes = sample.labels[:, 0]
+            if len(classes) and classes.max() >= num_classes:
+                bad = int(classes[classes >= num_classes][0])
+                path = label_path(sample.image) if sample.image else None
+                raise DncompressError(f"class {bad} but the network has {num_classes} classes "
+                                      f"(0..{num_classes - 1})", path, _line_of_class(path, bad))
+
+
+def _line_of_class(path: Path | None, class_id: int) -> str | None:
+    """`line N` of the first label row of class_id in a label file, for error messages."""
+    if path is None or not path.is_file():
+        return None
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if fields and float(fields[0]) == class_id:
+            return f"line {number}"
+    return None
+
 
 def label_path(image: Path) -> Path:
     """Darknet's rule: the last `images` (or `JPEGImages`) folder becomes `labels`, the suffix `.txt`."""
@@ -76,7 +97,13 @@ def parse_labels(path: Path) -> np.ndarray:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """Images directly in `folder`; a folder holding only sub-folders (images/train2017, ...) names them."""
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not images and subfolders:
+        raise DncompressError(f"no images here, only sub-folders ({', '.join(subfolders)}); pass one of them, "
+                              f"e.g. {folder / subfolders[0]}", str(folder))
+    return images
 
 
 def _from_list(path: Path) -> list[Path]:
