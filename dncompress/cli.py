@@ -179,6 +179,9 @@ def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold,
                               "another model without labels, pass --reference CFG2 WEIGHTS2", str(data_path))
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
     classes = net.heads[0].classes
+    if dataset.classes not in (None, classes) and not reference:
+        raise DncompressError(f"classes={dataset.classes} but the network has {classes} classes", data_path,
+                              "classes")
     dataset.check_classes(classes)
     names = dataset.names or read_names(None, classes)
     size = (net.info.width, net.info.height)

@@ -27,6 +27,7 @@ class Dataset:
     items: list[Sample]
     names: list[str] | None = None
     source: str = ""
+    classes: int | None = None  # `classes=` of a .data file
 
     def __len__(self) -> int:
         return len(self.items)
@@ -126,8 +127,8 @@ def _from_list(path: Path) -> list[Path]:
     return images
 
 
-def _read_data_file(path: Path) -> tuple[Path, list[str] | None]:
-    """(list of validation images, class names) from a Darknet .data file."""
+def _read_data_file(path: Path) -> tuple[Path, list[str] | None, int | None]:
+    """(list of validation images, class names, number of classes) from a Darknet .data file."""
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as err:
@@ -152,17 +153,20 @@ def _read_data_file(path: Path) -> tuple[Path, list[str] | None]:
             names = [n.strip() for n in names_path.read_text().splitlines() if n.strip()]
         except (OSError, UnicodeDecodeError) as err:
             raise DncompressError(f"cannot read names file {names_path}: {err}", str(path)) from None
-    return locate(valid), names
+    classes = keys.get("classes")
+    if classes is not None and not (classes.isdigit() and int(classes) > 0):
+        raise DncompressError(f"classes={classes} is not a positive integer", str(path), "classes")
+    return locate(valid), names, None if classes is None else int(classes)
 
 
 def load_dataset(path: str | Path) -> Dataset:
     """A folder (with images/ or holding images), a .txt list of image paths, or a Darknet .data file."""
     path = Path(path)
-    names = None
+    names, classes = None, None
     if path.is_dir():
         images = _images_in(path / "images" if (path / "images").is_dir() else path)
     elif path.suffix == ".data":
-        list_path, names = _read_data_file(path)
+        list_path, names, classes = _read_data_file(path)
         images = _from_list(list_path)
     elif path.is_file():
         images = _from_list(path)
@@ -171,4 +175,4 @@ def load_dataset(path: str | Path) -> Dataset:
                               "paths, or a Darknet .data file", str(path))
     if not images:
         raise DncompressError("dataset holds no images", str(path))
-    return Dataset([Sample(img, parse_labels(label_path(img))) for img in images], names, str(path))
+    return Dataset([Sample(img, parse_labels(label_path(img))) for img in images], names, str(path), classes)

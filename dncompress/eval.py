@@ -189,7 +189,7 @@ def fidelity_dataset(reference: Sequence[ImagePrediction], dataset: Dataset, con
         labels = np.stack([pred.classes[keep], (b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h,
                            (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h], axis=1)
         items.append(Sample(sample.image, labels.astype(np.float32).reshape(-1, 5)))
-    return Dataset(items, dataset.names, f"{dataset.source} (reference detections >= {conf})")
+    return Dataset(items, dataset.names, f"{dataset.source} (reference detections >= {conf})", dataset.classes)
 
 
 def timed_predict(*args, **kwargs) -> tuple[list[ImagePrediction], float]:

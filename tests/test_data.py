@@ -44,7 +44,10 @@ def test_list_file_and_data_file(tmp_path, monkeypatch):
     listed = load_dataset(tmp_path / "valid.txt")
     assert [s.labels[0, 0] for s in listed] == [2, 3]
     data = load_dataset(tmp_path / "obj.data")
-    assert data.names == ["x", "y", "car", "motorbike"] and len(data) == 2
+    assert data.names == ["x", "y", "car", "motorbike"] and data.classes == 4 and len(data) == 2
+    (tmp_path / "bad.data").write_text("classes = four\nvalid = valid.txt\n")
+    with pytest.raises(DncompressError, match=r"bad.data:classes: classes=four is not a positive integer"):
+        load_dataset(tmp_path / "bad.data")
 
 
 @pytest.mark.parametrize("line", ["1 0.5 0.5 0.2", "a 0.5 0.5 0.2 0.2", "1.5 0.5 0.5 0.2 0.2",

@@ -227,3 +227,11 @@ def test_eval_cli_without_labels_points_to_reference(tmp_path):
     out = CliRunner().invoke(main, ["eval", "--data", str(folder)])
     assert out.exit_code == 2 and "Traceback" not in out.stderr
     assert "no image has a labelled object" in out.stderr and "--reference" in out.stderr
+
+
+def test_eval_cli_refuses_a_data_file_for_another_class_count(tmp_path, tiny_weights):
+    folder = coco128_folder(tmp_path / "ds", 1)
+    (folder / "valid.txt").write_text("".join(f"{p}\n" for p in (folder / "images").iterdir()))
+    (folder / "voc.data").write_text("classes = 20\nvalid = valid.txt\n")
+    out = CliRunner().invoke(main, ["eval", "yolov3-tiny", str(tiny_weights), "--data", str(folder / "voc.data")])
+    assert out.exit_code == 2 and "voc.data:classes: classes=20 but the network has 80 classes" in out.stderr
