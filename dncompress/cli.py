@@ -167,13 +167,18 @@ def print_eval(result, names: list[str], label: str) -> None:
 @click.option("--data", "data_path", required=True, type=click.Path(),
               help="Folder with images/ and labels/, a list of image paths, or a Darknet .data file.")
 @click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
-@click.option("--letterbox/--resize", default=True, show_default=True, help="Preprocessing.")
-@click.option("--conf", default=0.005, show_default=True, help="Lowest confidence kept for the AP curves.")
-@click.option("--iou", "nms_threshold", default=0.45, show_default=True, help="NMS IoU threshold.")
-@click.option("--backend", type=click.Choice(["numpy", "onnx"]), default="numpy", show_default=True)
+@click.option("--letterbox/--resize", default=True, show_default=True,
+              help="Keep aspect ratio with grey padding (Darknet letterbox) or stretch to the input size.")
+@click.option("--conf", default=0.005, show_default=True, type=click.FloatRange(0, 1),
+              help="Lowest confidence kept for the AP curves.")
+@click.option("--iou", "nms_threshold", default=0.45, show_default=True, type=click.FloatRange(0, 1),
+              help="NMS IoU threshold.")
+@click.option("--backend", type=click.Choice(["numpy", "onnx"]), default="numpy", show_default=True,
+              help="numpy engine, or onnxruntime on an in-memory ONNX export of the model.")
 @click.option("--reference", nargs=2, metavar="CFG2 WEIGHTS2",
               help="Fidelity mode: the detections (conf >= 0.25) of this model are the ground truth.")
-@click.option("--batch", default=8, show_default=True, help="Images per forward pass.")
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(1),
+              help="Images per forward pass.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold, backend, reference, batch,
                  as_json):
@@ -201,7 +206,9 @@ def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold,
     result = evaluate(preds, dataset, classes)
     result.images_per_s = images_per_s
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=1))
+        fields = result.to_dict()
+        fields["ground_truth"] = f"detections of {' '.join(reference)}" if reference else "labels"
+        click.echo(json.dumps(fields, indent=1))
     else:
         print_eval(result, names, "fidelity vs reference" if reference else "eval")
 

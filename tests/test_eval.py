@@ -202,7 +202,9 @@ def test_eval_cli_json_and_fidelity(tmp_path, tiny_weights):
     assert data["n_images"] == 3 and 0 < data["map50"] <= 1 and data["images_per_s"] > 0
     fidelity = runner.invoke(main, ["eval", "--data", str(folder), "--reference", "yolov3-tiny", str(tiny_weights),
                                     "--json"])
-    assert json.loads(fidelity.stdout)["map50"] == pytest.approx(1.0)
+    fidelity = json.loads(fidelity.stdout)
+    assert fidelity["map50"] == pytest.approx(1.0) and fidelity["ground_truth"].startswith("detections of yolov3")
+    assert data["ground_truth"] == "labels"
     (folder / "labels" / "000000000025.txt").write_text("1 .5 .5 .1 .1\n\n99 .5 .5 .1 .1\n")
     bad = runner.invoke(main, ["eval", "--data", str(folder)])
     assert bad.exit_code == 2
