@@ -9,10 +9,10 @@ import click
 import cv2
 
 from . import __version__
-from .detect import detect_image, draw, load_image, read_names
+from .detect import check_heads, detect_image, draw, load_image, read_names
 from .errors import DncompressError
-from .fsutil import atomic_write, check_outputs
-from .network import Network
+from .fsutil import StagedWrites, check_outputs
+from .network import DEFAULT_MAX_ACTIVATION_MB, MAX_ACTIVATION_ENV, Network
 from .zoo import DEFAULT_MODEL, fetch, find_weights, resolve_cfg
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -34,7 +34,10 @@ class Group(click.Group):
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dncompress")
-def main():
+@click.option("--max-activation-mb", type=float, metavar="MB",
+              help=f"Refuse networks whose peak activation memory for one image exceeds MB "
+              f"(default: ${MAX_ACTIVATION_ENV}, else {DEFAULT_MAX_ACTIVATION_MB:.0f}).")
+def main(max_activation_mb):
     """Compress Darknet/YOLO detectors: prune, quantize, export, measure.
 
     A CFG may be a path or a packaged model name (yolov3-tiny, yolov4-tiny, yolov3, yolov2-tiny);
@@ -47,7 +50,11 @@ def open_network(cfg: str | None, weights: str | None, imgsz: tuple[int, int] | 
     cfg_path = resolve_cfg(cfg or DEFAULT_MODEL)
     weights_path = find_weights(cfg_path, weights)
     width, height = imgsz if imgsz else (None, None)
-    return Network.from_cfg(cfg_path, weights_path, width, height)
+    ctx = click.get_current_context(silent=True)
+    limit = ctx.find_root().params.get("max_activation_mb") if ctx else None
+    if limit is not None and not 0 < limit < float("inf"):
+        raise DncompressError(f"--max-activation-mb {limit} must be a positive number")
+    return Network.from_cfg(cfg_path, weights_path, width, height, limit)
 
 
 def expand_images(paths: tuple[str, ...]) -> list[Path]:
@@ -94,21 +101,26 @@ def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz,
     """Detect objects in IMAGES (files or folders) and write annotated copies."""
     paths = expand_images(images)
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
+    check_heads(net.heads, net.file)
     class_names = read_names(names, net.heads[0].classes)
     out_dir = Path(out) if out else next_run_dir(Path("runs/detect"))
     targets = [out_dir / f"{p.stem}.jpg" for p in paths]
+    if len(set(targets)) < len(targets):
+        clash = next(t for t in targets if targets.count(t) > 1)
+        raise DncompressError("two input images would both be written here (same name stem); "
+                              "detect them in separate runs", str(clash))
     if out_dir.exists():
         check_outputs(targets, paths, force)
     results = []
-    with click.progressbar(paths, label="detect", file=sys.stderr,
-                           hidden=len(paths) < 2) as bar:
+    # annotated images appear only once every image succeeded: a bad image or Ctrl-C leaves none
+    with click.progressbar(paths, label="detect", file=sys.stderr, hidden=len(paths) < 2) as bar, \
+            StagedWrites(out_dir) as staged:
         for path, target in zip(bar, targets):
             img = load_image(path)
             dets = detect_image(net.forward, net.heads, img, net.info.width, net.info.height, thresh,
                                 nms_threshold, letterbox, class_names)
-            out_dir.mkdir(parents=True, exist_ok=True)
             ok, encoded = cv2.imencode(".jpg", draw(img, dets))
-            atomic_write(target, encoded.tobytes())
+            staged.write(target, encoded.tobytes())
             results.append({"image": str(path), "annotated": str(target),
                             "detections": [d.to_dict() for d in dets]})
             if not as_json:

@@ -40,3 +40,41 @@ def check_outputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | N
             raise DncompressError("output exists; pass --force to overwrite it", str(out))
         if not out.parent.exists():
             raise DncompressError(f"output folder {out.parent} does not exist", str(out))
+
+
+class StagedWrites:
+    """All-or-nothing output set: `write` puts each file in a temp beside its target, and only a clean
+    exit renames them all; an error or Ctrl-C removes the temps (and the folder, if this created it)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.created: Path | None = None  # the outermost folder this made, removed again on failure
+        self.staged: list[tuple[str, Path]] = []
+
+    def __enter__(self) -> "StagedWrites":
+        return self
+
+    def write(self, path: str | Path, data: bytes) -> None:
+        path = Path(path)
+        if not self.folder.exists():
+            self.created = next(p for p in reversed([self.folder, *self.folder.parents]) if not p.exists())
+            self.folder.mkdir(parents=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        self.staged.append((tmp, path))
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is None:
+            for tmp, path in self.staged:
+                os.replace(tmp, path)
+            return
+        for tmp, _ in self.staged:
+            Path(tmp).unlink(missing_ok=True)
+        if self.created is not None:
+            for folder in [self.folder, *self.folder.parents]:
+                if any(folder.iterdir()):
+                    break
+                folder.rmdir()
+                if folder == self.created:
+                    break

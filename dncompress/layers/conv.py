@@ -32,6 +32,8 @@ class Convolutional(Layer):
         self.size = positive(self, "size", s.get_int("size", 1), 64)
         self.stride = positive(self, "stride", s.get_int("stride", 1), 64)
         self.pad = self.size // 2 if s.get_int("pad", 0) else s.get_int("padding", 0)
+        if not 0 <= self.pad <= 64:
+            raise self.error(f"padding={self.pad} must be between 0 and 64", "padding")
         self.groups = positive(self, "groups", s.get_int("groups", 1))
         self.batch_normalize = bool(s.get_int("batch_normalize", 0))
         self.activation = activation_of(self)
@@ -53,6 +55,13 @@ class Convolutional(Layer):
             shapes.update(scales=(n,), rolling_mean=(n,), rolling_variance=(n,))
         shapes["weights"] = (n, c // self.groups, self.size, self.size)
         return shapes
+
+    def workspace_elements(self) -> int:
+        """Floats of the padded input and im2col buffer conv2d allocates (none for a plain 1x1)."""
+        (c, h, w), (_, ho, wo), k, p = self.in_shapes[0], self.out_shape, self.size, self.pad
+        if k == 1 and self.stride == 1 and p == 0:
+            return 0
+        return (c * (h + 2 * p) * (w + 2 * p) if p else 0) + c * k * k * ho * wo
 
     def set_params(self, **params: np.ndarray) -> None:
         """Replace parameters; the folded copy is rebuilt on the next forward."""

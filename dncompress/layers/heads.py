@@ -51,6 +51,8 @@ class Region(Layer):
         self.coords = s.get_int("coords", 4)
         self.num = positive(self, "num", s.get_int("num", 1), 1000)
         self.anchors = _anchors(self)[: self.num]
+        if len(self.anchors) < self.num:
+            raise self.error(f"num={self.num} but anchors= has only {len(self.anchors)} pairs", "anchors")
         self.softmax = bool(s.get_int("softmax", 0))
         self.net_size = (net.width, net.height)
         if self.coords != 4:
