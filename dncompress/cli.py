@@ -113,7 +113,8 @@ def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz,
         check_outputs(targets, paths, force)
     results = []
     # annotated images appear only once every image succeeded: a bad image or Ctrl-C leaves none
-    with click.progressbar(paths, label="detect", file=sys.stderr, hidden=len(paths) < 2) as bar, \
+    with click.progressbar(paths, label="detect", file=sys.stderr,
+                           hidden=len(paths) < 2 or not sys.stderr.isatty()) as bar, \
             StagedWrites(out_dir) as staged:
         for path, target in zip(bar, targets):
             img = load_image(path)

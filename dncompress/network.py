@@ -65,7 +65,7 @@ class Network:
             self.layers.append(layer)
             shapes.append(layer.out_shape)
         if not self.layers:
-            raise DncompressError("the cfg has no layers after [net]", file)
+            raise DncompressError("the cfg has no layers after [net]", file, self.net_section.where())
         self.header = WeightsHeader()
         self._last_use = self._compute_last_use()
         self._check_activation_memory(max_activation_mb)

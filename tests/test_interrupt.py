@@ -1,0 +1,58 @@
+"""Ctrl-C in the middle of a long command: exit 130, one `interrupted` line, no traceback, and no
+output or temp file left behind. One INTERRUPTIBLE line per long-running command."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import CFGS, ROOT
+
+DOG = ROOT / "samples" / "dog.jpg"
+
+# name -> (arguments given the work folder, the weights and the output folder; stdout text that
+# shows the work has started, so the signal lands mid-way rather than during start-up)
+INTERRUPTIBLE = {
+    "detect": (lambda work, weights, out: ["detect", work / "images", "--cfg", CFGS / "yolov3-tiny.cfg",
+                                           "--weights", weights, "--out", out], "objects ->"),
+}
+
+
+def many_images(folder: Path, count: int) -> None:
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"{i:03d}.jpg").write_bytes(DOG.read_bytes())
+
+
+@pytest.mark.parametrize("name", sorted(INTERRUPTIBLE))
+def test_ctrl_c_mid_run_leaves_nothing(name, tmp_path, tiny_weights):
+    many_images(tmp_path / "images", 40)
+    args, started = INTERRUPTIBLE[name]
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "dncompress", *map(str, args(tmp_path, tiny_weights, out))],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        seen = 0
+        while seen < 2:
+            line = process.stdout.readline()
+            assert line, "exited before the work started"
+            seen += started in line
+        time.sleep(0.05)
+        assert process.poll() is None, "finished before it could be interrupted"
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.splitlines() == ["interrupted; no partial output was written"]
+    left = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")} - {Path("images")} \
+        - {p.relative_to(tmp_path) for p in (tmp_path / "images").iterdir()}
+    assert left == set(), left
