@@ -7,12 +7,24 @@ from pathlib import Path
 
 import click
 import cv2
+import numpy as np
 
 from . import __version__
+from .data import calibration_batch, load_dataset
 from .detect import check_heads, detect_image, draw, load_image, read_names
 from .errors import DncompressError
-from .fsutil import StagedWrites, check_outputs
+from .export.onnx import build_onnx, onnx_forward, parity, save_onnx
+from .eval import compare_models, evaluate, fidelity_dataset, predict, timed_predict
+from .fsutil import StagedWrites, atomic_write_many, check_outputs
 from .network import DEFAULT_MAX_ACTIVATION_MB, MAX_ACTIVATION_ENV, Network
+from .prune.apply import prune_network
+from .prune.criteria import CRITERIA
+from .prune.groups import channel_groups
+from .prune.plan import plan_pruning
+from .prune.reconstruct import reconstruct as reconstruct_layers
+from .prune.report import pruning_report
+from .prune.sensitivity import plot_sensitivity, sensitivity
+from .stats import summary
 from .zoo import DEFAULT_MODEL, fetch, find_weights, resolve_cfg
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -96,8 +108,10 @@ def next_run_dir(base: Path) -> Path:
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for annotated images "
               "(default: a new runs/detect/expN).")
 @click.option("--json", "as_json", is_flag=True, help="Print detections as JSON on stdout.")
+@click.option("--backend", type=click.Choice(["numpy", "onnx"]), default="numpy", show_default=True,
+              help="Inference engine: the numpy engine, or onnxruntime on an ONNX export of the model.")
 @click.option("--force", is_flag=True, help="Overwrite existing annotated images in --out.")
-def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz, out, as_json, force):
+def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz, out, as_json, backend, force):
     """Detect objects in IMAGES (files or folders) and write annotated copies."""
     paths = expand_images(images)
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
@@ -111,6 +125,7 @@ def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz,
                               "detect them in separate runs", str(clash))
     if out_dir.exists():
         check_outputs(targets, paths, force)
+    forward = backend_forward(net, backend)
     results = []
     # annotated images appear only once every image succeeded: a bad image or Ctrl-C leaves none
     with click.progressbar(paths, label="detect", file=sys.stderr,
@@ -118,7 +133,7 @@ def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz,
             StagedWrites(out_dir) as staged:
         for path, target in zip(bar, targets):
             img = load_image(path)
-            dets = detect_image(net.forward, net.heads, img, net.info.width, net.info.height, thresh,
+            dets = detect_image(forward, net.heads, img, net.info.width, net.info.height, thresh,
                                 nms_threshold, letterbox, class_names)
             ok, encoded = cv2.imencode(".jpg", draw(img, dets))
             staged.write(target, encoded.tobytes())
@@ -140,3 +155,224 @@ def fetch_command(model, force):
     """Download MODEL's official weights into the cache and verify their sha256."""
     path = fetch(model, progress=True, force=force)
     click.echo(str(path))
+
+
+def backend_forward(net: Network, backend: str):
+    """The forward callable of the chosen backend: the numpy engine, or onnxruntime on an export of it."""
+    return net.forward if backend == "numpy" else onnx_forward(build_onnx(net))
+
+
+def print_eval(result, names: list[str], label: str) -> None:
+    click.echo(f"{label}: {result.n_images} images, {result.n_boxes} boxes, {result.images_per_s:.1f} images/s")
+    click.echo(f"  {'class':<16} {'AP@0.5':>7} {'AP@.5:.95':>9}")
+    for c, ap in sorted(result.ap50_per_class.items()):
+        name = names[c] if c < len(names) else str(c)
+        click.echo(f"  {name:<16} {ap:7.3f} {np.mean(result.ap_per_class[c]):9.3f}")
+    click.echo(f"mAP@0.5 (VOC all-point)      {result.map50:.4f}")
+    click.echo(f"mAP@0.5:0.95 (COCO 101-pt)   {result.map50_95:.4f}")
+    click.echo(f"precision / recall @ conf 0.25, IoU 0.5: {result.precision:.3f} / {result.recall:.3f}")
+
+
+@main.command("eval")
+@click.argument("cfg", required=False)
+@click.argument("weights", required=False, type=click.Path())
+@click.option("--data", "data_path", required=True, type=click.Path(),
+              help="Folder with images/ and labels/, a list of image paths, or a Darknet .data file.")
+@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--letterbox/--resize", default=True, show_default=True, help="Preprocessing.")
+@click.option("--conf", default=0.005, show_default=True, help="Lowest confidence kept for the AP curves.")
+@click.option("--iou", "nms_threshold", default=0.45, show_default=True, help="NMS IoU threshold.")
+@click.option("--backend", type=click.Choice(["numpy", "onnx"]), default="numpy", show_default=True)
+@click.option("--reference", nargs=2, metavar="CFG2 WEIGHTS2",
+              help="Fidelity mode: the detections (conf >= 0.25) of this model are the ground truth.")
+@click.option("--batch", default=8, show_default=True, help="Images per forward pass.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold, backend, reference, batch,
+                 as_json):
+    """mAP@0.5, mAP@0.5:0.95, per-class AP, P/R and images/s of CFG on a labelled dataset (or, with
+    --reference, agreement with another model's detections)."""
+    dataset = load_dataset(data_path)
+    net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
+    classes = net.heads[0].classes
+    names = dataset.names or read_names(None, classes)
+    size = (net.info.width, net.info.height)
+    options = dict(use_letterbox=letterbox, conf=conf, nms=nms_threshold, batch=batch, progress=not as_json)
+    if reference:
+        ref_net = open_network(reference[0], reference[1], size)
+        ref_preds = predict(ref_net.forward, ref_net.heads, dataset, *size, **options)
+        dataset = fidelity_dataset(ref_preds, dataset)
+    preds, images_per_s = timed_predict(backend_forward(net, backend), net.heads, dataset, *size, **options)
+    result = evaluate(preds, dataset, classes)
+    result.images_per_s = images_per_s
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=1))
+    else:
+        print_eval(result, names, "fidelity vs reference" if reference else "eval")
+
+
+@main.command("export")
+@click.argument("cfg", required=False)
+@click.argument("weights", required=False, type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="ONNX file (default: <cfg stem>.onnx).")
+@click.option("--opset", default=13, show_default=True, type=click.IntRange(13, 21))
+@click.option("--decode", is_flag=True, help="Add the YOLO decode: outputs boxes (cx, cy, w, h relative to "
+              "the input) and scores (objectness * class).")
+@click.option("--nms", is_flag=True, help="With --decode: add NonMaxSuppression (output selected_indices).")
+@click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension symbolic.")
+@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+def export_command(cfg, weights, output, opset, decode, nms, dynamic_batch, imgsz, force):
+    """Write CFG as ONNX (BN folded into Conv), then check it with onnxruntime against the numpy engine."""
+    net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
+    output = Path(output or f"{Path(net.file).stem}.onnx")
+    check_outputs([output], [net.file, weights], force)
+    model = build_onnx(net, opset, decode, nms, dynamic_batch)
+    diff = parity(net, model, decode, 2 if dynamic_batch else 1)
+    if diff > 1e-4:
+        raise DncompressError(f"onnxruntime differs from the numpy engine by {diff:.3g} (> 1e-4); not written",
+                              str(output))
+    save_onnx(model, output)
+    click.echo(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, opset {opset}); onnxruntime vs numpy "
+               f"engine max abs diff {diff:.2e}")
+
+
+@main.command("stats")
+@click.argument("cfg", required=False)
+@click.argument("weights", required=False, type=click.Path())
+@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def stats_command(cfg, weights, imgsz, as_json):
+    """Per-layer cost table (like Darknet's) and totals: params, size, BFLOPs, peak activation memory,
+    energy estimate. Needs no weights; WEIGHTS, if given, is checked against the cfg."""
+    width, height = imgsz if imgsz else (None, None)
+    net = Network.from_cfg(resolve_cfg(cfg or DEFAULT_MODEL), weights, width, height)
+    figures = summary(net)
+    if as_json:
+        click.echo(json.dumps(figures, indent=1))
+        return
+    click.echo(f"{'layer':>5} {'type':<22} {'filters':>7} {'size/strd':>9}   {'input':>15} -> {'output':<15}"
+               f" {'BFLOPs':>7} {'params':>9}")
+    for row in figures["layers"]:
+        kernel = f"{row['size']} x{row['size']}/{row['stride']}" if row["size"] else ""
+        shape = (lambda s: f"{s[2]} x{s[1]:>4} x{s[0]:>5}")
+        click.echo(f"{row['index']:>5} {row['type']:<22} {row['filters'] or '':>7} {kernel:>9}   "
+                   f"{shape(row['input']):>15} -> {shape(row['output']):<15} {row['bflops']:7.3f} {row['params']:>9,}")
+    share = ", ".join(f"{k} {v:.0%}" for k, v in figures["energy_share"].items())
+    click.echo(f"params {figures['params']:,} ({figures['size_mb']:.2f} MB float32), {figures['bflops']:.3f} BFLOPs "
+               f"({figures['macs'] / 1e9:.4f} G MACs)")
+    click.echo(f"activations {figures['activation_mb']:.2f} MB in all, peak {figures['peak_activation_mb']:.2f} MB "
+               f"alive at once (batch 1)")
+    click.echo(f"energy {figures['energy'] / 1e9:.3f} G MAC-units ({share}); model in docs/energy.md")
+
+
+def parse_ratios(text: str) -> list[float]:
+    try:
+        ratios = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise DncompressError(f"--ratios '{text}' must be comma-separated numbers like 0.25,0.5,0.75") from None
+    if not ratios or not all(0 < r < 1 for r in ratios):
+        raise DncompressError(f"--ratios '{text}' must be numbers between 0 and 1")
+    return ratios
+
+
+def print_pruning_report(report: dict) -> None:
+    click.echo(f"{'layer':>5} {'filters':>13} {'params':>21} {'BFLOPs':>15}")
+    for row in report["layers"]:
+        f, p, b = row["filters"], row["params"], row["bflops"]
+        click.echo(f"{row['index']:>5} {f[0]:>5} -> {f[1]:<5} {p[0]:>9,} -> {p[1]:<9,} {b[0]:6.3f} -> {b[1]:<6.3f}")
+
+    def change(key: str, fmt: str) -> str:
+        a, b = report[key]
+        return f"{a:{fmt}} -> {b:{fmt}} ({1 - b / a:.1%} less)"
+    click.echo(f"prunable channels {change('prunable_channels', ',')}; all conv channels {change('channels', ',')}")
+    click.echo(f"params {change('params', ',')}")
+    click.echo(f"BFLOPs {change('bflops', '.3f')}; size MB {change('size_mb', '.2f')}; energy {change('energy', '.3g')}")
+    if "map50" in report:
+        a, b = report["map50"]
+        click.echo(f"mAP@0.5 {a:.4f} -> {b:.4f}; mAP@0.5:0.95 {report['map50_95'][0]:.4f} -> "
+                   f"{report['map50_95'][1]:.4f}")
+    if "fidelity_map50" in report:
+        click.echo(f"fidelity to the original (mAP@0.5 of its detections): {report['fidelity_map50']:.4f}")
+
+
+@main.command("prune")
+@click.argument("cfg", required=False)
+@click.argument("weights", required=False, type=click.Path())
+@click.option("--ratio", type=float, help="Fraction of prunable channels to remove (0.7 = 70%).")
+@click.option("--criterion", type=click.Choice(sorted(CRITERIA)), default="bn", show_default=True,
+              help="Channel importance: |BN gamma| (network slimming), filter L1/L2 norm, mean activation, random.")
+@click.option("--min-keep", default=0.1, show_default=True, help="Per-layer floor: fraction of channels kept (>= 1).")
+@click.option("--round", "multiple", type=click.Choice(["1", "8", "16"]), default="1", show_default=True,
+              help="Round kept filter counts up to a multiple (hardware-regular widths).")
+@click.option("--scope", type=click.Choice(["global", "layer"]), default="global", show_default=True,
+              help="One threshold over the whole network, or RATIO of every layer.")
+@click.option("--compensate/--no-compensate", default=True, show_default=True,
+              help="Fold removed channels' constant output act(beta) into their consumers.")
+@click.option("--reconstruct", is_flag=True, help="Refit consumers by least squares on --calib images.")
+@click.option("--calib", type=click.Path(), help="Calibration images (folder or dataset) for --reconstruct "
+              "and --criterion activation.")
+@click.option("--calib-images", default=16, show_default=True, help="How many calibration images to use.")
+@click.option("-o", "--output", "prefix", help="Output prefix: writes PREFIX.cfg and PREFIX.weights "
+              "(default <stem>-pruned<RATIO>).")
+@click.option("--data", "data_path", type=click.Path(), help="Dataset: report mAP before/after and fidelity.")
+@click.option("--sensitivity", is_flag=True, help="With --data: prune each layer group alone at --ratios and "
+              "write a table and a PNG plot instead of a pruned model.")
+@click.option("--ratios", default="0.25,0.5,0.75,0.9", show_default=True, help="Ratios for --sensitivity.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, compensate, reconstruct, calib,
+                  calib_images, prefix, data_path, sensitivity, ratios, force):
+    """Remove channels (network slimming and friends) and write a smaller cfg + weights that Darknet and
+    OpenCV load."""
+    net = open_network(cfg, weights)
+    stem = Path(net.file).stem
+    size = (net.info.width, net.info.height)
+    if sensitivity:
+        if not data_path:
+            raise DncompressError("--sensitivity needs --data")
+        prefix = prefix or f"{stem}-sensitivity"
+        check_outputs([f"{prefix}.png", f"{prefix}.json"], [net.file, weights], force)
+        run_sensitivity(net, criterion, parse_ratios(ratios), load_dataset(data_path), prefix,
+                        calibration_batch(calib, calib_images, *size) if calib else None)
+        return
+    if ratio is None:
+        raise DncompressError("--ratio is required (e.g. --ratio 0.7)")
+    if reconstruct and not calib:
+        raise DncompressError("--reconstruct needs calibration images (--calib DIR)")
+    prefix = prefix or f"{stem}-pruned{ratio:g}"
+    outputs = [f"{prefix}.cfg", f"{prefix}.weights"]
+    check_outputs(outputs, [net.file, weights], force)
+    calib_batch = calibration_batch(calib, calib_images, *size) if calib else None
+    keep = plan_pruning(channel_groups(net), CRITERIA[criterion](net, calib=calib_batch), ratio, scope, min_keep,
+                        int(multiple))
+    pruned = prune_network(net, keep, compensate)
+    if reconstruct:
+        reconstruct_layers(net, pruned, keep, calib_batch)
+    pruned.save(*outputs)
+    report = pruning_report(net, pruned)
+    if data_path:
+        report.update(compare_models(net, pruned, load_dataset(data_path)))
+    print_pruning_report(report)
+    click.echo(f"wrote {outputs[0]} and {outputs[1]}")
+
+
+def run_sensitivity(net: Network, criterion: str, ratios: list[float], dataset, prefix: str, calib) -> None:
+    """Prune each group alone at each ratio; accuracy is mAP@0.5 with labels, else fidelity."""
+    size = (net.info.width, net.info.height)
+    classes = net.heads[0].classes
+    if not dataset.num_boxes:
+        dataset = fidelity_dataset(predict(net.forward, net.heads, dataset, *size), dataset)
+
+    def measure(candidate: Network) -> float:
+        preds = predict(candidate.forward, candidate.heads, dataset, *size, progress=False)
+        return evaluate(preds, dataset, classes).map50
+    baseline = measure(net)
+    table = sensitivity(net, CRITERIA[criterion](net, calib=calib), ratios, measure)
+    click.echo(f"mAP@0.5 with one group pruned (baseline {baseline:.4f})")
+    click.echo(f"{'group':>8} " + " ".join(f"{r:>7g}" for r in ratios))
+    for conv, row in sorted(table.items()):
+        click.echo(f"layer {conv:>2} " + " ".join(f"{v:7.4f}" for v in row))
+    ok, png = cv2.imencode(".png", plot_sensitivity(table, ratios, baseline))
+    atomic_write_many({f"{prefix}.png": png.tobytes(),
+                       f"{prefix}.json": json.dumps({"baseline": baseline, "ratios": ratios,
+                                                     "map50": {str(k): v for k, v in table.items()}}).encode()})
+    click.echo(f"wrote {prefix}.png and {prefix}.json")

@@ -194,19 +194,21 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return np.array(keep, dtype=np.int64)
 
 
+def decode_image(heads: Sequence[Layer], outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw head outputs of ONE image -> boxes (M, 4), objectness (M,), class scores (M, K), all heads
+    concatenated in cfg order."""
+    parts = [DECODERS[layer.type](layer, out) for layer, out in zip(heads, outputs)]
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+
 def postprocess(heads: Sequence[Layer], outputs: Sequence[np.ndarray], img_w: int, img_h: int,
                 thresh: float, nms_threshold: float, use_letterbox: bool,
                 names: Sequence[str] | None = None) -> list[Detection]:
     """Raw head outputs of ONE image (each (C, H, W)) -> detections above `thresh`, per-class NMS.
     As in Darknet, a candidate needs objectness > thresh and its score is objectness * class score."""
-    all_boxes, all_scores = [], []
-    for layer, out in zip(heads, outputs):
-        boxes, objectness, class_scores = DECODERS[layer.type](layer, out)
-        keep = objectness > thresh
-        all_boxes.append(boxes[keep])
-        all_scores.append(objectness[keep, None] * class_scores[keep])
-    boxes = np.concatenate(all_boxes)
-    scores = np.concatenate(all_scores)
+    boxes, objectness, class_scores = decode_image(heads, outputs)
+    keep = objectness > thresh
+    boxes, scores = boxes[keep], objectness[keep, None] * class_scores[keep]
     if not len(boxes):
         return []
     net_w, net_h = heads[0].net_size

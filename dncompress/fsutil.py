@@ -12,19 +12,41 @@ import numpy as np
 from .errors import DncompressError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Give a finished temp file the permissions a plain open() would (mkstemp makes it 0600), then
+    rename it onto `path` in one step."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
 def atomic_write(path: str | Path, chunks: bytes | Iterable[bytes | np.ndarray]) -> None:
     """Write to a temp file beside `path`, then rename; an interrupt leaves no partial file."""
-    path = Path(path)
-    if isinstance(chunks, bytes):
-        chunks = [chunks]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    atomic_write_many({path: chunks})
+
+
+def atomic_write_many(files: dict[str | Path, bytes | Iterable[bytes | np.ndarray]]) -> None:
+    """Write several files that belong together (cfg + weights): all temps first, then all renames, so
+    an interrupt before the renames leaves none of them."""
+    temps = []
     try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk if isinstance(chunk, bytes) else np.ascontiguousarray(chunk).tobytes())
-        os.replace(tmp, path)
+        for path, chunks in files.items():
+            path = Path(path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temps.append((tmp, path))
+            with os.fdopen(fd, "wb") as out:
+                for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
+                    out.write(chunk if isinstance(chunk, bytes) else np.ascontiguousarray(chunk).tobytes())
+        for tmp, path in temps:
+            publish(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -67,7 +89,7 @@ class StagedWrites:
     def __exit__(self, kind, error, trace) -> None:
         if kind is None:
             for tmp, path in self.staged:
-                os.replace(tmp, path)
+                publish(tmp, path)
             return
         for tmp, _ in self.staged:
             Path(tmp).unlink(missing_ok=True)

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CFGS = ROOT / "darknet_cfgs"
 SHARED = ROOT.parent / "shared" / "data"
-IMAGES = sorted((SHARED / "images").glob("*.jpg")) or sorted((ROOT / "samples").glob("*.jpg"))
+IMAGES = sorted((ROOT / "samples").glob("*.jpg"))
 COCO128 = SHARED / "coco128"
 
 if "DNCOMPRESS_CACHE" not in os.environ and (SHARED / "models").is_dir():

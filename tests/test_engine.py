@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dncompress.engine.activations import ACTIVATIONS
-from dncompress.engine.conv import conv2d
+from dncompress.engine.conv import conv2d, conv3x3_winograd, winograd_weights
 from dncompress.engine.pool import maxpool2d, upsample_nearest
 from dncompress.weights import write_weights
 
@@ -38,6 +38,16 @@ def test_conv2d_matches_brute_force(k, stride, pad, groups):
     b = rng.normal(size=8).astype(np.float32)
     np.testing.assert_allclose(conv2d(x, w, b, stride, pad, groups), brute_conv(x, w, b, stride, pad, groups),
                                atol=1e-4)
+
+
+@pytest.mark.parametrize("h, w, pad", [(9, 7, 1), (8, 8, 1), (13, 13, 1), (6, 5, 0), (4, 4, 0)])
+def test_winograd_conv_matches_brute_force(h, w, pad):
+    rng = np.random.default_rng(h * w + pad)
+    x = rng.normal(size=(2, 5, h, w)).astype(np.float32)
+    weights = rng.normal(size=(6, 5, 3, 3)).astype(np.float32)
+    b = rng.normal(size=6).astype(np.float32)
+    np.testing.assert_allclose(conv3x3_winograd(x, winograd_weights(weights), b, pad),
+                               brute_conv(x, weights, b, 1, pad, 1), atol=1e-4)
 
 
 def brute_maxpool(x, k, stride, padding):
@@ -126,3 +136,4 @@ def test_forward_returns_head_inputs_and_keeps_requested_layers(tiny_net):
     kept = tiny_net.forward(x, keep={0, 15})
     assert kept[0].shape == (2, 16, 416, 416)
     np.testing.assert_array_equal(kept[1], heads[0])
+

@@ -2,8 +2,8 @@
 
     python tools/bench.py [--runs 30] [--imgsz 416] [--threads 2]
 
-Prints the median latency of a yolov3-tiny forward pass for the numpy engine and OpenCV DNN
-(and the ratio engine / OpenCV). Targets live in the README, not in tests.
+Prints the median latency of a yolov3-tiny forward pass for the numpy engine, onnxruntime (on the
+ONNX export) and OpenCV DNN, each as a ratio to OpenCV DNN. Targets live in the README, not in tests.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ def main() -> None:
     import cv2
     import numpy as np
 
+    from dncompress.export.onnx import build_onnx, onnx_forward
     from dncompress.network import Network
     from dncompress.zoo import find_weights, resolve_cfg
 
@@ -55,7 +56,9 @@ def main() -> None:
         cvnet.setInput(blob)
         cvnet.forward(outs)
 
+    ort_forward = onnx_forward(build_onnx(net), threads=args.threads)
     results = {"numpy engine": median_ms(lambda: net.forward(blob), args.runs),
+               "onnxruntime": median_ms(lambda: ort_forward(blob), args.runs),
                "opencv dnn": median_ms(opencv, args.runs)}
     print(f"{Path(cfg).stem} {args.imgsz}x{args.imgsz}, batch 1, {args.threads} threads, "
           f"median of {args.runs} runs")

@@ -1,0 +1,196 @@
+"""Accuracy: run a model over a dataset, match detections to ground truth, report mAP and fidelity."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Sequence
+
+import click
+import numpy as np
+
+from .data import Dataset, Sample, label_path
+from .errors import DncompressError
+from .detect import Forward, iou_matrix, load_image, postprocess, preprocess
+from .layers import Layer
+from .network import Network
+
+IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
+RECALL_POINTS = np.linspace(0, 1, 101)
+# COCO keeps the 100 best detections per image and class
+MAX_DETECTIONS = 100
+
+
+@dataclasses.dataclass
+class ImagePrediction:
+    """Detections of one image in pixels: boxes (K, 4) x1 y1 x2 y2, scores (K,), classes (K,)."""
+
+    width: int
+    height: int
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+
+def predict(forward: Forward, heads: Sequence[Layer], dataset: Dataset, net_w: int, net_h: int,
+            use_letterbox: bool = True, conf: float = 0.005, nms: float = 0.45, batch: int = 8,
+            progress: bool = True) -> list[ImagePrediction]:
+    """Detections for every image of `dataset`, `batch` images per forward pass."""
+    predictions: list[ImagePrediction] = []
+    with click.progressbar(length=len(dataset), label="predict", file=sys.stderr, hidden=not progress) as bar:
+        for start in range(0, len(dataset), batch):
+            samples = dataset.items[start:start + batch]
+            images = [load_image(s.image) for s in samples]
+            blob = np.concatenate([preprocess(img, net_w, net_h, use_letterbox) for img in images])
+            outputs = forward(blob)
+            for i, img in enumerate(images):
+                dets = postprocess(heads, [o[i] for o in outputs], img.shape[1], img.shape[0], conf, nms,
+                                   use_letterbox)
+                predictions.append(ImagePrediction(
+                    img.shape[1], img.shape[0], np.array([d.box for d in dets], np.float64).reshape(-1, 4),
+                    np.array([d.confidence for d in dets], np.float64),
+                    np.array([d.class_id for d in dets], np.int64)))
+            bar.update(len(samples))
+    return predictions
+
+
+def ground_truth_pixels(sample: Sample, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes (M, 4) x1 y1 x2 y2 in pixels, classes (M,)) of a sample."""
+    cls, cx, cy, w, h = sample.labels.astype(np.float64).T
+    boxes = np.stack([(cx - w / 2) * width, (cy - h / 2) * height,
+                      (cx + w / 2) * width, (cy + h / 2) * height], axis=1)
+    return boxes.reshape(-1, 4), cls.astype(np.int64)
+
+
+def match_image(det_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
+    """Detections (sorted by score) of one class in one image against its ground truth: (T, K) bool,
+    True where detection k is a true positive at IoU threshold t. COCO's greedy rule: each detection
+    takes the unmatched ground truth of highest IoU >= t."""
+    matched = np.zeros((len(IOU_THRESHOLDS), len(det_boxes)), bool)
+    if not len(det_boxes) or not len(gt_boxes):
+        return matched
+    ious = iou_matrix(det_boxes, gt_boxes)
+    for t, threshold in enumerate(IOU_THRESHOLDS):
+        taken = np.zeros(len(gt_boxes), bool)
+        for k in range(len(det_boxes)):
+            candidates = np.where(taken, -1.0, ious[k])
+            best = int(np.argmax(candidates))
+            if candidates[best] >= threshold:
+                taken[best] = True
+                matched[t, k] = True
+    return matched
+
+
+def average_precision(tp: np.ndarray, scores: np.ndarray, n_gt: int) -> tuple[np.ndarray, float]:
+    """tp: (T, K) over all detections of a class. Returns (COCO 101-point AP per threshold (T,),
+    VOC all-point AP at the first threshold)."""
+    order = np.argsort(-scores, kind="mergesort")
+    tp = tp[:, order]
+    tps = np.cumsum(tp, axis=1)
+    fps = np.cumsum(~tp, axis=1)
+    recall = tps / n_gt
+    precision = tps / np.maximum(tps + fps, np.finfo(np.float64).eps)
+    envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+    coco = np.zeros(len(tp))
+    for t in range(len(tp)):
+        idx = np.searchsorted(recall[t], RECALL_POINTS, side="left")
+        valid = idx < recall.shape[1]
+        coco[t] = envelope[t, idx[valid]].sum() / len(RECALL_POINTS)
+    if not tp.shape[1]:
+        return coco, 0.0
+    r = np.concatenate([[0.0], recall[0]])
+    voc = float(np.sum((r[1:] - r[:-1]) * envelope[0]))
+    return coco, voc
+
+
+@dataclasses.dataclass
+class EvalResult:
+    map50: float                      # VOC all-point AP at IoU 0.5, mean over classes with ground truth
+    map50_95: float                   # COCO 101-point AP averaged over IoU 0.50:0.95
+    map50_coco: float                 # COCO 101-point AP at IoU 0.5 (pycocotools' AP50)
+    ap50_per_class: dict[int, float]
+    ap_per_class: dict[int, list[float]]
+    precision: float                  # at conf >= 0.25, IoU 0.5, over all classes
+    recall: float
+    n_images: int
+    n_boxes: int
+    images_per_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def evaluate(predictions: Sequence[ImagePrediction], dataset: Dataset, num_classes: int,
+             pr_conf: float = 0.25) -> EvalResult:
+    """mAP@0.5 (VOC all-point), mAP@0.5:0.95 (COCO 101-point), and P/R at `pr_conf`."""
+    per_class_tp = [[] for _ in range(num_classes)]
+    per_class_scores = [[] for _ in range(num_classes)]
+    n_gt = np.zeros(num_classes, np.int64)
+    for pred, sample in zip(predictions, dataset.items):
+        gt_boxes, gt_classes = ground_truth_pixels(sample, pred.width, pred.height)
+        if len(gt_classes) and gt_classes.max() >= num_classes:
+            raise DncompressError(f"class {gt_classes.max()} but the network has {num_classes} classes (0.."
+                                  f"{num_classes - 1})", str(label_path(sample.image)))
+        n_gt += np.bincount(gt_classes, minlength=num_classes)
+        for c in np.union1d(np.unique(pred.classes), np.unique(gt_classes)):
+            mine = np.flatnonzero(pred.classes == c)
+            mine = mine[np.argsort(-pred.scores[mine], kind="mergesort")][:MAX_DETECTIONS]
+            per_class_tp[c].append(match_image(pred.boxes[mine], gt_boxes[gt_classes == c]))
+            per_class_scores[c].append(pred.scores[mine])
+    ap50, ap_all, tp_at_conf, det_at_conf = {}, {}, 0, 0
+    for c in range(num_classes):
+        if not per_class_tp[c]:
+            continue
+        tp = np.concatenate(per_class_tp[c], axis=1)
+        scores = np.concatenate(per_class_scores[c])
+        confident = scores >= pr_conf
+        tp_at_conf += int(tp[0, confident].sum())
+        det_at_conf += int(confident.sum())
+        if n_gt[c] == 0:
+            continue
+        coco, voc = average_precision(tp, scores, int(n_gt[c]))
+        ap50[c], ap_all[c] = voc, coco.tolist()
+    total_gt = int(n_gt.sum())
+    mean = (lambda values: float(np.mean(values)) if values else 0.0)
+    return EvalResult(
+        map50=mean(list(ap50.values())),
+        map50_95=mean([np.mean(v) for v in ap_all.values()]),
+        map50_coco=mean([v[0] for v in ap_all.values()]),
+        ap50_per_class=ap50, ap_per_class=ap_all,
+        precision=tp_at_conf / det_at_conf if det_at_conf else 0.0,
+        recall=tp_at_conf / total_gt if total_gt else 0.0,
+        n_images=len(predictions), n_boxes=total_gt)
+
+
+def fidelity_dataset(reference: Sequence[ImagePrediction], dataset: Dataset, conf: float = 0.25) -> Dataset:
+    """The reference model's detections (score >= conf) as ground truth, to measure agreement."""
+    items = []
+    for pred, sample in zip(reference, dataset.items):
+        keep = pred.scores >= conf
+        b = pred.boxes[keep]
+        w, h = pred.width, pred.height
+        labels = np.stack([pred.classes[keep], (b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h,
+                           (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h], axis=1)
+        items.append(Sample(sample.image, labels.astype(np.float32).reshape(-1, 5)))
+    return Dataset(items, dataset.names, f"{dataset.source} (reference detections >= {conf})")
+
+
+def timed_predict(*args, **kwargs) -> tuple[list[ImagePrediction], float]:
+    """predict() and the images per second it achieved (decode, preprocess, forward, NMS)."""
+    start = time.perf_counter()
+    predictions = predict(*args, **kwargs)
+    return predictions, len(predictions) / max(time.perf_counter() - start, 1e-9)
+
+
+def compare_models(reference: Network, candidate: Network, dataset: Dataset, use_letterbox: bool = True,
+                   progress: bool = True) -> dict:
+    """mAP of both models on `dataset` (when it has labels) and the candidate's fidelity to the reference."""
+    size = (reference.info.width, reference.info.height)
+    ref_preds = predict(reference.forward, reference.heads, dataset, *size, use_letterbox, progress=progress)
+    cand_preds = predict(candidate.forward, candidate.heads, dataset, *size, use_letterbox, progress=progress)
+    classes = reference.heads[0].classes
+    out = {"fidelity_map50": evaluate(cand_preds, fidelity_dataset(ref_preds, dataset), classes).map50}
+    if dataset.num_boxes:
+        before, after = evaluate(ref_preds, dataset, classes), evaluate(cand_preds, dataset, classes)
+        out.update(map50=[before.map50, after.map50], map50_95=[before.map50_95, after.map50_95])
+    return out

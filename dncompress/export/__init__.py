@@ -1,0 +1,1 @@
+"""Writers to other formats (ONNX)."""

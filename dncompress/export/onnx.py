@@ -1,0 +1,220 @@
+"""ONNX writer: one emitter per layer type (like the layer registry), BN folded into Conv, optional
+YOLO decode and NonMaxSuppression in the graph. onnxruntime runs the result as a detect/eval backend."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..detect import decode_image
+from ..errors import DncompressError
+from ..fsutil import atomic_write
+from ..layers import Layer
+from ..network import Network
+
+
+class GraphBuilder:
+    """Collects nodes and initializers with unique names. `conv_hook(builder, layer, x, w)` may rewrite
+    a conv's input and weight tensor names (quantization inserts Quantize/DequantizeLinear there)."""
+
+    def __init__(self, opset: int, conv_hook: Callable | None = None):
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.conv_hook = conv_hook
+        self._count = 0
+
+    def name(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def const(self, hint: str, value) -> str:
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs) -> str:
+        out = self.name(hint or op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        return out
+
+
+def emit_activation(g: GraphBuilder, x: str, activation: str) -> str:
+    if activation == "linear":
+        return x
+    if activation == "leaky":
+        return g.op("LeakyRelu", [x], alpha=0.1)
+    if activation == "relu":
+        return g.op("Relu", [x])
+    if activation == "logistic":
+        return g.op("Sigmoid", [x])
+    if activation == "mish":
+        return g.op("Mul", [x, g.op("Tanh", [g.op("Softplus", [x])])], "mish")
+    if activation == "swish":
+        return g.op("Mul", [x, g.op("Sigmoid", [x])], "swish")
+    raise DncompressError(f"activation '{activation}' has no ONNX export")
+
+
+def emit_conv(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    w, b = layer.folded()
+    x, w_name = xs[0], g.const(f"conv{layer.index}_w", w)
+    if g.conv_hook is not None:
+        x, w_name = g.conv_hook(g, layer, x, w_name)
+    y = g.op("Conv", [x, w_name, g.const(f"conv{layer.index}_b", b)], f"conv{layer.index}",
+             kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2, pads=[layer.pad] * 4, group=layer.groups)
+    return emit_activation(g, y, layer.activation)
+
+
+def emit_maxpool(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    """Darknet's padding as explicit asymmetric pads: padding//2 before, the rest (if needed) after."""
+    _, h, w = layer.in_shapes[0]
+    _, ho, wo = layer.out_shape
+    before = layer.padding // 2
+    after_h = max(0, (ho - 1) * layer.stride + layer.size - h - before)
+    after_w = max(0, (wo - 1) * layer.stride + layer.size - w - before)
+    return g.op("MaxPool", xs, f"maxpool{layer.index}", kernel_shape=[layer.size] * 2,
+                strides=[layer.stride] * 2, pads=[before, before, after_h, after_w])
+
+
+def emit_upsample(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    scales = g.const("scales", np.array([1, 1, layer.stride, layer.stride], np.float32))
+    y = g.op("Resize", [xs[0], "", scales], f"upsample{layer.index}", mode="nearest",
+             coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    return g.op("Mul", [y, g.const("scale", np.float32(layer.scale))]) if layer.scale != 1.0 else y
+
+
+def emit_route(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    parts = []
+    for x, shape, sl in zip(xs, layer.in_shapes, layer.channel_slices()):
+        if sl.stop - sl.start == shape[0]:
+            parts.append(x)
+        else:
+            parts.append(g.op("Slice", [x, g.const("starts", np.array([sl.start])), g.const("ends", np.array([sl.stop])),
+                                        g.const("axes", np.array([1]))], f"route{layer.index}_slice"))
+    return parts[0] if len(parts) == 1 else g.op("Concat", parts, f"route{layer.index}", axis=1)
+
+
+def emit_shortcut(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    return emit_activation(g, g.op("Add", xs, f"shortcut{layer.index}"), layer.activation)
+
+
+def emit_identity(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    return xs[0]
+
+
+def emit_avgpool(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    return g.op("GlobalAveragePool", xs, f"avgpool{layer.index}")
+
+
+EMITTERS: dict[str, Callable[[GraphBuilder, Layer, list[str]], str]] = {
+    "convolutional": emit_conv, "maxpool": emit_maxpool, "upsample": emit_upsample, "route": emit_route,
+    "shortcut": emit_shortcut, "dropout": emit_identity, "avgpool": emit_avgpool,
+    "yolo": emit_identity, "region": emit_identity,
+}
+
+
+def emit_decode(g: GraphBuilder, layer: Layer, raw: str) -> tuple[str, str]:
+    """Raw head (N, A*(5+K), H, W) -> boxes (N, A*H*W, 4) cx cy w h relative to the input, and scores
+    (N, A*H*W, K) = objectness * class score; the same order and formulas as detect.decode_yolo/region."""
+    a, k = len(layer.anchors), layer.classes
+    _, h, w = layer.in_shapes[0]
+    t = g.op("Reshape", [raw, g.const("shape", np.array([-1, a, 5 + k, h * w]))], f"head{layer.index}")
+
+    def part(start: int, stop: int) -> str:
+        return g.op("Slice", [t, g.const("starts", np.array([start])), g.const("ends", np.array([stop])),
+                              g.const("axes", np.array([2]))])
+
+    rows, cols = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+    grid = np.stack([cols.ravel(), rows.ravel()])[None, None]          # (1, 1, 2, H*W)
+    scale = getattr(layer, "scale_x_y", 1.0)
+    xy = g.op("Sigmoid", [part(0, 2)])
+    if scale != 1.0:
+        xy = g.op("Sub", [g.op("Mul", [xy, g.const("s", np.float32(scale))]), g.const("o", np.float32((scale - 1) / 2))])
+    xy = g.op("Div", [g.op("Add", [xy, g.const("grid", grid)]), g.const("cells", np.array([w, h], np.float32).reshape(1, 1, 2, 1))])
+    norm = np.array(layer.net_size if layer.type == "yolo" else (w, h), np.float32)
+    anchors = (layer.anchors / norm).astype(np.float32).reshape(1, a, 2, 1)
+    wh = g.op("Mul", [g.op("Exp", [part(2, 4)]), g.const("anchors", anchors)])
+    box = g.op("Concat", [xy, wh], axis=2)
+    box = g.op("Reshape", [g.op("Transpose", [box], perm=[0, 1, 3, 2]), g.const("shape", np.array([-1, a * h * w, 4]))])
+    logits = part(5, 5 + k)
+    probs = g.op("Softmax", [logits], axis=2) if layer.type == "region" and layer.softmax else g.op("Sigmoid", [logits])
+    scores = g.op("Mul", [g.op("Sigmoid", [part(4, 5)]), probs])
+    scores = g.op("Reshape", [g.op("Transpose", [scores], perm=[0, 1, 3, 2]), g.const("shape", np.array([-1, a * h * w, k]))])
+    return box, scores
+
+
+def build_onnx(net: Network, opset: int = 13, decode: bool = False, nms: bool = False,
+               dynamic_batch: bool = False, conv_hook: Callable | None = None,
+               nms_iou: float = 0.45, nms_score: float = 0.25, nms_max_per_class: int = 100) -> onnx.ModelProto:
+    """The network as an ONNX model. Outputs: the raw head tensors (like Network.forward), or with
+    `decode` boxes + scores, and with `nms` also NonMaxSuppression's selected indices."""
+    if nms and not decode:
+        raise DncompressError("--nms needs --decode (NMS runs on decoded boxes)")
+    g = GraphBuilder(opset, conv_hook)
+    batch = "batch" if dynamic_batch else 1
+    c, h, w = net.input_shape
+    inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, c, h, w])]
+    names: dict[int, str] = {}
+    for layer in net.layers:
+        emitter = EMITTERS.get(layer.type)
+        if emitter is None:
+            raise DncompressError(f"layer {layer.index} [{layer.type}] has no ONNX export", net.file)
+        names[layer.index] = emitter(g, layer, [names[i] if i >= 0 else "images" for i in layer.inputs])
+    heads = net.heads
+    if decode:
+        decoded = [emit_decode(g, head, names[head.index]) for head in heads]
+        boxes = g.op("Concat", [b for b, _ in decoded], "boxes", axis=1)
+        scores = g.op("Concat", [s for _, s in decoded], "scores", axis=1)
+        out_names = [("boxes", boxes, [batch, None, 4]), ("scores", scores, [batch, None, heads[0].classes])]
+        if nms:
+            selected = g.op("NonMaxSuppression", [boxes, g.op("Transpose", [scores], perm=[0, 2, 1]),
+                                                  g.const("max", np.array([nms_max_per_class])),
+                                                  g.const("iou", np.array([nms_iou], np.float32)),
+                                                  g.const("score", np.array([nms_score], np.float32))],
+                            "selected", center_point_box=1)
+            out_names.append(("selected_indices", selected, [None, 3]))
+    else:
+        out_names = [(f"head{hd.index}", names[hd.index], [batch, *hd.in_shapes[0]]) for hd in heads]
+    outputs = []
+    for public, internal, shape in out_names:
+        g.nodes.append(helper.make_node("Identity", [internal], [public], name=f"out_{public}"))
+        elem = TensorProto.INT64 if public == "selected_indices" else TensorProto.FLOAT
+        outputs.append(helper.make_tensor_value_info(public, elem, shape))
+    graph = helper.make_graph(g.nodes, Path(net.file or "network").stem, inputs, outputs, g.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="dncompress")
+    model.ir_version = min(model.ir_version, 8 if opset <= 17 else 10)
+    onnx.checker.check_model(model)
+    return model
+
+
+def save_onnx(model: onnx.ModelProto, path: str | Path) -> None:
+    atomic_write(path, model.SerializeToString())
+
+
+def onnx_forward(model: onnx.ModelProto | str | Path, threads: int = 0) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """An onnxruntime session as a forward callable: x (N, C, H, W) float32 -> list of outputs."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def forward(x: np.ndarray) -> list[np.ndarray]:
+        return session.run(None, {input_name: np.ascontiguousarray(x, np.float32)})
+    return forward
+
+
+def parity(net: Network, model: onnx.ModelProto, decode: bool = False, batch: int = 1) -> float:
+    """Max abs difference between onnxruntime running `model` and the numpy engine on a random batch."""
+    x = np.random.default_rng(0).random((batch, *net.input_shape), dtype=np.float32)
+    ours = net.forward(x)
+    if decode:
+        decoded = [decode_image(net.heads, [o[i] for o in ours]) for i in range(batch)]
+        ours = [np.stack([d[0] for d in decoded]), np.stack([d[1][:, None] * d[2] for d in decoded])]
+    theirs = onnx_forward(model)(x)
+    return max(float(np.abs(a - b).max()) for a, b in zip(ours, theirs))
