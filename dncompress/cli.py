@@ -62,11 +62,16 @@ def open_network(cfg: str | None, weights: str | None, imgsz: tuple[int, int] | 
     cfg_path = resolve_cfg(cfg or DEFAULT_MODEL)
     weights_path = find_weights(cfg_path, weights)
     width, height = imgsz if imgsz else (None, None)
+    return Network.from_cfg(cfg_path, weights_path, width, height, activation_limit())
+
+
+def activation_limit() -> float | None:
+    """The global --max-activation-mb, if given (else Network falls back to the environment)."""
     ctx = click.get_current_context(silent=True)
     limit = ctx.find_root().params.get("max_activation_mb") if ctx else None
     if limit is not None and not 0 < limit < float("inf"):
         raise DncompressError(f"--max-activation-mb {limit} must be a positive number")
-    return Network.from_cfg(cfg_path, weights_path, width, height, limit)
+    return limit
 
 
 def expand_images(paths: tuple[str, ...]) -> list[Path]:
@@ -193,6 +198,7 @@ def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold,
     --reference, agreement with another model's detections)."""
     dataset = load_dataset(data_path)
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
+    check_heads(net.heads, net.file)
     classes = net.heads[0].classes
     names = dataset.names or read_names(None, classes)
     size = (net.info.width, net.info.height)
@@ -245,7 +251,9 @@ def stats_command(cfg, weights, imgsz, as_json):
     """Per-layer cost table (like Darknet's) and totals: params, size, BFLOPs, peak activation memory,
     energy estimate. Needs no weights; WEIGHTS, if given, is checked against the cfg."""
     width, height = imgsz if imgsz else (None, None)
-    net = Network.from_cfg(resolve_cfg(cfg or DEFAULT_MODEL), weights, width, height)
+    cfg_path = resolve_cfg(cfg or DEFAULT_MODEL)
+    net = Network.from_cfg(cfg_path, find_weights(cfg_path, weights) if weights else None, width, height,
+                           activation_limit())
     figures = summary(net)
     if as_json:
         click.echo(json.dumps(figures, indent=1))

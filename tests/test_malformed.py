@@ -27,13 +27,14 @@ DOG = ROOT / "samples" / "dog.jpg"
 
 @dataclasses.dataclass
 class Inputs:
-    """A valid set of everything a command may read, and an output folder that does not exist yet."""
+    """A valid set of everything a command may read, and an empty output folder."""
 
     cfg: Path
     weights: Path
     images: list[Path]
     names: Path | None
-    out: Path
+    data: Path  # a YOLO dataset folder: images/ and labels/
+    out: Path   # an empty folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,11 @@ COMMANDS = {
     "detect": command(lambda i: ["detect", *i.images, "--cfg", i.cfg, "--weights", i.weights, "--out", i.out,
                                  *(["--names", i.names] if i.names else [])],
                       "cfg", "weights", "image", "names", "detector-cfg"),
+    "eval": command(lambda i: ["eval", i.cfg, i.weights, "--data", i.data], "cfg", "weights", "labels",
+                    "data-image", "detector-cfg"),
+    "export": command(lambda i: ["export", i.cfg, i.weights, "-o", i.out / "m.onnx"], "cfg", "weights"),
+    "stats": command(lambda i: ["stats", i.cfg, i.weights], "cfg", "weights"),
+    "prune": command(lambda i: ["prune", i.cfg, i.weights, "--ratio", "0.5", "-o", i.out / "p"], "cfg", "weights"),
 }
 
 
@@ -150,6 +156,30 @@ NAMES_CASES = [
                                         "cannot read names file")),
     Case("names", "missing", with_file("names", "bad.names", lambda i: None, "", "cannot read names file")),
 ]
+def label_case(name: str, text: bytes, where: str, message: str) -> Case:
+    """The dataset's one label file replaced by `text`."""
+    def make(valid: Inputs, tmp: Path):
+        path = valid.data / "labels" / "dog.txt"
+        path.write_bytes(text)
+        return valid, path, where, message
+    return Case("labels", name, make)
+
+
+def bad_dataset_image(valid: Inputs, tmp: Path):
+    bad = valid.data / "images" / "bad.jpg"
+    bad.write_bytes(DOG.read_bytes()[:300])
+    return valid, bad, "", "cannot decode image"
+
+
+LABEL_CASES = [
+    label_case("too_few_fields", b"16 0.5 0.5 0.2\n", "line 1", "malformed label '16 0.5 0.5 0.2'"),
+    label_case("not_a_number", b"16 0.5 0.5 0.2 0.2\n1 0.5 x 0.2 0.2\n", "line 2", "malformed label"),
+    label_case("negative_class", b"-1 0.5 0.5 0.2 0.2\n", "line 1", "malformed label"),
+    label_case("nan_size", b"3 0.5 0.5 nan 0.2\n", "line 1", "malformed label"),
+    label_case("class_out_of_range", b"95 0.5 0.5 0.2 0.2\n", "", "class 95 but the network has 80 classes"),
+    label_case("non_utf8", b"16 0.5 0.5 0.2 0.2 \xff\n", "", "cannot read label file"),
+    Case("data-image", "corrupt_image_in_dataset", bad_dataset_image),
+]
 VALID_TEXT = VALID_CFG.read_text()
 # a second head on the first conv's output, 1 class where the first has 80 (line 45 is its classes=)
 TWO_HEADS_TEXT = VALID_TEXT + "[route]\nlayers=-4\n" + VALID_TEXT.split("[maxpool]")[1].replace(
@@ -174,7 +204,7 @@ DETECTOR_CASES = [
                   "detection heads disagree on classes= (1, 80)"),
 ]
 CASES = [corpus_case(p) for p in sorted((CORPUS / "cfg").glob("*.cfg"))] + WEIGHTS_CASES + IMAGE_CASES \
-    + NAMES_CASES + DETECTOR_CASES
+    + NAMES_CASES + LABEL_CASES + DETECTOR_CASES
 PAIRS = [pytest.param(name, case, id=f"{name}-{case.kind}-{case.name}")
          for name, cmd in COMMANDS.items() for case in CASES if case.kind in cmd.reads]
 # run through a real `python -m dncompress` process, not just CliRunner
@@ -194,7 +224,13 @@ def valid_weights(tmp_path_factory) -> Path:
 @pytest.fixture
 def valid(valid_weights, tmp_path, monkeypatch) -> Inputs:
     monkeypatch.chdir(tmp_path)  # default output folders (runs/...) would appear here
-    return Inputs(VALID_CFG, valid_weights, [DOG], None, tmp_path / "out")
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    (data / "images" / "dog.jpg").write_bytes(DOG.read_bytes())
+    (data / "labels" / "dog.txt").write_text("16 0.29 0.66 0.26 0.54\n")
+    (tmp_path / "out").mkdir()
+    return Inputs(VALID_CFG, valid_weights, [DOG], None, data, tmp_path / "out")
 
 
 def tree(folder: Path) -> set[str]:

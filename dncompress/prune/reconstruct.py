@@ -49,7 +49,8 @@ def reconstruct(original: Network, pruned: Network, keep: set[Channel], calib: n
                if new.type in CONV_TYPES and new.groups == 1 and new.in_shapes[0][0] < old.in_shapes[0][0]]
     originals = dict(zip(sorted({original.layers[i].inputs[0] for i in targets}),
                          original.forward(calib, keep={original.layers[i].inputs[0] for i in targets})))
-    with click.progressbar(targets, label="reconstruct", file=sys.stderr, hidden=not progress) as bar:
+    with click.progressbar(targets, label="reconstruct", file=sys.stderr,
+                           hidden=not progress or not sys.stderr.isatty()) as bar:
         for index in bar:
             old, new = original.layers[index], pruned.layers[index]
             outputs = np.array([c for c, ch in enumerate(maps[index]) if ch in keep])
