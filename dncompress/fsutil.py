@@ -2,9 +2,12 @@
 output without --force."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,26 @@ def publish(tmp: str | Path, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, so a set of renames is never cut in half; then raise it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # a handler installed outside Python cannot be restored
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def atomic_write(path: str | Path, chunks: bytes | Iterable[bytes | np.ndarray]) -> None:
     """Write to a temp file beside `path`, then rename; an interrupt leaves no partial file."""
     atomic_write_many({path: chunks})
@@ -42,8 +65,9 @@ def atomic_write_many(files: dict[str | Path, bytes | Iterable[bytes | np.ndarra
             with os.fdopen(fd, "wb") as out:
                 for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
                     out.write(chunk if isinstance(chunk, bytes) else np.ascontiguousarray(chunk).tobytes())
-        for tmp, path in temps:
-            publish(tmp, path)
+        with deferred_interrupt():
+            for tmp, path in temps:
+                publish(tmp, path)
     except BaseException:
         for tmp, _ in temps:
             Path(tmp).unlink(missing_ok=True)
@@ -88,8 +112,9 @@ class StagedWrites:
 
     def __exit__(self, kind, error, trace) -> None:
         if kind is None:
-            for tmp, path in self.staged:
-                publish(tmp, path)
+            with deferred_interrupt():
+                for tmp, path in self.staged:
+                    publish(tmp, path)
             return
         for tmp, _ in self.staged:
             Path(tmp).unlink(missing_ok=True)

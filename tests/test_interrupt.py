@@ -10,6 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from dncompress import fsutil
+from dncompress.cli import main
 
 from conftest import CFGS, ROOT
 
@@ -56,3 +60,41 @@ def test_ctrl_c_mid_run_leaves_nothing(name, tmp_path, tiny_weights):
     left = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")} - {Path("images")} \
         - {p.relative_to(tmp_path) for p in (tmp_path / "images").iterdir()}
     assert left == set(), left
+
+
+def test_ctrl_c_during_the_renames_completes_the_set_first(tmp_path, monkeypatch):
+    real_replace = os.replace
+
+    def replace_then_ctrl_c(src, dst):
+        real_replace(src, dst)
+        signal.raise_signal(signal.SIGINT)
+    monkeypatch.setattr(fsutil.os, "replace", replace_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        fsutil.atomic_write_many({tmp_path / "m.cfg": b"cfg", tmp_path / "m.weights": b"weights"})
+    assert (tmp_path / "m.cfg").read_bytes() == b"cfg" and (tmp_path / "m.weights").read_bytes() == b"weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.cfg", "m.weights"]
+
+
+# name -> (arguments given the weights and the output folder, which temp file the Ctrl-C precedes)
+INTERRUPTED_WRITERS = {
+    "prune": (lambda weights, out: ["prune", CFGS / "yolov3-tiny.cfg", weights, "--ratio", "0.5", "-o", out / "p"], 2),
+    "export": (lambda weights, out: ["export", CFGS / "yolov3-tiny.cfg", weights, "-o", out / "m.onnx"], 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INTERRUPTED_WRITERS))
+def test_ctrl_c_while_writing_outputs_leaves_none(name, tmp_path, tiny_weights, monkeypatch):
+    args, at_call = INTERRUPTED_WRITERS[name]
+    real_mkstemp, calls = fsutil.tempfile.mkstemp, []
+
+    def ctrl_c_before_a_temp(*a, **k):
+        calls.append(a)
+        if len(calls) == at_call:
+            raise KeyboardInterrupt
+        return real_mkstemp(*a, **k)
+    monkeypatch.setattr(fsutil.tempfile, "mkstemp", ctrl_c_before_a_temp)
+    result = CliRunner().invoke(main, [str(a) for a in args(tiny_weights, tmp_path)])
+    assert result.exit_code == 130, result.output
+    assert result.stderr == "interrupted; no partial output was written\n"
+    assert len(calls) == at_call
+    assert list(tmp_path.iterdir()) == []
