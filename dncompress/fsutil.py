@@ -68,10 +68,17 @@ def atomic_write_many(files: dict[str | Path, bytes | Iterable[bytes | np.ndarra
         with deferred_interrupt():
             for tmp, path in temps:
                 publish(tmp, path)
-    except BaseException:
+    except BaseException as err:
         for tmp, _ in temps:
             Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise write_error(err, path) from None
         raise
+
+
+def write_error(err: OSError, path: Path) -> DncompressError:
+    """An OS refusal to write (permissions, disk full, a file where a folder should be) as a user error."""
+    return DncompressError(f"cannot write: {err.strerror or err}", str(path))
 
 
 def check_outputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None] = (),
@@ -102,13 +109,16 @@ class StagedWrites:
 
     def write(self, path: str | Path, data: bytes) -> None:
         path = Path(path)
-        if not self.folder.exists():
-            self.created = next(p for p in reversed([self.folder, *self.folder.parents]) if not p.exists())
-            self.folder.mkdir(parents=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        self.staged.append((tmp, path))
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
+        try:
+            if not self.folder.exists():
+                self.created = next(p for p in reversed([self.folder, *self.folder.parents]) if not p.exists())
+                self.folder.mkdir(parents=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            self.staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+        except OSError as err:
+            raise write_error(err, path) from None
 
     def __exit__(self, kind, error, trace) -> None:
         if kind is None:
@@ -120,8 +130,9 @@ class StagedWrites:
             Path(tmp).unlink(missing_ok=True)
         if self.created is not None:
             for folder in [self.folder, *self.folder.parents]:
-                if any(folder.iterdir()):
-                    break
-                folder.rmdir()
+                if folder.is_dir():
+                    if any(folder.iterdir()):
+                        break
+                    folder.rmdir()
                 if folder == self.created:
                     break

@@ -51,18 +51,20 @@ def command(args: Callable[[Inputs], list], *reads: str) -> Command:
 COMMANDS = {
     "detect": command(lambda i: ["detect", *i.images, "--cfg", i.cfg, "--weights", i.weights, "--out", i.out,
                                  *(["--names", i.names] if i.names else [])],
-                      "cfg", "weights", "image", "names", "detector-cfg"),
+                      "cfg", "weights", "image", "names", "detector-cfg", "out"),
     "eval": command(lambda i: ["eval", i.cfg, i.weights, "--data", i.data], "cfg", "weights", "labels",
                     "data-image", "detector-cfg"),
-    "export": command(lambda i: ["export", i.cfg, i.weights, "-o", i.out / "m.onnx"], "cfg", "weights"),
+    "export": command(lambda i: ["export", i.cfg, i.weights, "-o", i.out / "m.onnx"], "cfg", "weights", "out"),
     "stats": command(lambda i: ["stats", i.cfg, i.weights], "cfg", "weights"),
-    "prune": command(lambda i: ["prune", i.cfg, i.weights, "--ratio", "0.5", "-o", i.out / "p"], "cfg", "weights"),
+    "prune": command(lambda i: ["prune", i.cfg, i.weights, "--ratio", "0.5", "-o", i.out / "p"], "cfg", "weights",
+                     "out"),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """`make(valid, tmp)` -> (inputs with one bad part, the bad file, WHERE ('' = file only), message)."""
+    """`make(valid, tmp)` -> (inputs with one bad part, the bad file, WHERE ('' = file only), message).
+    See check_refused for WHERE None and alternative messages."""
 
     kind: str
     name: str
@@ -180,6 +182,15 @@ LABEL_CASES = [
     label_case("non_utf8", b"16 0.5 0.5 0.2 0.2 \xff\n", "", "cannot read label file"),
     Case("data-image", "corrupt_image_in_dataset", bad_dataset_image),
 ]
+def out_under_a_file(valid: Inputs, tmp: Path):
+    """The output folder given is inside a regular file."""
+    blocker = tmp / "blocker.txt"
+    blocker.write_text("a file, not a folder")
+    return dataclasses.replace(valid, out=blocker / "sub"), blocker, None, ("cannot write: Not a directory",
+                                                                          "does not exist")
+
+
+OUTPUT_CASES = [Case("out", "under_a_file", out_under_a_file)]
 VALID_TEXT = VALID_CFG.read_text()
 # a second head on the first conv's output, 1 class where the first has 80 (line 45 is its classes=)
 TWO_HEADS_TEXT = VALID_TEXT + "[route]\nlayers=-4\n" + VALID_TEXT.split("[maxpool]")[1].replace(
@@ -204,7 +215,7 @@ DETECTOR_CASES = [
                   "detection heads disagree on classes= (1, 80)"),
 ]
 CASES = [corpus_case(p) for p in sorted((CORPUS / "cfg").glob("*.cfg"))] + WEIGHTS_CASES + IMAGE_CASES \
-    + NAMES_CASES + LABEL_CASES + DETECTOR_CASES
+    + NAMES_CASES + LABEL_CASES + DETECTOR_CASES + OUTPUT_CASES
 PAIRS = [pytest.param(name, case, id=f"{name}-{case.kind}-{case.name}")
          for name, cmd in COMMANDS.items() for case in CASES if case.kind in cmd.reads]
 # run through a real `python -m dncompress` process, not just CliRunner
@@ -237,13 +248,15 @@ def tree(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
-def check_refused(code: int, stderr: str, bad: Path, where: str, message: str) -> None:
+def check_refused(code: int, stderr: str, bad: Path, where: str | None, message: str | tuple[str, ...]) -> None:
+    """`where` None: the error names `bad` or a path inside it; `message` may list alternatives."""
     assert "Traceback" not in stderr
     assert code == 2, stderr
     lines = stderr.splitlines()
     assert len(lines) == 1, stderr
-    assert lines[0].startswith(f"error: {bad}:{where + ':' if where else ''}"), lines[0]
-    assert message in lines[0]
+    place = f"{bad}/" if where is None else f"{bad}:{where + ':' if where else ''}"
+    assert lines[0].startswith(f"error: {place}"), lines[0]
+    assert any(m in lines[0] for m in ((message,) if isinstance(message, str) else message)), lines[0]
 
 
 def test_every_corpus_file_has_an_expectation_and_the_valid_inputs_work(valid):
