@@ -109,7 +109,8 @@ def next_run_dir(base: Path) -> Path:
 @click.option("--nms", "nms_threshold", default=0.45, show_default=True, help="NMS IoU threshold.")
 @click.option("--letterbox/--resize", default=True, show_default=True,
               help="Keep aspect ratio with grey padding (Darknet detector test) or stretch.")
-@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--imgsz", nargs=2, type=click.IntRange(1, 16384),
+              help="Network input W H (default: the cfg's).")
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for annotated images "
               "(default: a new runs/detect/expN).")
 @click.option("--json", "as_json", is_flag=True, help="Print detections as JSON on stdout.")
@@ -183,14 +184,16 @@ def print_eval(result, names: list[str], label: str) -> None:
 @click.argument("weights", required=False, type=click.Path())
 @click.option("--data", "data_path", required=True, type=click.Path(),
               help="Folder with images/ and labels/, a list of image paths, or a Darknet .data file.")
-@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--imgsz", nargs=2, type=click.IntRange(1, 16384),
+              help="Network input W H (default: the cfg's).")
 @click.option("--letterbox/--resize", default=True, show_default=True, help="Preprocessing.")
 @click.option("--conf", default=0.005, show_default=True, help="Lowest confidence kept for the AP curves.")
 @click.option("--iou", "nms_threshold", default=0.45, show_default=True, help="NMS IoU threshold.")
 @click.option("--backend", type=click.Choice(["numpy", "onnx"]), default="numpy", show_default=True)
 @click.option("--reference", nargs=2, metavar="CFG2 WEIGHTS2",
               help="Fidelity mode: the detections (conf >= 0.25) of this model are the ground truth.")
-@click.option("--batch", default=8, show_default=True, help="Images per forward pass.")
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Images per forward pass.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold, backend, reference, batch,
                  as_json):
@@ -225,7 +228,8 @@ def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold,
               "the input) and scores (objectness * class).")
 @click.option("--nms", is_flag=True, help="With --decode: add NonMaxSuppression (output selected_indices).")
 @click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension symbolic.")
-@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--imgsz", nargs=2, type=click.IntRange(1, 16384),
+              help="Network input W H (default: the cfg's).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 def export_command(cfg, weights, output, opset, decode, nms, dynamic_batch, imgsz, force):
     """Write CFG as ONNX (BN folded into Conv), then check it with onnxruntime against the numpy engine."""
@@ -245,7 +249,8 @@ def export_command(cfg, weights, output, opset, decode, nms, dynamic_batch, imgs
 @main.command("stats")
 @click.argument("cfg", required=False)
 @click.argument("weights", required=False, type=click.Path())
-@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--imgsz", nargs=2, type=click.IntRange(1, 16384),
+              help="Network input W H (default: the cfg's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def stats_command(cfg, weights, imgsz, as_json):
     """Per-layer cost table (like Darknet's) and totals: params, size, BFLOPs, peak activation memory,
@@ -319,7 +324,8 @@ def print_pruning_report(report: dict) -> None:
 @click.option("--reconstruct", is_flag=True, help="Refit consumers by least squares on --calib images.")
 @click.option("--calib", type=click.Path(), help="Calibration images (folder or dataset) for --reconstruct "
               "and --criterion activation.")
-@click.option("--calib-images", default=16, show_default=True, help="How many calibration images to use.")
+@click.option("--calib-images", default=16, show_default=True, type=click.IntRange(min=1),
+              help="How many calibration images to use.")
 @click.option("-o", "--output", "prefix", help="Output prefix: writes PREFIX.cfg and PREFIX.weights "
               "(default <stem>-pruned<RATIO>).")
 @click.option("--data", "data_path", type=click.Path(), help="Dataset: report mAP before/after and fidelity.")
