@@ -1,13 +1,16 @@
-"""Property tests: malformed cfg text and .weights bytes only ever raise DncompressError; random valid
-networks survive a write/read round trip bit for bit. Default budget is small; `-m slow` runs more."""
+"""Property tests: malformed cfg text, .weights, label and image bytes only ever raise DncompressError.
+Default budget is small; `-m slow` runs more."""
 import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dncompress.cfg import parse_cfg, read_cfg, write_cfg
+from dncompress.data import parse_labels
+from dncompress.detect import load_image
 from dncompress.errors import DncompressError
 from dncompress.network import Network
 from dncompress.weights import read_weights
@@ -169,3 +172,49 @@ def test_cfg_write_parse_keeps_all_valid_base_cfgs():
     for lines in BASE_CFGS.values():
         sections = parse_cfg("\n".join(lines))
         assert write_cfg(parse_cfg(write_cfg(sections))) == write_cfg(sections)
+
+
+@FAST
+@given(st.one_of(st.binary(max_size=200),
+                 st.lists(st.lists(st.sampled_from(["0", "1", "-1", "0.5", "nan", "inf", "1e9", "x", "2.5"]),
+                                   max_size=7).map(" ".join), max_size=5).map(lambda ls: "\n".join(ls).encode())))
+def test_random_label_files_raise_only_dncompress_error(data):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "labels.txt"
+        path.write_bytes(data)
+        try:
+            labels = parse_labels(path)
+        except DncompressError as err:
+            assert str(path) in str(err)
+        else:
+            assert labels.shape[1] == 5 and np.isfinite(labels).all() and (labels[:, 0] >= 0).all()
+
+
+SMALL_IMAGES = [cv2.imencode(ext, np.arange(192, dtype=np.uint8).reshape(8, 8, 3))[1].tobytes()
+                for ext in (".png", ".jpg", ".bmp")]
+
+
+@st.composite
+def mutated_image(draw) -> bytes:
+    """A small real PNG/JPEG/BMP cut short or with bytes written over (headers included)."""
+    data = bytearray(draw(st.sampled_from(SMALL_IMAGES)))
+    if draw(st.booleans()):
+        return bytes(data[: draw(st.integers(0, len(data)))])
+    start = draw(st.integers(0, len(data) - 1))
+    patch = draw(st.binary(min_size=1, max_size=8))
+    data[start:start + len(patch)] = patch
+    return bytes(data)
+
+
+@FAST
+@given(st.one_of(st.binary(max_size=400), mutated_image()))
+def test_random_image_bytes_raise_only_dncompress_error(data):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "random.jpg"
+        path.write_bytes(data)
+        try:
+            img = load_image(path)
+        except DncompressError as err:
+            assert str(path) in str(err)
+        else:
+            assert img.ndim == 3 and img.shape[2] == 3
