@@ -60,8 +60,9 @@ def atomic_write_many(files: dict[str | Path, bytes | Iterable[bytes | np.ndarra
     try:
         for path, chunks in files.items():
             path = Path(path)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            temps.append((tmp, path))
+            with deferred_interrupt():  # a temp made but not yet listed would never be removed
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+                temps.append((tmp, path))
             with os.fdopen(fd, "wb") as out:
                 for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
                     out.write(chunk if isinstance(chunk, bytes) else np.ascontiguousarray(chunk).tobytes())
@@ -113,8 +114,9 @@ class StagedWrites:
             if not self.folder.exists():
                 self.created = next(p for p in reversed([self.folder, *self.folder.parents]) if not p.exists())
                 self.folder.mkdir(parents=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            self.staged.append((tmp, path))
+            with deferred_interrupt():
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+                self.staged.append((tmp, path))
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
         except OSError as err:
