@@ -177,3 +177,16 @@ def test_bias_correction_removes_the_mean_output_shift(tiny_net, calib_images):
         out = [conv2d(conv_in, *n.layers[2].folded(), 1, 1, 1) for n in (tiny_net, qnet)]
         shifts.append(np.abs((out[1] - out[0]).mean(axis=(0, 2, 3))).mean())
     assert shifts[1] < shifts[0] / 3, shifts
+
+
+def test_packed_reader_rejects_other_files_and_truncation(tmp_path):
+    net = random_network("yolov3-tiny", seed=0, width=64, height=64)
+    qnet, codes = quantize_network(net, QuantConfig(4, 0))
+    write_packed(tmp_path / "q.dnq", qnet, codes)
+    data = (tmp_path / "q.dnq").read_bytes()
+    (tmp_path / "cut.dnq").write_bytes(data[:-100])
+    with pytest.raises(Exception, match="truncated in layer 22"):
+        read_packed(tmp_path / "cut.dnq")
+    (tmp_path / "w.dnq").write_bytes(b"\0" * 64)
+    with pytest.raises(Exception, match="bad magic"):
+        read_packed(tmp_path / "w.dnq")

@@ -92,6 +92,9 @@ def read_packed(path: str | Path) -> Network:
             tensors[t["layer"], t["name"]] = q.reshape(t["shape"])
     for layer in net.layers:
         names = layer.param_shapes()
+        missing = [name for name in names if (layer.index, name) not in tensors]
+        if missing:
+            raise DncompressError(f"no {missing[0]} for layer {layer.index} [{layer.type}]", str(path))
         if names:
             params = {name: tensors[layer.index, name] for name in names}
             if (layer.index, "weights.scale") in tensors:
