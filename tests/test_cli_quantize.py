@@ -23,18 +23,24 @@ def calib(tmp_path_factory):
 
 @pytest.mark.parametrize("fmt, suffixes", [("darknet-q", [".cfg", ".weights"]), ("darknet", [".cfg", ".weights"]),
                                            ("packed", [".dnq"]), ("onnx", [".onnx"])])
-def test_quantize_every_format_then_force_rules(tmp_path, calib, tiny_weights, fmt, suffixes):
-    prefix = tmp_path / "q"
-    args = ("quantize", CFGS / "yolov3-tiny.cfg", tiny_weights, "--bits", "4", "--calib", calib, "-o", prefix,
-            "--format", fmt)
-    result = run(*args)
+def test_quantize_every_format(tmp_path, calib, tiny_weights, fmt, suffixes):
+    result = run("quantize", CFGS / "yolov3-tiny.cfg", tiny_weights, "--bits", "4", "--calib", calib,
+                 "-o", tmp_path / "q", "--format", fmt)
     assert result.exit_code == 0, result.output
     assert "quantized 13 convs (0:w8, 2:w4" in result.output and "22:w8)" in result.output
-    for suffix in suffixes:
-        assert (tmp_path / f"q{suffix}").stat().st_size > 1000
-    again = run(*args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"q{suffix}" for suffix in suffixes]
+    assert all((tmp_path / f"q{suffix}").stat().st_size > 1000 for suffix in suffixes)
+
+
+def test_existing_outputs_need_force(tmp_path, tiny_weights):
+    args = ("quantize", "--bits", "6", "--act-bits", "none", "-o", tmp_path / "q")
+    assert run(*args).exit_code == 0
+    before = (tmp_path / "q.weights").read_bytes()
+    again = run(*args, "--bits", "5")
     assert again.exit_code == 2 and "output exists; pass --force" in again.output
-    assert run(*args, "--force").exit_code == 0
+    assert (tmp_path / "q.weights").read_bytes() == before
+    assert run(*args, "--bits", "5", "--force").exit_code == 0
+    assert (tmp_path / "q.weights").read_bytes() != before
 
 
 def test_quantized_cfg_runs_in_detect_and_packed_is_small(tmp_path, calib, tiny_weights):
