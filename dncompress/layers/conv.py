@@ -111,7 +111,7 @@ class QuantizeConvolutional(Convolutional):
         if self.quant_weights not in ("affine", "dorefa"):
             raise self.error(f"quant_weights={self.quant_weights} must be affine or dorefa", "quant_weights")
         self.bitw = self._bits("bitw", DEFAULT_BITS, 1 if self.quant_weights == "dorefa" else 2)
-        self.bita = self._bits("bita", DEFAULT_BITS if legacy else 0, 1) if legacy or "bita" in s.options else 0
+        self.bita = self._bits("bita", DEFAULT_BITS, 1) if legacy or "bita" in s.options else 0
         scheme = s.get_str("quant_scheme", "per_channel")
         if scheme not in ("per_channel", "per_tensor"):
             raise self.error(f"quant_scheme={scheme} must be per_channel or per_tensor", "quant_scheme")
