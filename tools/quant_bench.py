@@ -1,4 +1,5 @@
-"""onnxruntime latency of yolov3-tiny: the float ONNX export vs QDQ int8 (W8A8) and int4-weight exports.
+"""onnxruntime latency of yolov3-tiny: the float ONNX export vs our QDQ int8 (W8A8) and int4-weight exports,
+and, for reference, onnxruntime's own quantize_static (QDQ on conv outputs too, which its int8 kernels need).
 
     python tools/quant_bench.py --calib ../shared/data/coco128/images [--runs 30] [--threads 2]
 
@@ -12,6 +13,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import median_ms  # noqa: E402
+
+
+def ort_static_int8(model, net, images):
+    """onnxruntime.quantization.quantize_static (QDQ, per channel, uint8 activations) of the float export."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from dncompress.detect import load_image, preprocess
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"images": preprocess(load_image(p), net.info.width, net.info.height)}
+                                 for p in images])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx.save(model, f"{tmp}/fp32.onnx")
+        quantize_static(f"{tmp}/fp32.onnx", f"{tmp}/int8.onnx", Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return onnx.load(f"{tmp}/int8.onnx")
 
 
 def main() -> None:
@@ -33,6 +58,7 @@ def main() -> None:
     models["W8A8 int8 QDQ"] = build_qdq_onnx(quantize_model(net, QuantConfig(8, 8), images)[0])
     models["W4A8 int4 QDQ (opset 21)"] = build_qdq_onnx(quantize_model(net, QuantConfig(4, 8), images)[0], 21,
                                                        int4=True)
+    models["onnxruntime quantize_static"] = ort_static_int8(models["fp32"], net, images)
     x = np.random.default_rng(0).random((1, *net.input_shape), dtype=np.float32)
     base = None
     for name, model in models.items():

@@ -8,6 +8,7 @@ from onnx import TensorProto, helper
 
 from ..errors import DncompressError
 from ..network import Network
+from ..quant.packed import pack_bits
 from ..quant.quantizers import activation_params, unsigned_range
 from .onnx import GraphBuilder, build_onnx
 
@@ -15,10 +16,12 @@ INT4_OPSET = 21
 
 
 def weight_initializer(g: GraphBuilder, hint: str, q: np.ndarray, int4: bool) -> str:
-    """The integer weights as an int8 initializer, or int4 (packed by onnx) when `int4`."""
+    """The integer weights as an int8 initializer, or int4 when `int4` (two's complement nibbles, first
+    element in the low nibble, as ONNX stores INT4 raw data)."""
     name = g.name(hint)
     if int4:
-        g.initializers.append(helper.make_tensor(name, TensorProto.INT4, q.shape, q.reshape(-1).tolist()))
+        raw = pack_bits(np.asarray(q).reshape(-1) & 0xF, 4)
+        g.initializers.append(helper.make_tensor(name, TensorProto.INT4, q.shape, raw, raw=True))
     else:
         g.initializers.append(onnx.numpy_helper.from_array(q.astype(np.int8), name))
     return name
