@@ -10,16 +10,23 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .data import load_dataset
+from .data import calibration_batch, load_dataset
 from .detect import detect_image, draw, load_image, read_names
 from .errors import DncompressError
 from .export.onnx import build_onnx, onnx_forward, parity, save_onnx
-from .eval import evaluate, fidelity_dataset, predict, timed_predict
-from .fsutil import atomic_write, check_outputs
+from .eval import compare_models, evaluate, fidelity_dataset, predict, timed_predict
+from .fsutil import atomic_write, atomic_write_many, check_outputs
 from .network import Network
 from .quant.apply import QuantConfig, quantize_model
 from .quant.calibrate import METHODS
 from .quant.writers import FORMATS, output_paths, write_quantized
+from .prune.apply import prune_network
+from .prune.criteria import CRITERIA
+from .prune.groups import channel_groups
+from .prune.plan import plan_pruning
+from .prune.reconstruct import reconstruct as reconstruct_layers
+from .prune.report import pruning_report
+from .prune.sensitivity import plot_sensitivity, sensitivity
 from .stats import summary
 from .zoo import DEFAULT_MODEL, fetch, find_weights, resolve_cfg
 
@@ -246,6 +253,119 @@ def stats_command(cfg, weights, imgsz, as_json):
     click.echo(f"activations {figures['activation_mb']:.2f} MB in all, peak {figures['peak_activation_mb']:.2f} MB "
                f"alive at once (batch 1)")
     click.echo(f"energy {figures['energy'] / 1e9:.3f} G MAC-units ({share}); model in docs/energy.md")
+
+
+def parse_ratios(text: str) -> list[float]:
+    try:
+        ratios = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise DncompressError(f"--ratios '{text}' must be comma-separated numbers like 0.25,0.5,0.75") from None
+    if not ratios or not all(0 < r < 1 for r in ratios):
+        raise DncompressError(f"--ratios '{text}' must be numbers between 0 and 1")
+    return ratios
+
+
+def print_pruning_report(report: dict) -> None:
+    click.echo(f"{'layer':>5} {'filters':>13} {'params':>21} {'BFLOPs':>15}")
+    for row in report["layers"]:
+        f, p, b = row["filters"], row["params"], row["bflops"]
+        click.echo(f"{row['index']:>5} {f[0]:>5} -> {f[1]:<5} {p[0]:>9,} -> {p[1]:<9,} {b[0]:6.3f} -> {b[1]:<6.3f}")
+
+    def change(key: str, fmt: str) -> str:
+        a, b = report[key]
+        return f"{a:{fmt}} -> {b:{fmt}} ({1 - b / a:.1%} less)"
+    click.echo(f"prunable channels {change('prunable_channels', ',')}; all conv channels {change('channels', ',')}")
+    click.echo(f"params {change('params', ',')}")
+    click.echo(f"BFLOPs {change('bflops', '.3f')}; size MB {change('size_mb', '.2f')}; energy {change('energy', '.3g')}")
+    if "map50" in report:
+        a, b = report["map50"]
+        click.echo(f"mAP@0.5 {a:.4f} -> {b:.4f}; mAP@0.5:0.95 {report['map50_95'][0]:.4f} -> "
+                   f"{report['map50_95'][1]:.4f}")
+    if "fidelity_map50" in report:
+        click.echo(f"fidelity to the original (mAP@0.5 of its detections): {report['fidelity_map50']:.4f}")
+
+
+@main.command("prune")
+@click.argument("cfg", required=False)
+@click.argument("weights", required=False, type=click.Path())
+@click.option("--ratio", type=float, help="Fraction of prunable channels to remove (0.7 = 70%).")
+@click.option("--criterion", type=click.Choice(sorted(CRITERIA)), default="bn", show_default=True,
+              help="Channel importance: |BN gamma| (network slimming), filter L1/L2 norm, mean activation, random.")
+@click.option("--min-keep", default=0.1, show_default=True, help="Per-layer floor: fraction of channels kept (>= 1).")
+@click.option("--round", "multiple", type=click.Choice(["1", "8", "16"]), default="1", show_default=True,
+              help="Round kept filter counts up to a multiple (hardware-regular widths).")
+@click.option("--scope", type=click.Choice(["global", "layer"]), default="global", show_default=True,
+              help="One threshold over the whole network, or RATIO of every layer.")
+@click.option("--compensate/--no-compensate", default=True, show_default=True,
+              help="Fold removed channels' constant output act(beta) into their consumers.")
+@click.option("--reconstruct", is_flag=True, help="Refit consumers by least squares on --calib images.")
+@click.option("--calib", type=click.Path(), help="Calibration images (folder or dataset) for --reconstruct "
+              "and --criterion activation.")
+@click.option("--calib-images", default=16, show_default=True, help="How many calibration images to use.")
+@click.option("-o", "--output", "prefix", help="Output prefix: writes PREFIX.cfg and PREFIX.weights "
+              "(default <stem>-pruned<RATIO>).")
+@click.option("--data", "data_path", type=click.Path(), help="Dataset: report mAP before/after and fidelity.")
+@click.option("--sensitivity", is_flag=True, help="With --data: prune each layer group alone at --ratios and "
+              "write a table and a PNG plot instead of a pruned model.")
+@click.option("--ratios", default="0.25,0.5,0.75,0.9", show_default=True, help="Ratios for --sensitivity.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, compensate, reconstruct, calib,
+                  calib_images, prefix, data_path, sensitivity, ratios, force):
+    """Remove channels (network slimming and friends) and write a smaller cfg + weights that Darknet and
+    OpenCV load."""
+    net = open_network(cfg, weights)
+    stem = Path(net.file).stem
+    size = (net.info.width, net.info.height)
+    if sensitivity:
+        if not data_path:
+            raise DncompressError("--sensitivity needs --data")
+        prefix = prefix or f"{stem}-sensitivity"
+        check_outputs([f"{prefix}.png", f"{prefix}.json"], [net.file, weights], force)
+        run_sensitivity(net, criterion, parse_ratios(ratios), load_dataset(data_path), prefix,
+                        calibration_batch(calib, calib_images, *size) if calib else None)
+        return
+    if ratio is None:
+        raise DncompressError("--ratio is required (e.g. --ratio 0.7)")
+    if reconstruct and not calib:
+        raise DncompressError("--reconstruct needs calibration images (--calib DIR)")
+    prefix = prefix or f"{stem}-pruned{ratio:g}"
+    outputs = [f"{prefix}.cfg", f"{prefix}.weights"]
+    check_outputs(outputs, [net.file, weights], force)
+    calib_batch = calibration_batch(calib, calib_images, *size) if calib else None
+    keep = plan_pruning(channel_groups(net), CRITERIA[criterion](net, calib=calib_batch), ratio, scope, min_keep,
+                        int(multiple))
+    pruned = prune_network(net, keep, compensate)
+    if reconstruct:
+        reconstruct_layers(net, pruned, keep, calib_batch)
+    pruned.save(*outputs)
+    report = pruning_report(net, pruned)
+    if data_path:
+        report.update(compare_models(net, pruned, load_dataset(data_path)))
+    print_pruning_report(report)
+    click.echo(f"wrote {outputs[0]} and {outputs[1]}")
+
+
+def run_sensitivity(net: Network, criterion: str, ratios: list[float], dataset, prefix: str, calib) -> None:
+    """Prune each group alone at each ratio; accuracy is mAP@0.5 with labels, else fidelity."""
+    size = (net.info.width, net.info.height)
+    classes = net.heads[0].classes
+    if not dataset.num_boxes:
+        dataset = fidelity_dataset(predict(net.forward, net.heads, dataset, *size), dataset)
+
+    def measure(candidate: Network) -> float:
+        preds = predict(candidate.forward, candidate.heads, dataset, *size, progress=False)
+        return evaluate(preds, dataset, classes).map50
+    baseline = measure(net)
+    table = sensitivity(net, CRITERIA[criterion](net, calib=calib), ratios, measure)
+    click.echo(f"mAP@0.5 with one group pruned (baseline {baseline:.4f})")
+    click.echo(f"{'group':>8} " + " ".join(f"{r:>7g}" for r in ratios))
+    for conv, row in sorted(table.items()):
+        click.echo(f"layer {conv:>2} " + " ".join(f"{v:7.4f}" for v in row))
+    ok, png = cv2.imencode(".png", plot_sensitivity(table, ratios, baseline))
+    atomic_write_many({f"{prefix}.png": png.tobytes(),
+                       f"{prefix}.json": json.dumps({"baseline": baseline, "ratios": ratios,
+                                                     "map50": {str(k): v for k, v in table.items()}}).encode()})
+    click.echo(f"wrote {prefix}.png and {prefix}.json")
 
 
 @main.command("quantize")

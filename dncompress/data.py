@@ -145,3 +145,10 @@ def load_dataset(path: str | Path) -> Dataset:
     if not images:
         raise DncompressError("dataset holds no images", str(path))
     return Dataset([Sample(img, parse_labels(label_path(img))) for img in images], names, str(path))
+
+
+def calibration_batch(path: str | Path, count: int, net_w: int, net_h: int, use_letterbox: bool = True) -> np.ndarray:
+    """The first `count` images of a folder or dataset, preprocessed: (N, 3, net_h, net_w) float32."""
+    from .detect import load_image, preprocess
+    samples = load_dataset(path).items[:count]
+    return np.concatenate([preprocess(load_image(s.image), net_w, net_h, use_letterbox) for s in samples])

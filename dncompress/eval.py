@@ -13,6 +13,7 @@ from .data import Dataset, Sample, label_path
 from .errors import DncompressError
 from .detect import Forward, iou_matrix, load_image, postprocess, preprocess
 from .layers import Layer
+from .network import Network
 
 IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 RECALL_POINTS = np.linspace(0, 1, 101)
@@ -179,3 +180,17 @@ def timed_predict(*args, **kwargs) -> tuple[list[ImagePrediction], float]:
     start = time.perf_counter()
     predictions = predict(*args, **kwargs)
     return predictions, len(predictions) / max(time.perf_counter() - start, 1e-9)
+
+
+def compare_models(reference: Network, candidate: Network, dataset: Dataset, use_letterbox: bool = True,
+                   progress: bool = True) -> dict:
+    """mAP of both models on `dataset` (when it has labels) and the candidate's fidelity to the reference."""
+    size = (reference.info.width, reference.info.height)
+    ref_preds = predict(reference.forward, reference.heads, dataset, *size, use_letterbox, progress=progress)
+    cand_preds = predict(candidate.forward, candidate.heads, dataset, *size, use_letterbox, progress=progress)
+    classes = reference.heads[0].classes
+    out = {"fidelity_map50": evaluate(cand_preds, fidelity_dataset(ref_preds, dataset), classes).map50}
+    if dataset.num_boxes:
+        before, after = evaluate(ref_preds, dataset, classes), evaluate(cand_preds, dataset, classes)
+        out.update(map50=[before.map50, after.map50], map50_95=[before.map50_95, after.map50_95])
+    return out

@@ -27,17 +27,26 @@ def publish(tmp: str | Path, path: str | Path) -> None:
 
 def atomic_write(path: str | Path, chunks: bytes | Iterable[bytes | np.ndarray]) -> None:
     """Write to a temp file beside `path`, then rename; an interrupt leaves no partial file."""
-    path = Path(path)
-    if isinstance(chunks, bytes):
-        chunks = [chunks]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    atomic_write_many({path: chunks})
+
+
+def atomic_write_many(files: dict[str | Path, bytes | Iterable[bytes | np.ndarray]]) -> None:
+    """Write several files that belong together (cfg + weights): all temps first, then all renames, so
+    an interrupt before the renames leaves none of them."""
+    temps = []
     try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk if isinstance(chunk, bytes) else np.ascontiguousarray(chunk).tobytes())
-        publish(tmp, path)
+        for path, chunks in files.items():
+            path = Path(path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temps.append((tmp, path))
+            with os.fdopen(fd, "wb") as out:
+                for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
+                    out.write(chunk if isinstance(chunk, bytes) else np.ascontiguousarray(chunk).tobytes())
+        for tmp, path in temps:
+            publish(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 

@@ -8,9 +8,9 @@ import numpy as np
 from .engine.conv import conv2d
 from .cfg import Section, read_cfg, write_cfg
 from .errors import DncompressError
-from .fsutil import atomic_write
+from .fsutil import atomic_write_many
 from .layers import HEAD_TYPES, LAYERS, Layer, NetInfo
-from .weights import WeightsHeader, WeightsReader, read_weights, write_weights
+from .weights import WeightsHeader, WeightsReader, read_weights, weights_payload
 
 
 def net_info(section: Section) -> NetInfo:
@@ -132,9 +132,9 @@ class Network:
         return [layer.params[name] for layer in self.layers for name in layer.param_shapes()]
 
     def save(self, cfg_path: str | Path, weights_path: str | Path) -> None:
-        """Write cfg and weights (each atomically)."""
-        atomic_write(cfg_path, write_cfg(self.sections).encode())
-        write_weights(weights_path, self.header, self.weight_tensors())
+        """Write cfg and weights together: both appear, or (interrupted) neither."""
+        atomic_write_many({cfg_path: write_cfg(self.sections).encode(),
+                           weights_path: weights_payload(self.header, self.weight_tensors())})
 
     def _compute_last_use(self) -> list[int]:
         """For each layer, the index of the last layer that reads its output (heads count as read)."""

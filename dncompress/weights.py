@@ -87,6 +87,11 @@ class WeightsReader:
                                   "another cfg (or pass a cfg with the same layers)", self.file)
 
 
+def weights_payload(header: WeightsHeader, tensors: list[np.ndarray]) -> list[bytes | np.ndarray]:
+    """The chunks of a .weights file: header, then every tensor as little-endian float32."""
+    return [header.to_bytes()] + [np.asarray(t, "<f4").ravel() for t in tensors]
+
+
 def write_weights(path: str | Path, header: WeightsHeader, tensors: list[np.ndarray]) -> None:
-    """Header then every tensor as little-endian float32, written atomically."""
-    atomic_write(path, [header.to_bytes()] + [np.asarray(t, "<f4").ravel() for t in tensors])
+    """A .weights file, written atomically."""
+    atomic_write(path, weights_payload(header, tensors))

@@ -1,0 +1,1 @@
+"""Channel pruning: dependency groups, criteria, masks applied to cfg and weights, compensation, refits."""
