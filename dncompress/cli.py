@@ -404,6 +404,9 @@ def quantize_command(cfg, weights, bits, act_bits, per_channel, calib, calib_ima
     paths = write_quantized(qnet, codes, prefix, fmt, [net.file, weights], force)
     plan = ", ".join(f"{i}:w{c.bits}" for i, c in codes.items())
     click.echo(f"quantized {len(codes)} convs ({plan})")
+    if fmt == "darknet" and act:
+        click.echo("note: plain [convolutional] cannot carry activation quantization; Darknet/OpenCV run "
+                   "these weights with float activations", err=True)
     fp32 = 4 * net.param_count() / 1e6
     for path in paths:
         click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB; float32 weights {fp32:.2f} MB)")
