@@ -17,6 +17,9 @@ from .export.onnx import build_onnx, onnx_forward, parity, save_onnx
 from .eval import compare_models, evaluate, fidelity_dataset, predict, timed_predict
 from .fsutil import StagedWrites, atomic_write_many, check_outputs
 from .network import DEFAULT_MAX_ACTIVATION_MB, MAX_ACTIVATION_ENV, Network
+from .quant.apply import QuantConfig, quantize_model
+from .quant.calibrate import METHODS
+from .quant.writers import FORMATS, output_paths, write_quantized
 from .prune.apply import prune_network
 from .prune.criteria import CRITERIA
 from .prune.groups import channel_groups
@@ -390,3 +393,48 @@ def run_sensitivity(net: Network, criterion: str, ratios: list[float], dataset, 
                        f"{prefix}.json": json.dumps({"baseline": baseline, "ratios": ratios,
                                                      "map50": {str(k): v for k, v in table.items()}}).encode()})
     click.echo(f"wrote {prefix}.png and {prefix}.json")
+
+
+@main.command("quantize")
+@click.argument("cfg", required=False)
+@click.argument("weights", required=False, type=click.Path())
+@click.option("--bits", default=8, show_default=True, type=click.IntRange(2, 8), help="Weight bits.")
+@click.option("--act-bits", default="8", show_default=True, metavar="M|none",
+              help="Bits of every quantized conv's input (2..8), or 'none' for weights-only.")
+@click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scale granularity.")
+@click.option("--calib", type=click.Path(exists=True, file_okay=False),
+              help="Folder of calibration images (needed unless --act-bits none without --bias-correction).")
+@click.option("--calib-images", default=32, show_default=True, type=click.IntRange(min=1),
+              help="How many of them (sorted by name).")
+@click.option("--method", type=click.Choice(METHODS), default="minmax", show_default=True,
+              help="Range choice for weights and activations.")
+@click.option("--keep-first-last", default=8, show_default=True, type=click.IntRange(0, 8),
+              help="Bits of the first conv and the convs feeding [yolo]/[region]; 0 leaves them float.")
+@click.option("--bias-correction", is_flag=True, help="Fold the expected output shift of quantized weights "
+              "into the bias (uses the calibration images).")
+@click.option("-o", "--output", "prefix", help="Output prefix (default: <cfg stem>-w<N>a<M>).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="darknet-q", show_default=True,
+              help="darknet-q: [quantize_convolutional] cfg + weights; darknet: plain [convolutional] "
+              "(Darknet/OpenCV); onnx: QDQ ONNX; packed: integer weights + scales (.dnq).")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+def quantize_command(cfg, weights, bits, act_bits, per_channel, calib, calib_images, method, keep_first_last,
+                     bias_correction, prefix, fmt, force):
+    """Quantize CFG's convs to --bits (fake quant: weights stored on the integer grid) and write it."""
+    act = 0 if act_bits.lower() == "none" else int(act_bits) if act_bits.isdigit() else -1
+    if act and not 2 <= act <= 8:
+        raise click.BadParameter(f"'{act_bits}' is not 2..8 or none", param_hint="--act-bits")
+    net = open_network(cfg, weights)
+    config = QuantConfig(bits, act, per_channel, method, keep_first_last, bias_correction)
+    images = expand_images((calib,))[:calib_images] if calib else []
+    prefix = prefix or f"{Path(net.file).stem}-w{bits}a{act or 'f'}"
+    check_outputs(output_paths(prefix, fmt), [net.file, weights], force)
+    qnet, codes = quantize_model(net, config, images, progress=True)
+    paths = write_quantized(qnet, codes, prefix, fmt, [net.file, weights], force)
+    plan = ", ".join(f"{i}:w{c.bits}" for i, c in codes.items())
+    click.echo(f"quantized {len(codes)} convs ({plan})")
+    if fmt == "darknet" and act:
+        click.echo("note: plain [convolutional] cannot carry activation quantization; Darknet/OpenCV run "
+                   "these weights with float activations", err=True)
+    fp32 = 4 * net.param_count() / 1e6
+    for path in paths:
+        click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB; float32 weights {fp32:.2f} MB)")

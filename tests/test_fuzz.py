@@ -33,6 +33,9 @@ def small_cfg_lines(name: str) -> list[str]:
 
 
 BASE_CFGS = {name: small_cfg_lines(name) for name in ("yolov3-tiny", "yolov4-tiny", "yolov2-tiny")}
+# the same net with fake-quantized convs, so the fuzz reaches the quantization keys too
+BASE_CFGS["yolov3-tiny-q"] = "\n".join(BASE_CFGS["yolov3-tiny"]).replace(
+    "[convolutional]", "[quantize_convolutional]\nbitw=4\nbita=8\nact_min=0\nact_max=6").splitlines()
 NUMBERS = st.one_of(st.integers(-3, 70), st.sampled_from([0, -1, 10**9, 2**63, -2**31]),
                     st.floats(allow_nan=True, allow_infinity=True).map(repr))
 GARBAGE = st.one_of(st.text(max_size=30), st.sampled_from(["[", "]", "[]", "[net]", "[yolo]", "=", "k=",

@@ -78,6 +78,8 @@ def test_ctrl_c_during_the_renames_completes_the_set_first(tmp_path, monkeypatch
 # name -> (arguments given the weights and the output folder, which temp file the Ctrl-C precedes)
 INTERRUPTED_WRITERS = {
     "prune": (lambda weights, out: ["prune", CFGS / "yolov3-tiny.cfg", weights, "--ratio", "0.5", "-o", out / "p"], 2),
+    "quantize": (lambda weights, out: ["quantize", CFGS / "yolov3-tiny.cfg", weights, "--act-bits", "none", "-o",
+                                       out / "q"], 2),
     "export": (lambda weights, out: ["export", CFGS / "yolov3-tiny.cfg", weights, "-o", out / "m.onnx"], 1),
 }
 

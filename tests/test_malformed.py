@@ -56,6 +56,8 @@ COMMANDS = {
                     "data-image", "detector-cfg"),
     "export": command(lambda i: ["export", i.cfg, i.weights, "-o", i.out / "m.onnx"], "cfg", "weights", "out"),
     "stats": command(lambda i: ["stats", i.cfg, i.weights], "cfg", "weights"),
+    "quantize": command(lambda i: ["quantize", i.cfg, i.weights, "--act-bits", "none", "-o", i.out / "q"], "cfg",
+                        "weights", "out"),
     "prune": command(lambda i: ["prune", i.cfg, i.weights, "--ratio", "0.5", "-o", i.out / "p"], "cfg", "weights",
                      "out"),
 }
