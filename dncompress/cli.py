@@ -24,6 +24,9 @@ from .prune.plan import plan_pruning
 from .prune.reconstruct import reconstruct as reconstruct_layers
 from .prune.report import pruning_report
 from .prune.sensitivity import plot_sensitivity, sensitivity
+from .quant.apply import QuantConfig, quantize_model
+from .quant.calibrate import METHODS
+from .quant.writers import FORMATS, output_paths, write_quantized
 from .stats import summary
 from .zoo import DEFAULT_MODEL, fetch, find_weights, resolve_cfg
 
@@ -429,3 +432,44 @@ def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, l
         click.echo(f"  {format_gamma_summary(record['gamma'])}")
     train(net, dataset, config, checkpoints, teacher_net, resume, on_step, on_epoch)
     click.echo(f"wrote {checkpoints.files[0]} and {checkpoints.files[1]}")
+
+
+@main.command("quantize")
+@click.argument("cfg", required=False)
+@click.argument("weights", required=False, type=click.Path())
+@click.option("--bits", default=8, show_default=True, type=click.IntRange(2, 8), help="Weight bits.")
+@click.option("--act-bits", default="8", show_default=True, metavar="M|none",
+              help="Bits of every quantized conv's input (2..8), or 'none' for weights-only.")
+@click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scale granularity.")
+@click.option("--calib", type=click.Path(exists=True, file_okay=False),
+              help="Folder of calibration images (needed unless --act-bits none without --bias-correction).")
+@click.option("--calib-images", default=32, show_default=True, help="How many of them (sorted by name).")
+@click.option("--method", type=click.Choice(METHODS), default="minmax", show_default=True,
+              help="Range choice for weights and activations.")
+@click.option("--keep-first-last", default=8, show_default=True, type=click.IntRange(0, 8),
+              help="Bits of the first conv and the convs feeding [yolo]/[region]; 0 leaves them float.")
+@click.option("--bias-correction", is_flag=True, help="Fold the expected output shift of quantized weights "
+              "into the bias (uses the calibration images).")
+@click.option("-o", "--output", "prefix", help="Output prefix (default: <cfg stem>-w<N>a<M>).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="darknet-q", show_default=True,
+              help="darknet-q: [quantize_convolutional] cfg + weights; darknet: plain [convolutional] "
+              "(Darknet/OpenCV); onnx: QDQ ONNX; packed: integer weights + scales (.dnq).")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+def quantize_command(cfg, weights, bits, act_bits, per_channel, calib, calib_images, method, keep_first_last,
+                     bias_correction, prefix, fmt, force):
+    """Quantize CFG's convs to --bits (fake quant: weights stored on the integer grid) and write it."""
+    act = 0 if act_bits.lower() == "none" else int(act_bits) if act_bits.isdigit() else -1
+    if act and not 2 <= act <= 8:
+        raise click.BadParameter(f"'{act_bits}' is not 2..8 or none", param_hint="--act-bits")
+    net = open_network(cfg, weights)
+    config = QuantConfig(bits, act, per_channel, method, keep_first_last, bias_correction)
+    images = expand_images((calib,))[:calib_images] if calib else []
+    prefix = prefix or f"{Path(net.file).stem}-w{bits}a{act or 'f'}"
+    check_outputs(output_paths(prefix, fmt), [net.file, weights], force)
+    qnet, codes = quantize_model(net, config, images, progress=True)
+    paths = write_quantized(qnet, codes, prefix, fmt, [net.file, weights], force)
+    plan = ", ".join(f"{i}:w{c.bits}" for i, c in codes.items())
+    click.echo(f"quantized {len(codes)} convs ({plan})")
+    fp32 = 4 * net.param_count() / 1e6
+    for path in paths:
+        click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB; float32 weights {fp32:.2f} MB)")

@@ -5,6 +5,8 @@ import numpy as np
 
 from ..engine.activations import ACTIVATIONS
 from ..engine.conv import conv2d, conv3x3_winograd, conv_output_size, winograd_weights
+from ..quant.quantizers import (channel_view, dequantize, dorefa_activation, dorefa_weights,
+                               fake_quantize_activation, quantize_weights)
 from .base import Layer, register, positive
 
 # Darknet's CPU normalize_cpu (pjreddie and AlexeyAB) and OpenCV's importer divide by sqrt(var + 1e-6);
@@ -90,6 +92,69 @@ class Convolutional(Layer):
         return ACTIVATIONS[self.activation](y)
 
 
+# A [quantize_convolutional] without bit keys (files of the public projects): DoReFa at 8 bits.
+DEFAULT_BITS = 8
+
+
 @register("quantize_convolutional")
 class QuantizeConvolutional(Convolutional):
-    """Same keys and .weights layout as [convolutional]; extra keys (bitw, bita, act ranges) are kept."""
+    """Same keys and .weights layout as [convolutional], run with fake quantization (docs/quantization.md):
+    `bitw`, `bita` (absent = float activations), `act_min`/`act_max` (affine activation grid; absent =
+    DoReFa's q(clamp(0.1x, 0, 1))), `quant_weights=affine|dorefa`, `quant_scheme=per_channel|per_tensor`.
+    Without bitw and bita: DoReFa weights and activations at DEFAULT_BITS."""
+
+    def __init__(self, section, index, shapes, net):
+        super().__init__(section, index, shapes, net)
+        s = section
+        legacy = "bitw" not in s.options and "bita" not in s.options
+        self.quant_weights = s.get_str("quant_weights", "dorefa" if legacy else "affine")
+        if self.quant_weights not in ("affine", "dorefa"):
+            raise self.error(f"quant_weights={self.quant_weights} must be affine or dorefa", "quant_weights")
+        self.bitw = self._bits("bitw", DEFAULT_BITS, 1 if self.quant_weights == "dorefa" else 2)
+        self.bita = self._bits("bita", DEFAULT_BITS if legacy else 0, 1) if legacy or "bita" in s.options else 0
+        scheme = s.get_str("quant_scheme", "per_channel")
+        if scheme not in ("per_channel", "per_tensor"):
+            raise self.error(f"quant_scheme={scheme} must be per_channel or per_tensor", "quant_scheme")
+        self.per_channel = scheme == "per_channel"
+        has_range = "act_min" in s.options or "act_max" in s.options
+        self.act_range = (s.get_float("act_min"), s.get_float("act_max")) if has_range else None
+        self._codes: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _bits(self, key: str, default: int, low: int) -> int:
+        bits = self.section.get_int(key, default)
+        if not low <= bits <= 8:
+            raise self.error(f"{key}={bits} must be between {low} and 8", key)
+        return bits
+
+    def folded(self) -> tuple[np.ndarray, np.ndarray]:
+        """Fake-quantized (weights, bias): affine quantizes the BN-folded weights; DoReFa the raw ones,
+        before the fold, as the public projects train them (BN follows the quantized conv)."""
+        if self._folded is None:
+            if self.quant_weights == "affine":
+                w, b = super().folded()
+                self._codes = quantize_weights(w, self.bitw, self.per_channel)
+                self._folded = (dequantize(self._codes[0], channel_view(self._codes[1], self.per_channel)), b)
+            else:
+                raw = self.params["weights"]
+                self.params["weights"] = dorefa_weights(raw, self.bitw)
+                try:
+                    super().folded()
+                finally:
+                    self.params["weights"] = raw
+        return self._folded
+
+    def weight_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Affine mode: the integers (O, C, K, K) and scales (O,) or () behind the folded weights."""
+        self.folded()
+        return self._codes
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """x: (N, C, H, W) -> the conv input on the activation grid (unchanged without bita)."""
+        if not self.bita:
+            return x
+        if self.act_range is None:
+            return dorefa_activation(x, self.bita)
+        return fake_quantize_activation(x, *self.act_range, self.bita)
+
+    def forward(self, xs):
+        return super().forward([self.quantize_input(xs[0])])

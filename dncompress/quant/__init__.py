@@ -1,0 +1,1 @@
+"""Quantization: quantizers, calibration, bias correction, [quantize_convolutional] and the packed format."""
