@@ -156,3 +156,31 @@ def test_distillation_gradient_and_zero_at_teacher():
         index = tuple(int(rng.integers(s)) for s in out.shape)
         # a sum over 10k cells: a larger step keeps round-off below the tolerance
         assert grad[index] == pytest.approx(numeric(f, out, index, 1e-4), rel=1e-5, abs=1e-8)
+
+
+QCONV = ("[quantize_convolutional]\nbatch_normalize=1\nfilters=4\nsize=3\nstride=1\npad=1\nactivation=leaky\n"
+         "bitw=4\nbita=8\nact_min=-1.5\nact_max=1.5\n")
+
+
+def test_qat_forward_uses_fake_quant_and_gradients_pass_straight_through():
+    """A [quantize_convolutional] trains like a plain conv fed the fake-quantized input and weights; its
+    weight gradient is that conv's (STE) and its input gradient is masked to the activation range."""
+    from dncompress.quant.quantizers import fake_quantize_activation
+    from dncompress.train.graph import train_weights
+    quant = build(QCONV)
+    plain = build(QCONV.replace("quantize_convolutional", "convolutional"))
+    layer = quant.layers[0]
+    plain.layers[0].set_params(**{**layer.params, "weights": train_weights(layer).astype(np.float64)})
+    assert np.abs(train_weights(layer) - layer.params["weights"]).max() > 1e-3
+    x = np.random.default_rng(5).normal(0, 1, (2, *quant.input_shape))
+    runs = [TrainRun(net, np.float64) for net in (quant, plain)]
+    out_q = runs[0].forward(x, False, [0])[0]
+    out_p = runs[1].forward(fake_quantize_activation(x, -1.5, 1.5, 8).astype(np.float64), False, [0])[0]
+    np.testing.assert_allclose(out_q, out_p, rtol=1e-6, atol=1e-6)
+    probe = np.random.default_rng(6).normal(0, 1, out_q.shape)
+    grads_q, grads_p = runs[0].backward([probe]), runs[1].backward([probe])
+    for name in ("weights", "scales", "biases"):
+        np.testing.assert_allclose(grads_q[0][name], grads_p[0][name], rtol=1e-6, atol=1e-6)
+    inside = np.abs(x) <= 1.5
+    np.testing.assert_allclose(runs[0].input_grad[inside], runs[1].input_grad[inside], rtol=1e-6, atol=1e-6)
+    assert not runs[0].input_grad[~inside].any() and (~inside).any()

@@ -13,6 +13,7 @@ from ..engine.batchnorm import ROLLING_MOMENTUM, batchnorm_train, batchnorm_trai
 from ..engine.conv import conv2d
 from ..layers import Layer
 from ..layers.conv import BN_EPS
+from ..quant.quantizers import channel_view, dequantize, dorefa_weights, quantize_weights
 
 Forward = Callable[[Layer, list[np.ndarray]], tuple[np.ndarray, dict]]
 Backward = Callable[[Layer, np.ndarray, dict], tuple[list[np.ndarray], dict[str, np.ndarray]]]
@@ -32,19 +33,16 @@ def activate(name: str, pre: np.ndarray) -> np.ndarray:
     return ACTIVATIONS[name](pre.copy())
 
 
-def weights_for_training(layer: Layer) -> np.ndarray:
-    """The conv weights the forward pass uses; QAT layers may override via `train_weights`."""
-    hook = getattr(layer, "train_weights", None)
-    return hook() if hook else layer.params["weights"]
-
-
-@trains("convolutional", "quantize_convolutional")
+@trains("convolutional")
 class ConvTrain:
     @staticmethod
     def forward(layer, xs):
+        return ConvTrain.forward_with(layer, xs[0], layer.params["weights"].astype(xs[0].dtype, copy=False))
+
+    @staticmethod
+    def forward_with(layer, x, w):
+        """Conv of x (N, C, H, W) with weights w, batch-statistics BN, bias, activation."""
         p = layer.params
-        x = xs[0]
-        w = weights_for_training(layer).astype(x.dtype, copy=False)
         z = conv2d(x, w, None, layer.stride, layer.pad, layer.groups)
         cache = {"x": x, "w": w}
         if layer.batch_normalize:
@@ -68,6 +66,46 @@ class ConvTrain:
             g = batchnorm_train_backward(d_norm, cache["norm"], cache["var"], BN_EPS)
         dx, grads["weights"] = conv2d_backward(cache["x"], cache["w"], g, layer.stride, layer.pad, layer.groups)
         return [dx], grads
+
+
+@trains("quantize_convolutional")
+class QuantConvTrain:
+    """QAT: the conv sees fake-quantized weights and inputs; gradients pass straight through the rounding
+    (STE), to the float weights unchanged and to the input where it lies inside the activation grid."""
+
+    @staticmethod
+    def forward(layer, xs):
+        x = xs[0]
+        out, cache = ConvTrain.forward_with(layer, layer.quantize_input(x).astype(x.dtype, copy=False),
+                                            train_weights(layer).astype(x.dtype, copy=False))
+        cache["input_slope"] = input_slope(layer, x)
+        return out, cache
+
+    @staticmethod
+    def backward(layer, grad, cache):
+        (dx,), grads = ConvTrain.backward(layer, grad, cache)
+        return [dx * cache["input_slope"]], grads
+
+
+def train_weights(layer: Layer) -> np.ndarray:
+    """The fake-quantized conv weights of a [quantize_convolutional] before BN. Affine per-channel
+    quantization commutes with BN's per-channel scale, so quantizing the raw weights equals quantizing
+    the folded ones; per tensor it is the training-time approximation."""
+    w = layer.params["weights"]
+    if layer.quant_weights == "dorefa":
+        return dorefa_weights(w, layer.bitw)
+    codes, scale = quantize_weights(w, layer.bitw, layer.per_channel)
+    return dequantize(codes, channel_view(scale, layer.per_channel))
+
+
+def input_slope(layer: Layer, x: np.ndarray) -> np.ndarray | float:
+    """d quantized input / d input under the clipped STE: the grid's slope inside its range, 0 outside."""
+    if not layer.bita:
+        return 1.0
+    if layer.act_range is None:  # DoReFa: q(clamp(0.1 x, 0, 1))
+        return np.where((x >= 0) & (x <= 10), 0.1, 0.0).astype(x.dtype)
+    lo, hi = min(layer.act_range[0], 0.0), max(layer.act_range[1], 0.0)
+    return ((x >= lo) & (x <= hi)).astype(x.dtype)
 
 
 def update_running_stats(layer: Layer, cache: dict) -> None:
