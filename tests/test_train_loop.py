@@ -180,3 +180,21 @@ def test_train_cli_writes_checkpoints_and_refuses_to_overwrite(tmp_path):
     assert Network.from_cfg(tmp_path / "out.cfg", tmp_path / "out.weights").header.seen == 2
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 2 and "output exists" in again.output
+
+
+def test_train_cli_distils_a_teacher_on_unlabelled_images(tmp_path):
+    tiny_network(seed=1).save(tmp_path / "teacher.cfg", tmp_path / "teacher.weights")
+    tiny_network(lr=0.001, seed=2).save(tmp_path / "student.cfg", tmp_path / "student.weights")
+    images = tmp_path / "unlabelled"
+    images.mkdir()
+    for sample in coco_subset(2):
+        (images / sample.image.name).write_bytes(sample.image.read_bytes())
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "student.cfg"), str(tmp_path / "student.weights"),
+                                       "--data", str(images), "--epochs", "3", "--batch", "2", "--no-augment",
+                                       "--teacher", str(tmp_path / "teacher.cfg"), str(tmp_path / "teacher.weights"),
+                                       "-o", str(tmp_path / "distilled")])
+    assert result.exit_code == 0, result.output
+    losses = [float(line.split("distill ")[1].split(";")[0]) for line in result.output.splitlines()
+              if "loss/image" in line]
+    assert "box 0.000 obj 0.000 cls 0.000" in result.output  # no labels: the teacher alone
+    assert len(losses) == 3 and losses[2] < losses[1] < losses[0]
