@@ -123,8 +123,9 @@ def train(net: Network, dataset: Dataset, config: TrainConfig, checkpoints: Chec
     run = TrainRun(net)
     aug = Augment.from_network(net) if config.augment else None
     use_labels = teacher is None or dataset.num_boxes > 0
-    steps = max(1, len(dataset) // config.batch)
-    first_epoch = net.header.seen // (steps * config.batch)
+    batch = min(config.batch, len(dataset))  # a set smaller than --batch trains on all of it per update
+    steps = len(dataset) // batch
+    first_epoch = net.header.seen // (steps * batch)
     history = []
     for epoch in range(first_epoch, config.epochs):
         rng = np.random.default_rng([config.seed, epoch])
@@ -132,17 +133,17 @@ def train(net: Network, dataset: Dataset, config: TrainConfig, checkpoints: Chec
         totals: dict[str, float] = {}
         for step in range(steps):
             start = time.perf_counter()
-            grads, parts = accumulate(run, net, dataset, order[step * config.batch:(step + 1) * config.batch],
+            grads, parts = accumulate(run, net, dataset, order[step * batch:(step + 1) * batch],
                                       config.subdivisions, aug, rng, teacher, use_labels)
             if config.sparsity:
-                add_l1_subgradient(net, grads, config.sparsity, config.batch)
-            net.header.seen += config.batch
-            rate = optimizer.step(grads, net.header.seen // config.batch, config.batch)
+                add_l1_subgradient(net, grads, config.sparsity, batch)
+            net.header.seen += batch
+            rate = optimizer.step(grads, net.header.seen // batch, batch)
             for name, value in parts.items():
-                totals[name] = totals.get(name, 0.0) + value / config.batch
+                totals[name] = totals.get(name, 0.0) + value / batch
             if on_step:
-                on_step(StepLog(epoch, step, steps, {k: v / config.batch for k, v in parts.items()},
-                                config.batch / (time.perf_counter() - start), rate))
+                on_step(StepLog(epoch, step, steps, {k: v / batch for k, v in parts.items()},
+                                batch / (time.perf_counter() - start), rate))
         record = {"epoch": epoch + 1, "loss": {k: v / steps for k, v in totals.items()}, "gamma": gamma_summary(net)}
         history.append(record)
         if checkpoints:
