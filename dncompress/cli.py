@@ -382,9 +382,10 @@ def set_net_keys(net: Network, **values) -> None:
               help="Training set: folder with images/ and labels/, a list of image paths, or a .data file.")
 @click.option("--epochs", required=True, type=click.IntRange(1), help="Epochs to train (in total, when resuming).")
 @click.option("--imgsz", type=click.IntRange(32), help="Square network input size (default: the cfg's).")
-@click.option("--batch", default=8, show_default=True, type=click.IntRange(1), help="Images per weight update.")
-@click.option("--subdivisions", default=1, show_default=True, type=click.IntRange(1),
-              help="Forward/backward passes per update (batch/subdivisions images each) to bound memory.")
+@click.option("--batch", type=click.IntRange(1), help="Images per weight update (default: [net] batch if the "
+              "cfg is a training cfg, batch > 1; else 8).")
+@click.option("--subdivisions", type=click.IntRange(1), help="Forward/backward passes per update "
+              "(batch/subdivisions images each) to bound memory (default: [net] subdivisions with its batch, else 1).")
 @click.option("--lr", type=float, help="learning_rate (default: the cfg's [net]).")
 @click.option("--burn-in", type=click.IntRange(0), help="burn_in updates (default: the cfg's [net]).")
 @click.option("--sparsity", default=0.0, show_default=True, type=click.FloatRange(0),
@@ -410,7 +411,10 @@ def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, l
     checkpoints = Checkpoints(prefix or f"{Path(net.file).stem}-trained")
     if not resume:
         check_outputs(checkpoints.files, [net.file, weights, data_path], force)
-    config = TrainConfig(epochs, batch, subdivisions, sparsity, augment, seed)
+    cfg_batch, cfg_subdivisions = (net.net_section.get_int(k, 1) for k in ("batch", "subdivisions"))
+    if batch is None:
+        batch, subdivisions = (cfg_batch, subdivisions or cfg_subdivisions) if cfg_batch > 1 else (8, subdivisions)
+    config = TrainConfig(epochs, batch, min(subdivisions or 1, batch), sparsity, augment, seed)
     bar = None
 
     def on_step(log):

@@ -184,3 +184,13 @@ def test_qat_forward_uses_fake_quant_and_gradients_pass_straight_through():
     inside = np.abs(x) <= 1.5
     np.testing.assert_allclose(runs[0].input_grad[inside], runs[1].input_grad[inside], rtol=1e-6, atol=1e-6)
     assert not runs[0].input_grad[~inside].any() and (~inside).any()
+
+
+def test_schedule_follows_darknet_steps_and_burn_in():
+    from dncompress.train.optim import Schedule
+    net = parse_cfg("[net]\nlearning_rate=0.01\nburn_in=100\npolicy=steps\nsteps=200,300\nscales=.1,.5\n")[0]
+    schedule = Schedule.from_net(net)
+    assert schedule.rate(50) == pytest.approx(0.01 * 0.5 ** 4)
+    assert schedule.rate(150) == pytest.approx(0.01)
+    assert schedule.rate(250) == pytest.approx(0.001)
+    assert schedule.rate(300) == pytest.approx(0.0005)

@@ -14,7 +14,7 @@ TRAINED = ("biases", "scales", "weights")
 
 @dataclasses.dataclass
 class Schedule:
-    """[net] keys learning_rate, momentum, decay, burn_in, steps, scales, batch, subdivisions."""
+    """[net] keys learning_rate, momentum, decay, burn_in, power, policy=steps|constant with steps, scales."""
 
     learning_rate: float = 0.001
     momentum: float = 0.9
@@ -23,8 +23,6 @@ class Schedule:
     power: float = 4.0
     steps: tuple[int, ...] = ()
     scales: tuple[float, ...] = ()
-    batch: int = 1
-    subdivisions: int = 1
 
     @classmethod
     def from_net(cls, net: Section) -> "Schedule":
@@ -37,7 +35,7 @@ class Schedule:
             raise net.error(f"{len(steps)} steps but {len(scales)} scales", "scales")
         return cls(net.get_float("learning_rate", 0.001), net.get_float("momentum", 0.9),
                    net.get_float("decay", 0.0005), net.get_int("burn_in", 0), net.get_float("power", 4.0),
-                   steps, scales, max(1, net.get_int("batch", 1)), max(1, net.get_int("subdivisions", 1)))
+                   steps, scales)
 
     def rate(self, batch_num: int) -> float:
         """Darknet get_current_rate for policy=steps: lr * (n/burn_in)^power during burn-in, else lr
