@@ -194,3 +194,21 @@ def test_schedule_follows_darknet_steps_and_burn_in():
     assert schedule.rate(150) == pytest.approx(0.01)
     assert schedule.rate(250) == pytest.approx(0.001)
     assert schedule.rate(300) == pytest.approx(0.0005)
+
+
+def test_sgd_step_is_darknets_update():
+    """v = m v - (g/batch + decay w) for weights, - g/batch for biases and scales; w += lr v."""
+    from dncompress.train.optim import SGD, Schedule
+    net = build(CONV.format(bn=1, f=2, k=1, s=1, p=0, g=1, a="linear"))
+    layer = net.layers[0]
+    before = {k: v.copy() for k, v in layer.params.items()}
+    grads = {0: {k: np.full_like(before[k], 4.0) for k in ("weights", "biases", "scales")}}
+    sgd = SGD(net, Schedule(learning_rate=0.1, momentum=0.5, decay=0.01))
+    for _ in range(2):
+        sgd.step(grads, batch_num=1, batch=2)
+    v1_w = -(2.0 + 0.01 * before["weights"])
+    w1 = before["weights"] + 0.1 * v1_w
+    np.testing.assert_allclose(layer.params["weights"], w1 + 0.1 * (0.5 * v1_w - (2.0 + 0.01 * w1)), rtol=1e-5)
+    np.testing.assert_allclose(layer.params["biases"], before["biases"] + 0.1 * (-2.0) + 0.1 * (0.5 * -2.0 - 2.0),
+                               rtol=1e-5)
+    np.testing.assert_array_equal(layer.params["rolling_mean"], before["rolling_mean"])
