@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .data import calibration_batch, load_dataset
+from .data import calibration_batch, check_label_classes, load_dataset
 from .detect import check_heads, detect_image, draw, load_image, read_names
 from .errors import DncompressError
 from .export.onnx import build_onnx, onnx_forward, parity, save_onnx
@@ -393,6 +393,78 @@ def run_sensitivity(net: Network, criterion: str, ratios: list[float], dataset, 
                        f"{prefix}.json": json.dumps({"baseline": baseline, "ratios": ratios,
                                                      "map50": {str(k): v for k, v in table.items()}}).encode()})
     click.echo(f"wrote {prefix}.png and {prefix}.json")
+
+
+def set_net_keys(net: Network, **values) -> None:
+    """Override [net] training keys given on the command line (None = keep the cfg's)."""
+    for key, value in values.items():
+        if value is not None:
+            net.net_section.options[key] = str(value)
+
+
+@main.command("train")
+@click.argument("cfg", required=False)
+@click.argument("weights", required=False, type=click.Path())
+@click.option("--data", "data_path", required=True, type=click.Path(),
+              help="Training set: folder with images/ and labels/, a list of image paths, or a .data file.")
+@click.option("--epochs", required=True, type=click.IntRange(1), help="Epochs to train (in total, when resuming).")
+@click.option("--imgsz", type=click.IntRange(32), help="Square network input size (default: the cfg's).")
+@click.option("--batch", type=click.IntRange(1), help="Images per weight update (default: [net] batch if the "
+              "cfg is a training cfg, batch > 1; else 8).")
+@click.option("--subdivisions", type=click.IntRange(1), help="Forward/backward passes per update "
+              "(batch/subdivisions images each) to bound memory (default: [net] subdivisions with its batch, else 1).")
+@click.option("--lr", type=float, help="learning_rate (default: the cfg's [net]).")
+@click.option("--burn-in", type=click.IntRange(0), help="burn_in updates (default: the cfg's [net]).")
+@click.option("--sparsity", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Network Slimming: add S*sign(gamma) to every prunable BN gamma's gradient.")
+@click.option("--teacher", nargs=2, metavar="CFG W", help="Distil the head outputs of this model (labels are "
+              "used too when the dataset has any).")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Flip, HSV and scale/translate jitter (strengths from the cfg); else plain letterbox.")
+@click.option("-o", "--output", "prefix", help="Checkpoint prefix: PREFIX.cfg/.weights each epoch, "
+              "PREFIX_last.weights/.npz to resume (default <stem>-trained).")
+@click.option("--resume", is_flag=True, help="Continue from PREFIX_last.weights (and its momentum).")
+@click.option("--seed", default=0, show_default=True, help="Shuffling and augmentation seed.")
+@click.option("--force", is_flag=True, help="Overwrite existing checkpoints.")
+def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, lr, burn_in, sparsity, teacher,
+                  augment, prefix, resume, seed, force):
+    """Train or fine-tune CFG on a YOLO-format dataset with Darknet's YOLOv3 loss and SGD schedule."""
+    from .train.loop import Checkpoints, TrainConfig, train
+    from .train.sparsity import format_gamma_summary
+    dataset = load_dataset(data_path)
+    net = open_network(cfg, weights, (imgsz, imgsz) if imgsz else None)
+    check_heads(net.heads, net.file)
+    check_label_classes(dataset, net.heads[0].classes)
+    set_net_keys(net, learning_rate=lr, burn_in=burn_in)
+    teacher_net = open_network(teacher[0], teacher[1], (net.info.width, net.info.height)) if teacher else None
+    checkpoints = Checkpoints(prefix or f"{Path(net.file).stem}-trained")
+    if not resume:
+        check_outputs(checkpoints.files, [net.file, weights, data_path], force)
+    cfg_batch, cfg_subdivisions = (net.net_section.get_int(k, 1) for k in ("batch", "subdivisions"))
+    if batch is None:
+        batch, subdivisions = (cfg_batch, subdivisions or cfg_subdivisions) if cfg_batch > 1 else (8, subdivisions)
+    config = TrainConfig(epochs, batch, min(subdivisions or 1, batch), sparsity, augment, seed)
+    bar = None
+
+    def on_step(log):
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=log.steps, label=f"epoch {log.epoch + 1}/{epochs}", file=sys.stderr,
+                                    item_show_func=lambda text: text, hidden=not sys.stderr.isatty())
+            bar.__enter__()
+        parts = " ".join(f"{k} {v:.3f}" for k, v in log.loss.items())
+        bar.update(1, f"{parts} | {log.images_per_s:.1f} img/s lr {log.rate:.2g}")
+
+    def on_epoch(epoch, record):
+        nonlocal bar
+        if bar is not None:
+            bar.__exit__(None, None, None)
+            bar = None
+        parts = " ".join(f"{k} {v:.3f}" for k, v in record["loss"].items())
+        click.echo(f"epoch {epoch + 1}: loss/image {parts}; seen {net.header.seen}")
+        click.echo(f"  {format_gamma_summary(record['gamma'])}")
+    train(net, dataset, config, checkpoints, teacher_net, resume, on_step, on_epoch)
+    click.echo(f"wrote {checkpoints.files[0]} and {checkpoints.files[1]}")
 
 
 @main.command("quantize")

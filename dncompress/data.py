@@ -75,6 +75,14 @@ def parse_labels(path: Path) -> np.ndarray:
     return np.array(rows, np.float32).reshape(-1, 5)
 
 
+def check_label_classes(dataset: Dataset, classes: int) -> None:
+    """Refuse labels whose class the network cannot predict, naming the label file."""
+    for sample in dataset:
+        if len(sample.labels) and sample.labels[:, 0].max() >= classes:
+            raise DncompressError(f"class {int(sample.labels[:, 0].max())} but the network has {classes} classes "
+                                  f"(0..{classes - 1})", str(label_path(sample.image)))
+
+
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 

@@ -28,7 +28,7 @@ INTERRUPTIBLE = {
 
 
 def many_images(folder: Path, count: int) -> None:
-    folder.mkdir()
+    folder.mkdir(parents=True)
     for i in range(count):
         (folder / f"{i:03d}.jpg").write_bytes(DOG.read_bytes())
 
@@ -75,12 +75,15 @@ def test_ctrl_c_during_the_renames_completes_the_set_first(tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.cfg", "m.weights"]
 
 
-# name -> (arguments given the weights and the output folder, which temp file the Ctrl-C precedes)
+# name -> (arguments given the weights, a one-image dataset and the output folder; which temp file the
+# Ctrl-C precedes)
+TINY = CFGS / "yolov3-tiny.cfg"
 INTERRUPTED_WRITERS = {
-    "prune": (lambda weights, out: ["prune", CFGS / "yolov3-tiny.cfg", weights, "--ratio", "0.5", "-o", out / "p"], 2),
-    "quantize": (lambda weights, out: ["quantize", CFGS / "yolov3-tiny.cfg", weights, "--act-bits", "none", "-o",
-                                       out / "q"], 2),
-    "export": (lambda weights, out: ["export", CFGS / "yolov3-tiny.cfg", weights, "-o", out / "m.onnx"], 1),
+    "prune": (lambda weights, data, out: ["prune", TINY, weights, "--ratio", "0.5", "-o", out / "p"], 2),
+    "quantize": (lambda weights, data, out: ["quantize", TINY, weights, "--act-bits", "none", "-o", out / "q"], 2),
+    "export": (lambda weights, data, out: ["export", TINY, weights, "-o", out / "m.onnx"], 1),
+    "train": (lambda weights, data, out: ["train", TINY, weights, "--data", data, "--epochs", "1", "--imgsz", "64",
+                                          "-o", out / "t"], 3),
 }
 
 
@@ -95,8 +98,13 @@ def test_ctrl_c_while_writing_outputs_leaves_none(name, tmp_path, tiny_weights, 
             raise KeyboardInterrupt
         return real_mkstemp(*a, **k)
     monkeypatch.setattr(fsutil.tempfile, "mkstemp", ctrl_c_before_a_temp)
-    result = CliRunner().invoke(main, [str(a) for a in args(tiny_weights, tmp_path)])
+    many_images(tmp_path / "data" / "images", 1)
+    (tmp_path / "data" / "labels").mkdir()
+    (tmp_path / "data" / "labels" / "000.txt").write_text("16 0.29 0.66 0.26 0.54\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = CliRunner().invoke(main, [str(a) for a in args(tiny_weights, tmp_path / "data", out)])
     assert result.exit_code == 130, result.output
     assert result.stderr == "interrupted; no partial output was written\n"
     assert len(calls) == at_call
-    assert list(tmp_path.iterdir()) == []
+    assert list(out.iterdir()) == []

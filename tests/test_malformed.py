@@ -58,6 +58,8 @@ COMMANDS = {
     "stats": command(lambda i: ["stats", i.cfg, i.weights], "cfg", "weights"),
     "quantize": command(lambda i: ["quantize", i.cfg, i.weights, "--act-bits", "none", "-o", i.out / "q"], "cfg",
                         "weights", "out"),
+    "train": command(lambda i: ["train", i.cfg, i.weights, "--data", i.data, "--epochs", "1", "-o", i.out / "t"],
+                     "cfg", "weights", "labels", "data-image", "detector-cfg", "out"),
     "prune": command(lambda i: ["prune", i.cfg, i.weights, "--ratio", "0.5", "-o", i.out / "p"], "cfg", "weights",
                      "out"),
 }
