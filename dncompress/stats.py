@@ -37,6 +37,7 @@ class LayerCost:
     macs: int
     params: int
     energy: dict[str, float]
+    activation_bytes: int = 0  # this layer's output, float32, batch 1
 
     @property
     def bflops(self) -> float:
@@ -85,7 +86,8 @@ def layer_costs(net: Network, model: EnergyModel = EnergyModel()) -> list[LayerC
         macs = conv_macs(layer) if isinstance(layer, Convolutional) else 0
         costs.append(LayerCost(layer.index, layer.type, getattr(layer, "filters", None), getattr(layer, "size", None),
                                getattr(layer, "stride", None), layer.in_shapes[0], layer.out_shape, macs, params,
-                               layer_energy(layer, macs, params, model)))
+                               layer_energy(layer, macs, params, model),
+                               _elements(layer.out_shape) * FLOAT_BYTES))
     return costs
 
 
@@ -120,5 +122,5 @@ def summary(net: Network, model: EnergyModel = EnergyModel()) -> dict:
         "energy_share": {k: v / energy for k, v in levels.items()} if energy else {},
         "layers": [dict(index=c.index, type=c.type, filters=c.filters, size=c.size, stride=c.stride,
                         input=list(c.in_shape), output=list(c.out_shape), bflops=c.bflops, params=c.params,
-                        energy=c.total_energy) for c in costs],
+                        activation_bytes=c.activation_bytes, energy=c.total_energy) for c in costs],
     }

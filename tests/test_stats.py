@@ -91,3 +91,37 @@ def test_stats_cli_without_weights_and_json(tmp_path):
     bad.write_bytes(np.zeros(10, np.int32).tobytes())
     result = runner.invoke(main, ["stats", "yolov3-tiny", str(bad)])
     assert result.exit_code == 2 and "weights ran out" in result.stderr
+
+
+def test_params_equal_the_weights_payload(tiny_weights):
+    from dncompress.weights import read_weights
+    _, payload, _ = read_weights(tiny_weights)
+    costs = layer_costs(Network.from_cfg(CFGS / "yolov3-tiny.cfg"))
+    assert sum(c.params for c in costs) == payload.size
+    assert costs[0].activation_bytes == 4 * 16 * 416 * 416
+
+
+def engine_peak(net):
+    """Run the engine layer by layer, keeping an output only while a later layer reads it (heads to the
+    end), and return the most bytes of distinct buffers alive right after a layer has run."""
+    from dncompress.layers import HEAD_TYPES
+
+    def root(a):
+        while a.base is not None:
+            a = a.base
+        return a
+    readers = {i: [layer.index for layer in net.layers if i in layer.inputs] for i in range(-1, len(net.layers))}
+    alive = {-1: np.random.default_rng(0).random((1, *net.input_shape), dtype=np.float32)}
+    peak = 0
+    for layer in net.layers:
+        alive[layer.index] = layer.forward([alive[i] for i in layer.inputs])
+        peak = max(peak, sum({id(root(a)): root(a).nbytes for a in alive.values()}.values()))
+        alive = {i: a for i, a in alive.items()
+                 if any(r > layer.index for r in readers[i]) or (i >= 0 and net.layers[i].type in HEAD_TYPES)}
+    return peak
+
+
+@pytest.mark.parametrize("name", ["yolov3-tiny", "yolov4-tiny", "yolov2-tiny"])
+def test_peak_activation_memory_matches_engine_replay(name):
+    net = random_network(name, width=96, height=64)
+    assert activation_memory(net)[1] == engine_peak(net)

@@ -14,15 +14,18 @@ import time
 from pathlib import Path
 
 
-def median_ms(fn, runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def medians_ms(fns: dict, runs: int, warmup: int = 3) -> dict:
+    """Median ms per function, timed in turn within each round so machine load hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -57,9 +60,8 @@ def main() -> None:
         cvnet.forward(outs)
 
     ort_forward = onnx_forward(build_onnx(net), threads=args.threads)
-    results = {"numpy engine": median_ms(lambda: net.forward(blob), args.runs),
-               "onnxruntime": median_ms(lambda: ort_forward(blob), args.runs),
-               "opencv dnn": median_ms(opencv, args.runs)}
+    results = medians_ms({"numpy engine": lambda: net.forward(blob), "onnxruntime": lambda: ort_forward(blob),
+                          "opencv dnn": opencv}, args.runs)
     print(f"{Path(cfg).stem} {args.imgsz}x{args.imgsz}, batch 1, {args.threads} threads, "
           f"median of {args.runs} runs")
     base = results["opencv dnn"]

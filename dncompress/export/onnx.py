@@ -75,8 +75,15 @@ def emit_maxpool(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
     before = layer.padding // 2
     after_h = max(0, (ho - 1) * layer.stride + layer.size - h - before)
     after_w = max(0, (wo - 1) * layer.stride + layer.size - w - before)
-    return g.op("MaxPool", xs, f"maxpool{layer.index}", kernel_shape=[layer.size] * 2,
-                strides=[layer.stride] * 2, pads=[before, before, after_h, after_w])
+    x, pads = xs[0], [before, before, after_h, after_w]
+    if max(pads) >= layer.size:
+        # onnxruntime rejects MaxPool pads >= kernel (Darknet allows them, e.g. size=1 padding=1):
+        # pad with -inf first, as the engine does
+        x = g.op("Pad", [x, g.const("pads", np.array([0, 0, before, before, 0, 0, after_h, after_w])),
+                         g.const("neg_inf", np.float32(-np.inf))], f"maxpool{layer.index}_pad")
+        pads = [0, 0, 0, 0]
+    return g.op("MaxPool", [x], f"maxpool{layer.index}", kernel_shape=[layer.size] * 2,
+                strides=[layer.stride] * 2, pads=pads)
 
 
 def emit_upsample(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
@@ -153,6 +160,12 @@ def build_onnx(net: Network, opset: int = 13, decode: bool = False, nms: bool = 
     `decode` boxes + scores, and with `nms` also NonMaxSuppression's selected indices."""
     if nms and not decode:
         raise DncompressError("--nms needs --decode (NMS runs on decoded boxes)")
+    if not 13 <= opset <= 21:
+        raise DncompressError(f"opset {opset} is not supported; choose 13..21 (Resize, Slice and Softmax "
+                              "as used here need 13)")
+    for layer in net.layers:
+        if layer.param_shapes() and not layer.params:
+            raise DncompressError(f"layer {layer.index} [{layer.type}] has no weights loaded", net.file)
     g = GraphBuilder(opset, conv_hook)
     batch = "batch" if dynamic_batch else 1
     c, h, w = net.input_shape
