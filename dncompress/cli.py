@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .data import calibration_batch, check_label_classes, load_dataset
+from .data import calibration_batch, label_path, load_dataset
 from .detect import check_heads, detect_image, draw, load_image, read_names
 from .errors import DncompressError
 from .export.onnx import build_onnx, onnx_forward, parity, save_onnx
@@ -167,8 +167,9 @@ def fetch_command(model, force):
 
 
 def backend_forward(net: Network, backend: str):
-    """The forward callable of the chosen backend: the numpy engine, or onnxruntime on an export of it."""
-    return net.forward if backend == "numpy" else onnx_forward(build_onnx(net))
+    """The forward callable of the chosen backend: the numpy engine, or onnxruntime on an export of it
+    (batch dimension symbolic, since eval runs several images per pass)."""
+    return net.forward if backend == "numpy" else onnx_forward(build_onnx(net, dynamic_batch=True))
 
 
 def print_eval(result, names: list[str], label: str) -> None:
@@ -189,13 +190,17 @@ def print_eval(result, names: list[str], label: str) -> None:
               help="Folder with images/ and labels/, a list of image paths, or a Darknet .data file.")
 @click.option("--imgsz", nargs=2, type=click.IntRange(1, 16384),
               help="Network input W H (default: the cfg's).")
-@click.option("--letterbox/--resize", default=True, show_default=True, help="Preprocessing.")
-@click.option("--conf", default=0.005, show_default=True, help="Lowest confidence kept for the AP curves.")
-@click.option("--iou", "nms_threshold", default=0.45, show_default=True, help="NMS IoU threshold.")
-@click.option("--backend", type=click.Choice(["numpy", "onnx"]), default="numpy", show_default=True)
+@click.option("--letterbox/--resize", default=True, show_default=True,
+              help="Keep aspect ratio with grey padding (Darknet letterbox) or stretch to the input size.")
+@click.option("--conf", default=0.005, show_default=True, type=click.FloatRange(0, 1),
+              help="Lowest confidence kept for the AP curves.")
+@click.option("--iou", "nms_threshold", default=0.45, show_default=True, type=click.FloatRange(0, 1),
+              help="NMS IoU threshold.")
+@click.option("--backend", type=click.Choice(["numpy", "onnx"]), default="numpy", show_default=True,
+              help="numpy engine, or onnxruntime on an in-memory ONNX export of the model.")
 @click.option("--reference", nargs=2, metavar="CFG2 WEIGHTS2",
               help="Fidelity mode: the detections (conf >= 0.25) of this model are the ground truth.")
-@click.option("--batch", default=8, show_default=True, type=click.IntRange(min=1),
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(1),
               help="Images per forward pass.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold, backend, reference, batch,
@@ -203,9 +208,17 @@ def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold,
     """mAP@0.5, mAP@0.5:0.95, per-class AP, P/R and images/s of CFG on a labelled dataset (or, with
     --reference, agreement with another model's detections)."""
     dataset = load_dataset(data_path)
+    if not reference and not dataset.num_boxes:
+        raise DncompressError("no image has a labelled object (labels are looked for by the images->labels "
+                              f"rule, e.g. {label_path(dataset.items[0].image)}); to compare against "
+                              "another model without labels, pass --reference CFG2 WEIGHTS2", str(data_path))
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
     check_heads(net.heads, net.file)
     classes = net.heads[0].classes
+    if dataset.classes not in (None, classes) and not reference:
+        raise DncompressError(f"classes={dataset.classes} but the network has {classes} classes", data_path,
+                              "classes")
+    dataset.check_classes(classes)
     names = dataset.names or read_names(None, classes)
     size = (net.info.width, net.info.height)
     options = dict(use_letterbox=letterbox, conf=conf, nms=nms_threshold, batch=batch, progress=not as_json)
@@ -217,7 +230,9 @@ def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold,
     result = evaluate(preds, dataset, classes)
     result.images_per_s = images_per_s
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=1))
+        fields = result.to_dict()
+        fields["ground_truth"] = f"detections of {' '.join(reference)}" if reference else "labels"
+        click.echo(json.dumps(fields, indent=1))
     else:
         print_eval(result, names, "fidelity vs reference" if reference else "eval")
 
@@ -434,7 +449,7 @@ def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, l
     dataset = load_dataset(data_path)
     net = open_network(cfg, weights, (imgsz, imgsz) if imgsz else None)
     check_heads(net.heads, net.file)
-    check_label_classes(dataset, net.heads[0].classes)
+    dataset.check_classes(net.heads[0].classes)
     set_net_keys(net, learning_rate=lr, burn_in=burn_in)
     teacher_net = open_network(teacher[0], teacher[1], (net.info.width, net.info.height)) if teacher else None
     checkpoints = Checkpoints(prefix or f"{Path(net.file).stem}-trained")

@@ -27,6 +27,7 @@ class Dataset:
     items: list[Sample]
     names: list[str] | None = None
     source: str = ""
+    classes: int | None = None  # `classes=` of a .data file
 
     def __len__(self) -> int:
         return len(self.items)
@@ -37,6 +38,27 @@ class Dataset:
     @property
     def num_boxes(self) -> int:
         return sum(len(s.labels) for s in self.items)
+
+    def check_classes(self, num_classes: int) -> None:
+        """Raise naming the label file and line of the first class id >= num_classes."""
+        for sample in self.items:
+            classes = sample.labels[:, 0]
+            if len(classes) and classes.max() >= num_classes:
+                bad = int(classes[classes >= num_classes][0])
+                path = label_path(sample.image) if sample.image else None
+                raise DncompressError(f"class {bad} but the network has {num_classes} classes "
+                                      f"(0..{num_classes - 1})", path, _line_of_class(path, bad))
+
+
+def _line_of_class(path: Path | None, class_id: int) -> str | None:
+    """`line N` of the first label row of class_id in a label file, for error messages."""
+    if path is None or not path.is_file():
+        return None
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if fields and float(fields[0]) == class_id:
+            return f"line {number}"
+    return None
 
 
 def label_path(image: Path) -> Path:
@@ -75,16 +97,14 @@ def parse_labels(path: Path) -> np.ndarray:
     return np.array(rows, np.float32).reshape(-1, 5)
 
 
-def check_label_classes(dataset: Dataset, classes: int) -> None:
-    """Refuse labels whose class the network cannot predict, naming the label file."""
-    for sample in dataset:
-        if len(sample.labels) and sample.labels[:, 0].max() >= classes:
-            raise DncompressError(f"class {int(sample.labels[:, 0].max())} but the network has {classes} classes "
-                                  f"(0..{classes - 1})", str(label_path(sample.image)))
-
-
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """Images directly in `folder`; a folder holding only sub-folders (images/train2017, ...) names them."""
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not images and subfolders:
+        raise DncompressError(f"no images here, only sub-folders ({', '.join(subfolders)}); pass one of them, "
+                              f"e.g. {folder / subfolders[0]}", str(folder))
+    return images
 
 
 def _from_list(path: Path) -> list[Path]:
@@ -107,8 +127,8 @@ def _from_list(path: Path) -> list[Path]:
     return images
 
 
-def _read_data_file(path: Path) -> tuple[Path, list[str] | None]:
-    """(list of validation images, class names) from a Darknet .data file."""
+def _read_data_file(path: Path) -> tuple[Path, list[str] | None, int | None]:
+    """(list of validation images, class names, number of classes) from a Darknet .data file."""
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as err:
@@ -133,17 +153,20 @@ def _read_data_file(path: Path) -> tuple[Path, list[str] | None]:
             names = [n.strip() for n in names_path.read_text().splitlines() if n.strip()]
         except (OSError, UnicodeDecodeError) as err:
             raise DncompressError(f"cannot read names file {names_path}: {err}", str(path)) from None
-    return locate(valid), names
+    classes = keys.get("classes")
+    if classes is not None and not (classes.isdigit() and int(classes) > 0):
+        raise DncompressError(f"classes={classes} is not a positive integer", str(path), "classes")
+    return locate(valid), names, None if classes is None else int(classes)
 
 
 def load_dataset(path: str | Path) -> Dataset:
     """A folder (with images/ or holding images), a .txt list of image paths, or a Darknet .data file."""
     path = Path(path)
-    names = None
+    names, classes = None, None
     if path.is_dir():
         images = _images_in(path / "images" if (path / "images").is_dir() else path)
     elif path.suffix == ".data":
-        list_path, names = _read_data_file(path)
+        list_path, names, classes = _read_data_file(path)
         images = _from_list(list_path)
     elif path.is_file():
         images = _from_list(path)
@@ -152,7 +175,7 @@ def load_dataset(path: str | Path) -> Dataset:
                               "paths, or a Darknet .data file", str(path))
     if not images:
         raise DncompressError("dataset holds no images", str(path))
-    return Dataset([Sample(img, parse_labels(label_path(img))) for img in images], names, str(path))
+    return Dataset([Sample(img, parse_labels(label_path(img))) for img in images], names, str(path), classes)
 
 
 def calibration_batch(path: str | Path, count: int, net_w: int, net_h: int, use_letterbox: bool = True) -> np.ndarray:

@@ -9,9 +9,8 @@ from collections.abc import Sequence
 import click
 import numpy as np
 
-from .data import Dataset, Sample, label_path
-from .errors import DncompressError
-from .detect import Forward, iou_matrix, load_image, postprocess, preprocess
+from .data import Dataset, Sample
+from .detect import Detection, Forward, iou_matrix, load_image, postprocess, preprocess
 from .layers import Layer
 from .network import Network
 
@@ -21,15 +20,31 @@ RECALL_POINTS = np.linspace(0, 1, 101)
 MAX_DETECTIONS = 100
 
 
-@dataclasses.dataclass
-class ImagePrediction:
-    """Detections of one image in pixels: boxes (K, 4) x1 y1 x2 y2, scores (K,), classes (K,)."""
+@dataclasses.dataclass(eq=False)
+class ImagePrediction(Sequence):
+    """Detections of one image in pixels: boxes (K, 4) x1 y1 x2 y2, scores (K,), classes (K,).
+    Also a sequence of `detect.Detection` (named by class id), so it reads like detect_image's list."""
 
     width: int
     height: int
     boxes: np.ndarray
     scores: np.ndarray
     classes: np.ndarray
+
+    @classmethod
+    def from_detections(cls, detections: Sequence[Detection], width: int, height: int) -> "ImagePrediction":
+        return cls(width, height, np.array([d.box for d in detections], np.float64).reshape(-1, 4),
+                   np.array([d.confidence for d in detections], np.float64),
+                   np.array([d.class_id for d in detections], np.int64))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        class_id = int(self.classes[i])
+        return Detection(class_id, str(class_id), float(self.scores[i]), tuple(float(v) for v in self.boxes[i]))
 
 
 def predict(forward: Forward, heads: Sequence[Layer], dataset: Dataset, net_w: int, net_h: int,
@@ -47,10 +62,7 @@ def predict(forward: Forward, heads: Sequence[Layer], dataset: Dataset, net_w: i
             for i, img in enumerate(images):
                 dets = postprocess(heads, [o[i] for o in outputs], img.shape[1], img.shape[0], conf, nms,
                                    use_letterbox)
-                predictions.append(ImagePrediction(
-                    img.shape[1], img.shape[0], np.array([d.box for d in dets], np.float64).reshape(-1, 4),
-                    np.array([d.confidence for d in dets], np.float64),
-                    np.array([d.class_id for d in dets], np.int64)))
+                predictions.append(ImagePrediction.from_detections(dets, img.shape[1], img.shape[0]))
             bar.update(len(samples))
     return predictions
 
@@ -71,14 +83,15 @@ def match_image(det_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
     if not len(det_boxes) or not len(gt_boxes):
         return matched
     ious = iou_matrix(det_boxes, gt_boxes)
-    for t, threshold in enumerate(IOU_THRESHOLDS):
-        taken = np.zeros(len(gt_boxes), bool)
-        for k in range(len(det_boxes)):
-            candidates = np.where(taken, -1.0, ious[k])
-            best = int(np.argmax(candidates))
-            if candidates[best] >= threshold:
-                taken[best] = True
-                matched[t, k] = True
+    taken = np.zeros((len(IOU_THRESHOLDS), len(gt_boxes)), bool)
+    rows = np.arange(len(IOU_THRESHOLDS))
+    # a detection below the lowest threshold with every ground truth is a false positive at all thresholds
+    for k in np.flatnonzero(ious.max(axis=1) >= IOU_THRESHOLDS[0]):
+        candidates = np.where(taken, -1.0, ious[k])
+        best = candidates.argmax(axis=1)
+        hit = candidates[rows, best] >= IOU_THRESHOLDS
+        taken[rows[hit], best[hit]] = True
+        matched[hit, k] = True
     return matched
 
 
@@ -109,8 +122,8 @@ class EvalResult:
     map50: float                      # VOC all-point AP at IoU 0.5, mean over classes with ground truth
     map50_95: float                   # COCO 101-point AP averaged over IoU 0.50:0.95
     map50_coco: float                 # COCO 101-point AP at IoU 0.5 (pycocotools' AP50)
-    ap50_per_class: dict[int, float]
-    ap_per_class: dict[int, list[float]]
+    ap50_per_class: dict[int, float]  # VOC AP@0.5 of each class with ground truth
+    ap_per_class: np.ndarray          # (K, 10) COCO AP per class and IoU threshold; NaN without ground truth
     precision: float                  # at conf >= 0.25, IoU 0.5, over all classes
     recall: float
     n_images: int
@@ -118,27 +131,32 @@ class EvalResult:
     images_per_s: float = 0.0
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """JSON-ready: ap_per_class as K lists, None for classes without ground truth."""
+        fields = dataclasses.asdict(self)
+        fields["ap_per_class"] = [None if np.isnan(row).all() else row.tolist() for row in self.ap_per_class]
+        return fields
 
 
 def evaluate(predictions: Sequence[ImagePrediction], dataset: Dataset, num_classes: int,
              pr_conf: float = 0.25) -> EvalResult:
-    """mAP@0.5 (VOC all-point), mAP@0.5:0.95 (COCO 101-point), and P/R at `pr_conf`."""
+    """mAP@0.5 (VOC all-point), mAP@0.5:0.95 (COCO 101-point), and P/R at `pr_conf`; predictions[i]
+    belongs to dataset.items[i]. Classes without ground truth are left out of the means, as in COCO."""
+    if len(predictions) != len(dataset):
+        raise ValueError(f"{len(predictions)} predictions for {len(dataset)} images")
+    dataset.check_classes(num_classes)
     per_class_tp = [[] for _ in range(num_classes)]
     per_class_scores = [[] for _ in range(num_classes)]
     n_gt = np.zeros(num_classes, np.int64)
     for pred, sample in zip(predictions, dataset.items):
         gt_boxes, gt_classes = ground_truth_pixels(sample, pred.width, pred.height)
-        if len(gt_classes) and gt_classes.max() >= num_classes:
-            raise DncompressError(f"class {gt_classes.max()} but the network has {num_classes} classes (0.."
-                                  f"{num_classes - 1})", str(label_path(sample.image)))
         n_gt += np.bincount(gt_classes, minlength=num_classes)
         for c in np.union1d(np.unique(pred.classes), np.unique(gt_classes)):
             mine = np.flatnonzero(pred.classes == c)
             mine = mine[np.argsort(-pred.scores[mine], kind="mergesort")][:MAX_DETECTIONS]
             per_class_tp[c].append(match_image(pred.boxes[mine], gt_boxes[gt_classes == c]))
             per_class_scores[c].append(pred.scores[mine])
-    ap50, ap_all, tp_at_conf, det_at_conf = {}, {}, 0, 0
+    ap50, tp_at_conf, det_at_conf = {}, 0, 0
+    ap_all = np.full((num_classes, len(IOU_THRESHOLDS)), np.nan)
     for c in range(num_classes):
         if not per_class_tp[c]:
             continue
@@ -150,13 +168,13 @@ def evaluate(predictions: Sequence[ImagePrediction], dataset: Dataset, num_class
         if n_gt[c] == 0:
             continue
         coco, voc = average_precision(tp, scores, int(n_gt[c]))
-        ap50[c], ap_all[c] = voc, coco.tolist()
+        ap50[c], ap_all[c] = voc, coco
     total_gt = int(n_gt.sum())
-    mean = (lambda values: float(np.mean(values)) if values else 0.0)
+    scored = ap_all[n_gt > 0]
     return EvalResult(
-        map50=mean(list(ap50.values())),
-        map50_95=mean([np.mean(v) for v in ap_all.values()]),
-        map50_coco=mean([v[0] for v in ap_all.values()]),
+        map50=float(np.mean(list(ap50.values()))) if ap50 else 0.0,
+        map50_95=float(scored.mean()) if len(scored) else 0.0,
+        map50_coco=float(scored[:, 0].mean()) if len(scored) else 0.0,
         ap50_per_class=ap50, ap_per_class=ap_all,
         precision=tp_at_conf / det_at_conf if det_at_conf else 0.0,
         recall=tp_at_conf / total_gt if total_gt else 0.0,
@@ -173,7 +191,7 @@ def fidelity_dataset(reference: Sequence[ImagePrediction], dataset: Dataset, con
         labels = np.stack([pred.classes[keep], (b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h,
                            (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h], axis=1)
         items.append(Sample(sample.image, labels.astype(np.float32).reshape(-1, 5)))
-    return Dataset(items, dataset.names, f"{dataset.source} (reference detections >= {conf})")
+    return Dataset(items, dataset.names, f"{dataset.source} (reference detections >= {conf})", dataset.classes)
 
 
 def timed_predict(*args, **kwargs) -> tuple[list[ImagePrediction], float]:

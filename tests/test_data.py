@@ -44,7 +44,10 @@ def test_list_file_and_data_file(tmp_path, monkeypatch):
     listed = load_dataset(tmp_path / "valid.txt")
     assert [s.labels[0, 0] for s in listed] == [2, 3]
     data = load_dataset(tmp_path / "obj.data")
-    assert data.names == ["x", "y", "car", "motorbike"] and len(data) == 2
+    assert data.names == ["x", "y", "car", "motorbike"] and data.classes == 4 and len(data) == 2
+    (tmp_path / "bad.data").write_text("classes = four\nvalid = valid.txt\n")
+    with pytest.raises(DncompressError, match=r"bad.data:classes: classes=four is not a positive integer"):
+        load_dataset(tmp_path / "bad.data")
 
 
 @pytest.mark.parametrize("line", ["1 0.5 0.5 0.2", "a 0.5 0.5 0.2 0.2", "1.5 0.5 0.5 0.2 0.2",
@@ -64,3 +67,21 @@ def test_missing_inputs(tmp_path):
     (tmp_path / "x.data").write_text("classes=2\n")
     with pytest.raises(DncompressError, match="no `valid=`"):
         load_dataset(tmp_path / "x.data")
+
+
+def test_images_in_sub_folders(tmp_path):
+    (tmp_path / "images" / "val2017").mkdir(parents=True)
+    (tmp_path / "labels" / "val2017").mkdir(parents=True)
+    (tmp_path / "images" / "val2017" / "a.jpg").write_bytes(DOG.read_bytes())
+    (tmp_path / "labels" / "val2017" / "a.txt").write_text("7 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(DncompressError, match=r"only sub-folders \(val2017\); pass one of them"):
+        load_dataset(tmp_path)
+    [item] = load_dataset(tmp_path / "images" / "val2017")
+    assert item.labels[:, 0].tolist() == [7]
+
+
+def test_class_beyond_the_network_names_file_and_line(tmp_path):
+    ds = load_dataset(make_folder(tmp_path, {"a": "0 0.5 0.5 0.1 0.1\n\n80 0.5 0.5 0.1 0.1\n"}))
+    ds.check_classes(81)
+    with pytest.raises(DncompressError, match=r"a.txt:line 3: class 80 but the network has 80 classes"):
+        ds.check_classes(80)
