@@ -332,7 +332,8 @@ def print_pruning_report(report: dict) -> None:
 @click.option("--ratio", type=float, help="Fraction of prunable channels to remove (0.7 = 70%).")
 @click.option("--criterion", type=click.Choice(sorted(CRITERIA)), default="bn", show_default=True,
               help="Channel importance: |BN gamma| (network slimming), filter L1/L2 norm, mean activation, random.")
-@click.option("--min-keep", default=0.1, show_default=True, help="Per-layer floor: fraction of channels kept (>= 1).")
+@click.option("--min-keep", default=0.1, show_default=True,
+              help="Per-layer floor: fraction of each layer's channels kept (and at least 1 channel).")
 @click.option("--round", "multiple", type=click.Choice(["1", "8", "16"]), default="1", show_default=True,
               help="Round kept filter counts up to a multiple (hardware-regular widths).")
 @click.option("--scope", type=click.Choice(["global", "layer"]), default="global", show_default=True,
@@ -342,7 +343,7 @@ def print_pruning_report(report: dict) -> None:
 @click.option("--reconstruct", is_flag=True, help="Refit consumers by least squares on --calib images.")
 @click.option("--calib", type=click.Path(), help="Calibration images (folder or dataset) for --reconstruct "
               "and --criterion activation.")
-@click.option("--calib-images", default=16, show_default=True, type=click.IntRange(min=1),
+@click.option("--calib-images", default=16, type=click.IntRange(min=1), show_default=True,
               help="How many calibration images to use.")
 @click.option("-o", "--output", "prefix", help="Output prefix: writes PREFIX.cfg and PREFIX.weights "
               "(default <stem>-pruned<RATIO>).")
