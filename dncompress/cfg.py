@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 from .errors import DncompressError
@@ -58,9 +59,12 @@ class Section:
                 raise self.error(f"missing required key '{key}'")
             return default
         try:
-            return float(self.options[key])
+            value = float(self.options[key])
         except ValueError:
             raise self.error(f"'{key}={self.options[key]}' is not a number", key) from None
+        if not math.isfinite(value):
+            raise self.error(f"'{key}={self.options[key]}' is not a finite number", key)
+        return value
 
     def get_ints(self, key: str, default: list[int] | None = None) -> list[int]:
         if key not in self.options:
@@ -78,9 +82,12 @@ class Section:
                 raise self.error(f"missing required key '{key}'")
             return list(default)
         try:
-            return [float(v) for v in self.options[key].split(",") if v.strip()]
+            values = [float(v) for v in self.options[key].split(",") if v.strip()]
         except ValueError:
             raise self.error(f"'{key}={self.options[key]}' is not a list of numbers", key) from None
+        if not all(math.isfinite(v) for v in values):
+            raise self.error(f"'{key}={self.options[key]}' holds a non-finite number", key)
+        return values
 
     def copy(self) -> "Section":
         return dataclasses.replace(self, options=dict(self.options), comments=list(self.comments),
@@ -116,6 +123,10 @@ def parse_cfg(text: str, file: str | None = None) -> list[Section]:
             raise DncompressError(f"expected key=value, got '{line}'", file,
                                   f"line {number} [{sections[-1].type}]")
         section = sections[-1]
+        if key in section.options:
+            # Darknet keeps the first value, OpenCV's importer too; a silent choice would hide typos
+            raise DncompressError(f"duplicate key '{key}' (first set on line {section.key_lines[key]})",
+                                  file, f"line {number} [{section.type}]")
         section.options[key] = "".join(value.split())
         section.key_lines[key] = number
         section.inner_comments.extend(pending)
@@ -134,7 +145,7 @@ def read_cfg(path: str | Path) -> list[Section]:
     except OSError as err:
         raise DncompressError(f"cannot read cfg: {err.strerror}", str(path)) from None
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise DncompressError("not UTF-8 text; is this really a Darknet .cfg?", str(path),

@@ -11,12 +11,12 @@ import numpy as np
 
 from . import __version__
 from .data import calibration_batch, label_path, load_dataset
-from .detect import detect_image, draw, load_image, read_names
+from .detect import check_heads, detect_image, draw, load_image, read_names
 from .errors import DncompressError
 from .export.onnx import build_onnx, onnx_forward, parity, save_onnx
 from .eval import compare_models, evaluate, fidelity_dataset, predict, timed_predict
-from .fsutil import atomic_write, atomic_write_many, check_outputs
-from .network import Network
+from .fsutil import StagedWrites, atomic_write_many, check_outputs
+from .network import DEFAULT_MAX_ACTIVATION_MB, MAX_ACTIVATION_ENV, Network
 from .quant.apply import QuantConfig, plain_convolutional, quantize_network
 from .quant.calibrate import METHODS
 from .quant.packed import packed_size, read_packed, write_packed
@@ -50,7 +50,10 @@ class Group(click.Group):
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dncompress")
-def main():
+@click.option("--max-activation-mb", type=float, metavar="MB",
+              help=f"Refuse networks whose peak activation memory for one image exceeds MB "
+              f"(default: ${MAX_ACTIVATION_ENV}, else {DEFAULT_MAX_ACTIVATION_MB:.0f}).")
+def main(max_activation_mb):
     """Compress Darknet/YOLO detectors: prune, quantize, export, measure.
 
     A CFG may be a path or a packaged model name (yolov3-tiny, yolov4-tiny, yolov3, yolov2-tiny);
@@ -69,7 +72,16 @@ def open_network(cfg: str | None, weights: str | None, imgsz: tuple[int, int] | 
         return read_packed(cfg_path)
     weights_path = find_weights(cfg_path, weights)
     width, height = imgsz if imgsz else (None, None)
-    return Network.from_cfg(cfg_path, weights_path, width, height)
+    return Network.from_cfg(cfg_path, weights_path, width, height, activation_limit())
+
+
+def activation_limit() -> float | None:
+    """The global --max-activation-mb, if given (else Network falls back to the environment)."""
+    ctx = click.get_current_context(silent=True)
+    limit = ctx.find_root().params.get("max_activation_mb") if ctx else None
+    if limit is not None and not 0 < limit < float("inf"):
+        raise DncompressError(f"--max-activation-mb {limit} must be a positive number")
+    return limit
 
 
 def expand_images(paths: tuple[str, ...]) -> list[Path]:
@@ -107,7 +119,8 @@ def next_run_dir(base: Path) -> Path:
 @click.option("--nms", "nms_threshold", default=0.45, show_default=True, help="NMS IoU threshold.")
 @click.option("--letterbox/--resize", default=True, show_default=True,
               help="Keep aspect ratio with grey padding (Darknet detector test) or stretch.")
-@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--imgsz", nargs=2, type=click.IntRange(1, 16384),
+              help="Network input W H (default: the cfg's).")
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for annotated images "
               "(default: a new runs/detect/expN).")
 @click.option("--json", "as_json", is_flag=True, help="Print detections as JSON on stdout.")
@@ -118,22 +131,28 @@ def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz,
     """Detect objects in IMAGES (files or folders) and write annotated copies."""
     paths = expand_images(images)
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
+    check_heads(net.heads, net.file)
     class_names = read_names(names, net.heads[0].classes)
     out_dir = Path(out) if out else next_run_dir(Path("runs/detect"))
     targets = [out_dir / f"{p.stem}.jpg" for p in paths]
+    if len(set(targets)) < len(targets):
+        clash = next(t for t in targets if targets.count(t) > 1)
+        raise DncompressError("two input images would both be written here (same name stem); "
+                              "detect them in separate runs", str(clash))
     if out_dir.exists():
         check_outputs(targets, paths, force)
     forward = backend_forward(net, backend)
     results = []
+    # annotated images appear only once every image succeeded: a bad image or Ctrl-C leaves none
     with click.progressbar(paths, label="detect", file=sys.stderr,
-                           hidden=len(paths) < 2) as bar:
+                           hidden=len(paths) < 2 or not sys.stderr.isatty()) as bar, \
+            StagedWrites(out_dir) as staged:
         for path, target in zip(bar, targets):
             img = load_image(path)
             dets = detect_image(forward, net.heads, img, net.info.width, net.info.height, thresh,
                                 nms_threshold, letterbox, class_names)
-            out_dir.mkdir(parents=True, exist_ok=True)
             ok, encoded = cv2.imencode(".jpg", draw(img, dets))
-            atomic_write(target, encoded.tobytes())
+            staged.write(target, encoded.tobytes())
             results.append({"image": str(path), "annotated": str(target),
                             "detections": [d.to_dict() for d in dets]})
             if not as_json:
@@ -176,7 +195,8 @@ def print_eval(result, names: list[str], label: str) -> None:
 @click.argument("weights", required=False, type=click.Path())
 @click.option("--data", "data_path", required=True, type=click.Path(),
               help="Folder with images/ and labels/, a list of image paths, or a Darknet .data file.")
-@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--imgsz", nargs=2, type=click.IntRange(1, 16384),
+              help="Network input W H (default: the cfg's).")
 @click.option("--letterbox/--resize", default=True, show_default=True,
               help="Keep aspect ratio with grey padding (Darknet letterbox) or stretch to the input size.")
 @click.option("--conf", default=0.005, show_default=True, type=click.FloatRange(0, 1),
@@ -200,6 +220,7 @@ def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold,
                               f"rule, e.g. {label_path(dataset.items[0].image)}); to compare against "
                               "another model without labels, pass --reference CFG2 WEIGHTS2", str(data_path))
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
+    check_heads(net.heads, net.file)
     classes = net.heads[0].classes
     if dataset.classes not in (None, classes) and not reference:
         raise DncompressError(f"classes={dataset.classes} but the network has {classes} classes", data_path,
@@ -232,7 +253,8 @@ def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold,
               "the input) and scores (objectness * class).")
 @click.option("--nms", is_flag=True, help="With --decode: add NonMaxSuppression (output selected_indices).")
 @click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension symbolic.")
-@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--imgsz", nargs=2, type=click.IntRange(1, 16384),
+              help="Network input W H (default: the cfg's).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 def export_command(cfg, weights, output, opset, decode, nms, dynamic_batch, imgsz, force):
     """Write CFG as ONNX (BN folded into Conv), then check it with onnxruntime against the numpy engine."""
@@ -254,13 +276,16 @@ def export_command(cfg, weights, output, opset, decode, nms, dynamic_batch, imgs
 @main.command("stats")
 @click.argument("cfg", required=False)
 @click.argument("weights", required=False, type=click.Path())
-@click.option("--imgsz", nargs=2, type=int, help="Network input W H (default: the cfg's).")
+@click.option("--imgsz", nargs=2, type=click.IntRange(1, 16384),
+              help="Network input W H (default: the cfg's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def stats_command(cfg, weights, imgsz, as_json):
     """Per-layer cost table (like Darknet's) and totals: params, size, BFLOPs, peak activation memory,
     energy estimate. Needs no weights; WEIGHTS, if given, is checked against the cfg."""
     width, height = imgsz if imgsz else (None, None)
-    net = Network.from_cfg(resolve_cfg(cfg or DEFAULT_MODEL), weights, width, height)
+    cfg_path = resolve_cfg(cfg or DEFAULT_MODEL)
+    net = Network.from_cfg(cfg_path, find_weights(cfg_path, weights) if weights else None, width, height,
+                           activation_limit())
     figures = summary(net)
     if as_json:
         click.echo(json.dumps(figures, indent=1))
@@ -316,7 +341,8 @@ def print_pruning_report(report: dict) -> None:
 @click.option("--ratio", type=float, help="Fraction of prunable channels to remove (0.7 = 70%).")
 @click.option("--criterion", type=click.Choice(sorted(CRITERIA)), default="bn", show_default=True,
               help="Channel importance: |BN gamma| (network slimming), filter L1/L2 norm, mean activation, random.")
-@click.option("--min-keep", default=0.1, show_default=True, help="Per-layer floor: fraction of channels kept (>= 1).")
+@click.option("--min-keep", default=0.1, show_default=True,
+              help="Per-layer floor: fraction of each layer's channels kept (and at least 1 channel).")
 @click.option("--round", "multiple", type=click.Choice(["1", "8", "16"]), default="1", show_default=True,
               help="Round kept filter counts up to a multiple (hardware-regular widths).")
 @click.option("--scope", type=click.Choice(["global", "layer"]), default="global", show_default=True,
@@ -326,7 +352,8 @@ def print_pruning_report(report: dict) -> None:
 @click.option("--reconstruct", is_flag=True, help="Refit consumers by least squares on --calib images.")
 @click.option("--calib", type=click.Path(), help="Calibration images (folder or dataset) for --reconstruct "
               "and --criterion activation.")
-@click.option("--calib-images", default=16, show_default=True, help="How many calibration images to use.")
+@click.option("--calib-images", default=16, type=click.IntRange(min=1), show_default=True,
+              help="How many calibration images to use.")
 @click.option("-o", "--output", "prefix", help="Output prefix: writes PREFIX.cfg and PREFIX.weights "
               "(default <stem>-pruned<RATIO>).")
 @click.option("--data", "data_path", type=click.Path(), help="Dataset: report mAP before/after and fidelity.")
@@ -401,6 +428,78 @@ def parse_act_bits(text: str) -> int | None:
     return int(text)
 
 
+def set_net_keys(net: Network, **values) -> None:
+    """Override [net] training keys given on the command line (None = keep the cfg's)."""
+    for key, value in values.items():
+        if value is not None:
+            net.net_section.options[key] = str(value)
+
+
+@main.command("train")
+@click.argument("cfg", required=False)
+@click.argument("weights", required=False, type=click.Path())
+@click.option("--data", "data_path", required=True, type=click.Path(),
+              help="Training set: folder with images/ and labels/, a list of image paths, or a .data file.")
+@click.option("--epochs", required=True, type=click.IntRange(1), help="Epochs to train (in total, when resuming).")
+@click.option("--imgsz", type=click.IntRange(32), help="Square network input size (default: the cfg's).")
+@click.option("--batch", type=click.IntRange(1), help="Images per weight update (default: [net] batch if the "
+              "cfg is a training cfg, batch > 1; else 8).")
+@click.option("--subdivisions", type=click.IntRange(1), help="Forward/backward passes per update "
+              "(batch/subdivisions images each) to bound memory (default: [net] subdivisions with its batch, else 1).")
+@click.option("--lr", type=float, help="learning_rate (default: the cfg's [net]).")
+@click.option("--burn-in", type=click.IntRange(0), help="burn_in updates (default: the cfg's [net]).")
+@click.option("--sparsity", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Network Slimming: add S*sign(gamma) to every prunable BN gamma's gradient.")
+@click.option("--teacher", nargs=2, metavar="CFG W", help="Distil the head outputs of this model (labels are "
+              "used too when the dataset has any).")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Flip, HSV and scale/translate jitter (strengths from the cfg); else plain letterbox.")
+@click.option("-o", "--output", "prefix", help="Checkpoint prefix: PREFIX.cfg/.weights each epoch, "
+              "PREFIX_last.weights/.npz to resume (default <stem>-trained).")
+@click.option("--resume", is_flag=True, help="Continue from PREFIX_last.weights (and its momentum).")
+@click.option("--seed", default=0, show_default=True, help="Shuffling and augmentation seed.")
+@click.option("--force", is_flag=True, help="Overwrite existing checkpoints.")
+def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, lr, burn_in, sparsity, teacher,
+                  augment, prefix, resume, seed, force):
+    """Train or fine-tune CFG on a YOLO-format dataset with Darknet's YOLOv3 loss and SGD schedule."""
+    from .train.loop import Checkpoints, TrainConfig, train
+    from .train.sparsity import format_gamma_summary
+    dataset = load_dataset(data_path)
+    net = open_network(cfg, weights, (imgsz, imgsz) if imgsz else None)
+    check_heads(net.heads, net.file)
+    dataset.check_classes(net.heads[0].classes)
+    set_net_keys(net, learning_rate=lr, burn_in=burn_in)
+    teacher_net = open_network(teacher[0], teacher[1], (net.info.width, net.info.height)) if teacher else None
+    checkpoints = Checkpoints(prefix or f"{Path(net.file).stem}-trained")
+    if not resume:
+        check_outputs(checkpoints.files, [net.file, weights, data_path], force)
+    cfg_batch, cfg_subdivisions = (net.net_section.get_int(k, 1) for k in ("batch", "subdivisions"))
+    if batch is None:
+        batch, subdivisions = (cfg_batch, subdivisions or cfg_subdivisions) if cfg_batch > 1 else (8, subdivisions)
+    config = TrainConfig(epochs, batch, min(subdivisions or 1, batch), sparsity, augment, seed)
+    bar = None
+
+    def on_step(log):
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=log.steps, label=f"epoch {log.epoch + 1}/{epochs}", file=sys.stderr,
+                                    item_show_func=lambda text: text, hidden=not sys.stderr.isatty())
+            bar.__enter__()
+        parts = " ".join(f"{k} {v:.3f}" for k, v in log.loss.items())
+        bar.update(1, f"{parts} | {log.images_per_s:.1f} img/s lr {log.rate:.2g}")
+
+    def on_epoch(epoch, record):
+        nonlocal bar
+        if bar is not None:
+            bar.__exit__(None, None, None)
+            bar = None
+        parts = " ".join(f"{k} {v:.3f}" for k, v in record["loss"].items())
+        click.echo(f"epoch {epoch + 1}: loss/image {parts}; seen {net.header.seen}")
+        click.echo(f"  {format_gamma_summary(record['gamma'])}")
+    train(net, dataset, config, checkpoints, teacher_net, resume, on_step, on_epoch)
+    click.echo(f"wrote {checkpoints.files[0]} and {checkpoints.files[1]}")
+
+
 @main.command("quantize")
 @click.argument("cfg", required=False)
 @click.argument("weights", required=False, type=click.Path())
@@ -410,7 +509,7 @@ def parse_act_bits(text: str) -> int | None:
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scale granularity.")
 @click.option("--calib", type=click.Path(), help="Calibration images (folder or dataset); needed for "
               "activation ranges and --bias-correction.")
-@click.option("--calib-images", default=32, show_default=True)
+@click.option("--calib-images", default=32, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--method", type=click.Choice(METHODS), default="minmax", show_default=True,
               help="Range calibration for weights and activations.")
 @click.option("--keep-first-last", default=8, show_default=True, help="Bits of the first conv and the convs "

@@ -29,10 +29,15 @@ class Detection:
 def load_image(path: str | Path) -> np.ndarray:
     """RGB float32 (H, W, 3) in [0, 1]; unreadable or empty files raise a DncompressError."""
     path = Path(path)
-    data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
-    if data is None:
+    if not path.is_file():
         raise DncompressError("image not found", str(path))
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except OSError as err:
+        raise DncompressError(f"cannot read image: {err.strerror}", str(path)) from None
+    except cv2.error:
+        bgr = None
     if bgr is None:
         raise DncompressError("cannot decode image (empty, truncated or not an image format OpenCV reads)",
                               str(path))
@@ -68,9 +73,10 @@ def darknet_resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def letterbox_geometry(img_w: int, img_h: int, net_w: int, net_h: int) -> tuple[int, int]:
     """The (new_w, new_h) Darknet scales an image to inside a net_w x net_h letterbox (integer maths)."""
+    # at least one pixel: a 1x5000 strip would otherwise scale to zero rows
     if net_w / img_w < net_h / img_h:
-        return net_w, (img_h * net_w) // img_w
-    return (img_w * net_h) // img_h, net_h
+        return net_w, max(1, (img_h * net_w) // img_w)
+    return max(1, (img_w * net_h) // img_h), net_h
 
 
 def letterbox(img: np.ndarray, net_w: int, net_h: int) -> np.ndarray:
@@ -230,6 +236,16 @@ def detect_image(forward: Forward, heads: Sequence[Layer], img: np.ndarray, net_
                        nms_threshold, use_letterbox, names)
 
 
+def check_heads(heads: Sequence[Layer], file: str | None = None) -> None:
+    """Detection needs at least one [yolo]/[region] head, all with the same classes."""
+    if not heads:
+        raise DncompressError("the cfg has no [yolo] or [region] layer, so it cannot detect", file)
+    classes = {layer.classes for layer in heads}
+    if len(classes) > 1:
+        raise DncompressError(f"detection heads disagree on classes= ({', '.join(map(str, sorted(classes)))})",
+                              file, heads[-1].section.where("classes"))
+
+
 def draw(img: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
     """RGB float image -> BGR uint8 with labelled boxes, colour per class."""
     canvas = cv2.cvtColor((np.clip(img, 0, 1) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
@@ -237,7 +253,9 @@ def draw(img: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
     for d in detections:
         hue = (d.class_id * 47) % 180
         color = cv2.cvtColor(np.uint8([[[hue, 220, 230]]]), cv2.COLOR_HSV2BGR)[0, 0].tolist()
-        x1, y1, x2, y2 = (int(round(v)) for v in d.box)
+        # clamp to the canvas like Darknet's draw_detections (also tames inf/nan from corrupt weights)
+        x1, x2 = np.clip(np.nan_to_num(d.box[::2]), 0, canvas.shape[1] - 1).round().astype(int).tolist()
+        y1, y2 = np.clip(np.nan_to_num(d.box[1::2]), 0, canvas.shape[0] - 1).round().astype(int).tolist()
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
         label = f"{d.name} {d.confidence:.2f}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)

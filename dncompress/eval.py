@@ -52,7 +52,8 @@ def predict(forward: Forward, heads: Sequence[Layer], dataset: Dataset, net_w: i
             progress: bool = True) -> list[ImagePrediction]:
     """Detections for every image of `dataset`, `batch` images per forward pass."""
     predictions: list[ImagePrediction] = []
-    with click.progressbar(length=len(dataset), label="predict", file=sys.stderr, hidden=not progress) as bar:
+    with click.progressbar(length=len(dataset), label="predict", file=sys.stderr,
+                           hidden=not progress or not sys.stderr.isatty()) as bar:
         for start in range(0, len(dataset), batch):
             samples = dataset.items[start:start + batch]
             images = [load_image(s.image) for s in samples]

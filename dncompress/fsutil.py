@@ -2,9 +2,12 @@
 output without --force."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,26 @@ def publish(tmp: str | Path, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, so a set of renames is never cut in half; then raise it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # a handler installed outside Python cannot be restored
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def atomic_write(path: str | Path, chunks: bytes | Iterable[bytes | np.ndarray]) -> None:
     """Write to a temp file beside `path`, then rename; an interrupt leaves no partial file."""
     atomic_write_many({path: chunks})
@@ -37,17 +60,26 @@ def atomic_write_many(files: dict[str | Path, bytes | Iterable[bytes | np.ndarra
     try:
         for path, chunks in files.items():
             path = Path(path)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            temps.append((tmp, path))
+            with deferred_interrupt():  # a temp made but not yet listed would never be removed
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+                temps.append((tmp, path))
             with os.fdopen(fd, "wb") as out:
                 for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
                     out.write(chunk if isinstance(chunk, bytes) else np.ascontiguousarray(chunk).tobytes())
-        for tmp, path in temps:
-            publish(tmp, path)
-    except BaseException:
+        with deferred_interrupt():
+            for tmp, path in temps:
+                publish(tmp, path)
+    except BaseException as err:
         for tmp, _ in temps:
             Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise write_error(err, path) from None
         raise
+
+
+def write_error(err: OSError, path: Path) -> DncompressError:
+    """An OS refusal to write (permissions, disk full, a file where a folder should be) as a user error."""
+    return DncompressError(f"cannot write: {err.strerror or err}", str(path))
 
 
 def check_outputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None] = (),
@@ -62,3 +94,47 @@ def check_outputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | N
             raise DncompressError("output exists; pass --force to overwrite it", str(out))
         if not out.parent.exists():
             raise DncompressError(f"output folder {out.parent} does not exist", str(out))
+
+
+class StagedWrites:
+    """All-or-nothing output set: `write` puts each file in a temp beside its target, and only a clean
+    exit renames them all; an error or Ctrl-C removes the temps (and the folder, if this created it)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.created: Path | None = None  # the outermost folder this made, removed again on failure
+        self.staged: list[tuple[str, Path]] = []
+
+    def __enter__(self) -> "StagedWrites":
+        return self
+
+    def write(self, path: str | Path, data: bytes) -> None:
+        path = Path(path)
+        try:
+            if not self.folder.exists():
+                self.created = next(p for p in reversed([self.folder, *self.folder.parents]) if not p.exists())
+                self.folder.mkdir(parents=True)
+            with deferred_interrupt():
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+                self.staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+        except OSError as err:
+            raise write_error(err, path) from None
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is None:
+            with deferred_interrupt():
+                for tmp, path in self.staged:
+                    publish(tmp, path)
+            return
+        for tmp, _ in self.staged:
+            Path(tmp).unlink(missing_ok=True)
+        if self.created is not None:
+            for folder in [self.folder, *self.folder.parents]:
+                if folder.is_dir():
+                    if any(folder.iterdir()):
+                        break
+                    folder.rmdir()
+                if folder == self.created:
+                    break

@@ -1,6 +1,8 @@
 """Network: typed layers built from cfg sections, loaded from .weights, run forward on NCHW batches."""
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,24 @@ from .errors import DncompressError
 from .fsutil import atomic_write_many
 from .layers import HEAD_TYPES, LAYERS, Layer, NetInfo
 from .weights import WeightsHeader, WeightsReader, read_weights, weights_payload
+
+
+MAX_ACTIVATION_ENV = "DNCOMPRESS_MAX_ACTIVATION_MB"
+DEFAULT_MAX_ACTIVATION_MB = 4096.0
+
+
+def max_activation_mb() -> float:
+    """The activation-memory bound: $DNCOMPRESS_MAX_ACTIVATION_MB, else 4096 MB."""
+    raw = os.environ.get(MAX_ACTIVATION_ENV)
+    if raw is None:
+        return DEFAULT_MAX_ACTIVATION_MB
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise DncompressError(f"{MAX_ACTIVATION_ENV}={raw} must be a positive number of megabytes")
+    return value
 
 
 def net_info(section: Section) -> NetInfo:
@@ -26,7 +46,8 @@ def net_info(section: Section) -> NetInfo:
 class Network:
     """Layers in cfg order (index 0 = first section after [net]) plus the [net] section."""
 
-    def __init__(self, sections: list[Section], file: str | None = None):
+    def __init__(self, sections: list[Section], file: str | None = None,
+                 max_activation_mb: float | None = None):
         if not sections or sections[0].type not in ("net", "network"):
             where = f"line {sections[0].line} [{sections[0].type}]" if sections else None
             raise DncompressError("the first section must be [net] (input size, channels)", file, where)
@@ -44,20 +65,22 @@ class Network:
             self.layers.append(layer)
             shapes.append(layer.out_shape)
         if not self.layers:
-            raise DncompressError("the cfg has no layers after [net]", file)
+            raise DncompressError("the cfg has no layers after [net]", file, self.net_section.where())
         self.header = WeightsHeader()
         self._last_use = self._compute_last_use()
+        self._check_activation_memory(max_activation_mb)
 
     @classmethod
     def from_cfg(cls, cfg_path: str | Path, weights_path: str | Path | None = None,
-                 width: int | None = None, height: int | None = None) -> "Network":
+                 width: int | None = None, height: int | None = None,
+                 max_activation_mb: float | None = None) -> "Network":
         """Build from a cfg file (optionally at another input size), load weights if given."""
         sections = read_cfg(cfg_path)
-        if width or height:
+        if width is not None or height is not None:
             sections[0] = sections[0].copy()
-            sections[0].options["width"] = str(width or height)
-            sections[0].options["height"] = str(height or width)
-        net = cls(sections, str(cfg_path))
+            sections[0].options["width"] = str(height if width is None else width)
+            sections[0].options["height"] = str(width if height is None else height)
+        net = cls(sections, str(cfg_path), max_activation_mb)
         if weights_path is not None:
             net.load_weights(weights_path)
         return net
@@ -146,6 +169,29 @@ class Network:
         for head in self.heads:
             last[head.index] = len(self.layers)
         return last
+
+    def activation_bytes(self, batch: int = 1) -> tuple[int, int]:
+        """(total, peak) float32 activation bytes for `batch` images: all layer outputs summed, and the
+        most alive at once in `forward` (the input, outputs awaiting a later reader, the running layer's
+        output and scratch buffers)."""
+        sizes = [math.prod(layer.out_shape) for layer in self.layers]
+        live, peak = math.prod(self.input_shape), 0
+        for layer, size in zip(self.layers, sizes):
+            peak = max(peak, live + size + layer.workspace_elements())
+            live += size
+            live -= sum(sizes[i] for i in set(layer.inputs) if i >= 0 and self._last_use[i] == layer.index)
+        return 4 * batch * sum(sizes), 4 * batch * peak
+
+    def _check_activation_memory(self, limit_mb: float | None) -> None:
+        """Refuse networks whose activations at this input size would not fit the bound."""
+        limit_mb = max_activation_mb() if limit_mb is None else limit_mb
+        total, peak = self.activation_bytes()
+        if peak > limit_mb * 2**20:
+            raise DncompressError(
+                f"needs {peak / 2**20:,.1f} MB of activation memory at {self.info.width}x{self.info.height} "
+                f"(peak for one image; all layer outputs {total / 2**20:,.1f} MB), over the {limit_mb:,.0f} MB "
+                f"limit; use a smaller input size or raise the limit with --max-activation-mb or "
+                f"{MAX_ACTIVATION_ENV}", self.file, self.net_section.where())
 
     def forward(self, x: np.ndarray, keep: set[int] | None = None) -> list[np.ndarray]:
         """x: (N, C, H, W) float32 -> raw output of every [yolo]/[region] layer, in cfg order.

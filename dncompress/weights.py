@@ -42,6 +42,9 @@ def parse_header(data: bytes, file: str | None = None) -> WeightsHeader:
         raise DncompressError(f"implausible header version {major}.{minor}.{revision}; not a Darknet "
                               ".weights file", file, "header")
     header = WeightsHeader(major, minor, revision)
+    if len(data) < header.nbytes:
+        raise DncompressError(f"file is {len(data)} bytes, shorter than the {header.nbytes}-byte header of "
+                              f"version {major}.{minor}", file, "header")
     dtype = "<i8" if header.seen_is_int64 else "<i4"
     header.seen = int(np.frombuffer(data, dtype, 1, offset=12)[0])
     return header
@@ -76,6 +79,11 @@ class WeightsReader:
             raise DncompressError(f"weights ran out: needs {count} floats, only {left} left; the "
                                   "file is truncated or belongs to another cfg", self.file, where)
         values = self.payload[self.offset:end]
+        if not np.isfinite(values).all():
+            bad = np.flatnonzero(~np.isfinite(values))
+            raise DncompressError(f"{bad.size} non-finite values (nan/inf), the first at float "
+                                  f"{self.offset + bad[0]} of the payload; the file is corrupt",
+                                  self.file, where)
         self.offset = end
         return values
 

@@ -130,7 +130,9 @@ def test_zero_gamma_channel_pruned_with_compensation_is_exact(tiny_weights, conv
     after = prune_network(net, keep, with_compensation=True).forward(x)
     without = prune_network(net, keep, with_compensation=False).forward(x)
     if conv == 13:
-        # conv 14 is 3x3 with zero padding: the 13x13 head differs on its one-pixel border only
+        # conv 14 is 3x3 with zero padding: its border pixels see padding, not act(beta), so the 13x13
+        # head differs on its one-pixel border (0.04 here; docs/pruning.md), still less than without
+        assert np.abs(before[0] - after[0]).max() < np.abs(before[0] - without[0]).max()
         before[0], after[0], without[0] = (h[..., 1:-1, 1:-1] for h in (before[0], after[0], without[0]))
     compensated = max(float(np.abs(a - b).max()) for a, b in zip(before, after))
     uncompensated = max(float(np.abs(a - c).max()) for a, c in zip(before, without))
@@ -139,14 +141,14 @@ def test_zero_gamma_channel_pruned_with_compensation_is_exact(tiny_weights, conv
 
 def test_reconstruction_reduces_output_error(tiny_net):
     from dncompress.data import calibration_batch
-    calib = calibration_batch(COCO128, 10, 416, 416)
-    test = calib[8:]
+    calib = calibration_batch(COCO128, 8, 416, 416)
+    test = calib[6:]
     keep = plan_pruning(channel_groups(tiny_net), CRITERIA["l1"](tiny_net), 0.3, "layer")
     pruned = prune_network(tiny_net, keep)
     reference = tiny_net.forward(test)
     error = lambda n: sum(float(np.abs(a - b).mean()) for a, b in zip(n.forward(test), reference))
     before = error(pruned)
-    refitted = reconstruct(tiny_net, pruned, keep, calib[:8], progress=False)
+    refitted = reconstruct(tiny_net, pruned, keep, calib[:6], max_rows=8000, progress=False)
     assert 15 in refitted and 22 in refitted
     assert error(pruned) < 0.85 * before
 
@@ -164,6 +166,8 @@ def test_prune_cli_outputs_report_and_force(tmp_path, tiny_weights):
     assert again.exit_code == 2 and "--force" in again.stderr
     bad = runner.invoke(main, ["prune", "--ratio", "1.5", "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "must be in [0, 1)" in bad.stderr and not list(tmp_path.glob("x*"))
+    floor = runner.invoke(main, ["prune", "--ratio", "0.5", "--min-keep", "2", "-o", str(tmp_path / "x")])
+    assert floor.exit_code == 2 and "--min-keep 2.0 must be" in floor.stderr and not list(tmp_path.glob("x*"))
     need = runner.invoke(main, ["prune", "--ratio", "0.5", "--reconstruct", "-o", str(tmp_path / "y")])
     assert need.exit_code == 2 and "--calib" in need.stderr
 

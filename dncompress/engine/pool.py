@@ -11,16 +11,22 @@ def maxpool_output_size(size: int, kernel: int, stride: int, padding: int) -> in
     return (size + padding - kernel) // stride + 1
 
 
-def maxpool2d(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
-    """x: (N, C, H, W). Darknet maxpool: windows start at -padding/2; out-of-image cells never win.
-    A running max over the k*k shifted strided slices (sliding_window_view + max is ~17x slower)."""
+def maxpool_padded(x: np.ndarray, kernel: int, stride: int, padding: int) -> tuple[np.ndarray, int, int, int]:
+    """x framed with -inf as Darknet's windows need: (padded x, top/left pad, row span, column span), where
+    window tap (dy, dx) of every output is xp[:, :, dy:dy + span_h:stride, dx:dx + span_w:stride]."""
     n, c, h, w = x.shape
     ho, wo = maxpool_output_size(h, kernel, stride, padding), maxpool_output_size(w, kernel, stride, padding)
     before = padding // 2
     after_h = max(0, (ho - 1) * stride + kernel - h - before)
     after_w = max(0, (wo - 1) * stride + kernel - w - before)
     xp = pad_constant(x, before, after_h, before, after_w, value=-np.inf)
-    span_h, span_w = (ho - 1) * stride + 1, (wo - 1) * stride + 1
+    return xp, before, (ho - 1) * stride + 1, (wo - 1) * stride + 1
+
+
+def maxpool2d(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
+    """x: (N, C, H, W). Darknet maxpool: windows start at -padding/2; out-of-image cells never win.
+    A running max over the k*k shifted strided slices (sliding_window_view + max is ~17x slower)."""
+    xp, _, span_h, span_w = maxpool_padded(x, kernel, stride, padding)
     out = xp[:, :, 0:span_h:stride, 0:span_w:stride].copy()
     for dy in range(kernel):
         for dx in range(kernel):

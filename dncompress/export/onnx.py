@@ -120,9 +120,9 @@ def emit_avgpool(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
 
 
 EMITTERS: dict[str, Callable[[GraphBuilder, Layer, list[str]], str]] = {
-    "convolutional": emit_conv, "quantize_convolutional": emit_conv, "maxpool": emit_maxpool, "upsample": emit_upsample, "route": emit_route,
-    "shortcut": emit_shortcut, "dropout": emit_identity, "avgpool": emit_avgpool,
-    "yolo": emit_identity, "region": emit_identity,
+    "convolutional": emit_conv, "quantize_convolutional": emit_conv, "maxpool": emit_maxpool,
+    "upsample": emit_upsample, "route": emit_route, "shortcut": emit_shortcut, "dropout": emit_identity,
+    "avgpool": emit_avgpool, "yolo": emit_identity, "region": emit_identity,
 }
 
 

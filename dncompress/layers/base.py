@@ -52,6 +52,10 @@ class Layer:
         """Shape of every tensor in .weights order."""
         return {}
 
+    def workspace_elements(self) -> int:
+        """Floats of scratch memory `forward` allocates besides its output (for memory estimates)."""
+        return 0
+
     def forward(self, xs: list[np.ndarray]) -> np.ndarray:
         """xs: the outputs of `self.inputs`, each (N, C, H, W)."""
         raise NotImplementedError

@@ -15,6 +15,8 @@ DEFAULT_BITS = 8
 # Darknet's CPU normalize_cpu (pjreddie and AlexeyAB) and OpenCV's importer divide by sqrt(var + 1e-6);
 # pjreddie's GPU kernel uses sqrt(var) + 1e-6 instead. We fold the CPU/OpenCV form (docs/ARCHITECTURE.md).
 BN_EPS = 1e-6
+# output-sized temporaries each activation in engine/activations.py allocates (for memory estimates)
+ACTIVATION_TEMPORARIES = {"leaky": 1, "mish": 2, "swish": 2}
 
 
 def activation_of(layer: Layer) -> str:
@@ -37,6 +39,8 @@ class Convolutional(Layer):
         self.size = positive(self, "size", s.get_int("size", 1), 64)
         self.stride = positive(self, "stride", s.get_int("stride", 1), 64)
         self.pad = self.size // 2 if s.get_int("pad", 0) else s.get_int("padding", 0)
+        if not 0 <= self.pad <= 64:
+            raise self.error(f"padding={self.pad} must be between 0 and 64", "padding")
         self.groups = positive(self, "groups", s.get_int("groups", 1))
         self.batch_normalize = bool(s.get_int("batch_normalize", 0))
         self.activation = activation_of(self)
@@ -59,6 +63,23 @@ class Convolutional(Layer):
             shapes.update(scales=(n,), rolling_mean=(n,), rolling_variance=(n,))
         shapes["weights"] = (n, c // self.groups, self.size, self.size)
         return shapes
+
+    def workspace_elements(self) -> int:
+        """Most floats of scratch alive beside the output during `forward`: Winograd's padded input,
+        transforms, V, M and A^T M sums; or im2col's padded input and columns (freed before the activation
+        allocates its temporaries)."""
+        (c, h, w), (o, ho, wo), k, p = self.in_shapes[0], self.out_shape, self.size, self.pad
+        out = o * ho * wo
+        if self.uses_winograd:
+            th, tw = (ho + 1) // 2, (wo + 1) // 2
+            kernel = c * (2 * th + 2) * (2 * tw + 2) + 4 * c * th * (2 * tw + 2) + 16 * th * tw * (c + o) \
+                + 10 * o * th * tw
+        elif k == 1 and self.stride == 1 and p == 0:
+            kernel = 0
+        else:
+            cols = c * k * k * ho * wo
+            kernel = max(cols, (c * (h + 2 * p) * (w + 2 * p) if p else 0) + cols - out)
+        return max(kernel, ACTIVATION_TEMPORARIES.get(self.activation, 0) * out)
 
     def set_params(self, **params: np.ndarray) -> None:
         """Replace parameters; the folded copy is rebuilt on the next forward."""
@@ -103,8 +124,9 @@ class Convolutional(Layer):
 class QuantizeConvolutional(Convolutional):
     """A conv with fake quantization; same .weights layout as [convolutional]. Keys (all optional):
     bitw (weight bits, default 8), bita (input activation bits, default 8, 0 = float),
-    quant_weights = dorefa (default: files from public projects, no range keys) | affine (written by
-    dncompress: symmetric weights per channel or tensor, activations over [act_min, act_max]),
+    quant_weights = dorefa (default without bitw/bita: files from public projects) | affine (default
+    with bit keys, written by dncompress: symmetric weights per channel or tensor, activations over
+    [act_min, act_max]),
     quant_scheme = per_channel | per_tensor (affine weights)."""
 
     def __init__(self, section, index, shapes, net):
@@ -112,7 +134,8 @@ class QuantizeConvolutional(Convolutional):
         s = section
         self.bitw = s.get_int("bitw", DEFAULT_BITS)
         self.bita = s.get_int("bita", DEFAULT_BITS)
-        self.method = s.get_str("quant_weights", "dorefa")
+        keyless = "bitw" not in s.options and "bita" not in s.options
+        self.method = s.get_str("quant_weights", "dorefa" if keyless else "affine")
         self.per_channel = s.get_str("quant_scheme", "per_channel") == "per_channel"
         if not 1 <= self.bitw <= 16:
             raise self.error(f"bitw={self.bitw} must be between 1 and 16", "bitw")

@@ -26,6 +26,8 @@ class Yolo(Layer):
         if any(not 0 <= m < len(all_anchors) for m in self.mask):
             raise self.error(f"mask {self.mask} refers past the {len(all_anchors)} anchors", "mask")
         self.anchors = all_anchors[self.mask]
+        self.all_anchors = all_anchors
+        self.ignore_thresh = s.get_float("ignore_thresh", 0.5)
         self.scale_x_y = s.get_float("scale_x_y", 1.0)
         if s.get_int("new_coords", 0):
             raise self.error("new_coords=1 (scaled-YOLOv4 decode) is not supported", "new_coords")
@@ -51,6 +53,8 @@ class Region(Layer):
         self.coords = s.get_int("coords", 4)
         self.num = positive(self, "num", s.get_int("num", 1), 1000)
         self.anchors = _anchors(self)[: self.num]
+        if len(self.anchors) < self.num:
+            raise self.error(f"num={self.num} but anchors= has only {len(self.anchors)} pairs", "anchors")
         self.softmax = bool(s.get_int("softmax", 0))
         self.net_size = (net.width, net.height)
         if self.coords != 4:

@@ -24,6 +24,11 @@ class Maxpool(Layer):
             raise self.error(f"size={self.size} is larger than the {h}x{w} input", "size")
         self.out_shape = (c, ho, wo)
 
+    def workspace_elements(self) -> int:
+        """The -inf padded copy of the input."""
+        c, h, w = self.in_shapes[0]
+        return c * (h + self.padding) * (w + self.padding) if self.padding else 0
+
     def forward(self, xs):
         return maxpool2d(xs[0], self.size, self.stride, self.padding)
 

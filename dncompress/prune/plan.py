@@ -30,6 +30,8 @@ def plan_pruning(groups: list[ChannelGroup], scores: dict[int, np.ndarray], rati
     network-wide (counting a coupled position as its member channels); `layer`: `ratio` of each group."""
     if not 0 <= ratio < 1:
         raise DncompressError(f"--ratio {ratio} must be in [0, 1)")
+    if not 0 <= min_keep <= 1:
+        raise DncompressError(f"--min-keep {min_keep} must be a fraction in [0, 1]")
     prunable = [g for g in groups if g.prunable]
     per_group = [position_scores(g, scores) for g in prunable]
     wanted: list[int] = []

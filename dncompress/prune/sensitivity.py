@@ -31,7 +31,7 @@ def sensitivity(net: Network, scores, ratios: list[float], measure: Callable[[Ne
     prunable = [g for g in groups if g.prunable]
     table = {}
     with click.progressbar(length=len(prunable) * len(ratios), label="sensitivity", file=sys.stderr,
-                           hidden=not progress) as bar:
+                           hidden=not progress or not sys.stderr.isatty()) as bar:
         for group in prunable:
             row = []
             for ratio in ratios:

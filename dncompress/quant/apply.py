@@ -60,7 +60,8 @@ def quantize_network(net: Network, config: QuantConfig, calib: np.ndarray | None
         inputs[-1] = calib
     sections = [net.net_section.copy()]
     new_params = {}
-    with click.progressbar(net.layers, label="quantize", file=sys.stderr, hidden=not progress) as bar:
+    with click.progressbar(net.layers, label="quantize", file=sys.stderr,
+                           hidden=not progress or not sys.stderr.isatty()) as bar:
         for layer in bar:
             if layer.index not in bits:
                 sections.append(layer.section.copy())

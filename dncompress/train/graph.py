@@ -1,0 +1,183 @@
+"""Training-mode forward and backward per layer type, beside the inference layers (which stay untouched
+and fast). Each entry: forward(layer, xs) -> (y, cache); backward(layer, grad, cache) -> (input grads,
+param grads). Convs use batch statistics and update the running ones, as Darknet does with net.train."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ..engine.activations import ACTIVATIONS
+from ..engine.backward import activation_grad, conv2d_backward, maxpool2d_backward, upsample_backward
+from ..engine.batchnorm import ROLLING_MOMENTUM, batchnorm_train, batchnorm_train_backward
+from ..engine.conv import conv2d
+from ..layers import Layer
+from ..layers.conv import BN_EPS
+from ..engine.quantize import dorefa_weights, snap_to_grid
+
+Forward = Callable[[Layer, list[np.ndarray]], tuple[np.ndarray, dict]]
+Backward = Callable[[Layer, np.ndarray, dict], tuple[list[np.ndarray], dict[str, np.ndarray]]]
+TRAIN_LAYERS: dict[str, tuple[Forward, Backward]] = {}
+
+
+def trains(*types: str):
+    """Register a (forward, backward) pair, defined as methods of a namespace class, for layer types."""
+    def add(cls):
+        for name in types:
+            TRAIN_LAYERS[name] = (cls.forward, cls.backward)
+        return cls
+    return add
+
+
+def activate(name: str, pre: np.ndarray) -> np.ndarray:
+    return ACTIVATIONS[name](pre.copy())
+
+
+@trains("convolutional")
+class ConvTrain:
+    @staticmethod
+    def forward(layer, xs):
+        return ConvTrain.forward_with(layer, xs[0], layer.params["weights"].astype(xs[0].dtype, copy=False))
+
+    @staticmethod
+    def forward_with(layer, x, w):
+        """Conv of x (N, C, H, W) with weights w, batch-statistics BN, bias, activation."""
+        p = layer.params
+        z = conv2d(x, w, None, layer.stride, layer.pad, layer.groups)
+        cache = {"x": x, "w": w}
+        if layer.batch_normalize:
+            norm, mean, var = batchnorm_train(z, BN_EPS)
+            cache.update(norm=norm, var=var, mean=mean)
+            pre = norm * p["scales"].astype(x.dtype).reshape(1, -1, 1, 1)
+        else:
+            pre = z
+        pre += p["biases"].astype(x.dtype).reshape(1, -1, 1, 1)
+        out = activate(layer.activation, pre)
+        cache.update(pre=pre, out=out)
+        return out, cache
+
+    @staticmethod
+    def backward(layer, grad, cache):
+        g = grad * activation_grad(layer.activation, cache["pre"], cache["out"])
+        grads = {"biases": g.sum(axis=(0, 2, 3))}
+        if layer.batch_normalize:
+            grads["scales"] = np.einsum("nchw,nchw->c", g, cache["norm"])
+            d_norm = g * layer.params["scales"].astype(g.dtype).reshape(1, -1, 1, 1)
+            g = batchnorm_train_backward(d_norm, cache["norm"], cache["var"], BN_EPS)
+        dx, grads["weights"] = conv2d_backward(cache["x"], cache["w"], g, layer.stride, layer.pad, layer.groups)
+        return [dx], grads
+
+
+@trains("quantize_convolutional")
+class QuantConvTrain:
+    """QAT: the conv sees fake-quantized weights and inputs; gradients pass straight through the rounding
+    (STE), to the float weights unchanged and to the input where it lies inside the activation grid."""
+
+    @staticmethod
+    def forward(layer, xs):
+        x = xs[0]
+        out, cache = ConvTrain.forward_with(layer, layer.quantize_input(x).astype(x.dtype, copy=False),
+                                            train_weights(layer).astype(x.dtype, copy=False))
+        cache["input_slope"] = input_slope(layer, x)
+        return out, cache
+
+    @staticmethod
+    def backward(layer, grad, cache):
+        (dx,), grads = ConvTrain.backward(layer, grad, cache)
+        return [dx * cache["input_slope"]], grads
+
+
+def train_weights(layer: Layer) -> np.ndarray:
+    """The fake-quantized conv weights of a [quantize_convolutional] before BN. Affine per-channel
+    quantization commutes with BN's per-channel scale, so quantizing the raw weights equals quantizing
+    the folded ones; per tensor it is the training-time approximation."""
+    w = layer.params["weights"]
+    if layer.method == "dorefa":
+        return dorefa_weights(w, layer.bitw)
+    return snap_to_grid(w, layer.bitw, layer.per_channel)
+
+
+def input_slope(layer: Layer, x: np.ndarray) -> np.ndarray | float:
+    """d quantized input / d input under the clipped STE: the grid's slope inside its range, 0 outside."""
+    if not layer.bita:
+        return 1.0
+    if layer.act_range is None:  # DoReFa: q(clamp(0.1 x, 0, 1))
+        return np.where((x >= 0) & (x <= 10), 0.1, 0.0).astype(x.dtype)
+    lo, hi = min(layer.act_range[0], 0.0), max(layer.act_range[1], 0.0)
+    return ((x >= lo) & (x <= hi)).astype(x.dtype)
+
+
+def update_running_stats(layer: Layer, cache: dict) -> None:
+    """Darknet's running averages: rolling = .99 rolling + .01 batch (mean, unbiased variance)."""
+    p = layer.params
+    keep = ROLLING_MOMENTUM
+    layer.set_params(rolling_mean=(keep * p["rolling_mean"] + (1 - keep) * cache["mean"]).astype(np.float32),
+                     rolling_variance=(keep * p["rolling_variance"] + (1 - keep) * cache["var"]).astype(np.float32))
+
+
+@trains("maxpool")
+class MaxpoolTrain:
+    @staticmethod
+    def forward(layer, xs):
+        return layer.forward(xs), {"x": xs[0]}
+
+    @staticmethod
+    def backward(layer, grad, cache):
+        return [maxpool2d_backward(cache["x"], grad, layer.size, layer.stride, layer.padding)], {}
+
+
+@trains("upsample")
+class UpsampleTrain:
+    @staticmethod
+    def forward(layer, xs):
+        return layer.forward(xs), {}
+
+    @staticmethod
+    def backward(layer, grad, cache):
+        return [upsample_backward(grad, layer.stride) * layer.scale], {}
+
+
+@trains("route")
+class RouteTrain:
+    @staticmethod
+    def forward(layer, xs):
+        return layer.forward(xs), {"shapes": [x.shape for x in xs]}
+
+    @staticmethod
+    def backward(layer, grad, cache):
+        grads, start = [], 0
+        for shape, sl in zip(cache["shapes"], layer.channel_slices()):
+            part = sl.stop - sl.start
+            if part == shape[1]:
+                grads.append(grad[:, start:start + part])
+            else:
+                full = np.zeros(shape, dtype=grad.dtype)
+                full[:, sl] = grad[:, start:start + part]
+                grads.append(full)
+            start += part
+        return grads, {}
+
+
+@trains("shortcut")
+class ShortcutTrain:
+    @staticmethod
+    def forward(layer, xs):
+        pre = xs[0] + xs[1]
+        out = activate(layer.activation, pre)
+        return out, {"pre": pre, "out": out}
+
+    @staticmethod
+    def backward(layer, grad, cache):
+        g = grad * activation_grad(layer.activation, cache["pre"], cache["out"])
+        return [g, g], {}
+
+
+@trains("yolo", "region", "dropout")
+class IdentityTrain:
+    @staticmethod
+    def forward(layer, xs):
+        return xs[0], {}
+
+    @staticmethod
+    def backward(layer, grad, cache):
+        return [grad], {}

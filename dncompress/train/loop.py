@@ -1,0 +1,176 @@
+"""The training loop: batches of augmented samples, subdivisions, loss (labels and/or a teacher), SGD,
+optional sparsity, and per-epoch checkpoints in Darknet .weights that a later run resumes from."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..cfg import write_cfg
+from ..data import Dataset
+from ..detect import load_image
+from ..errors import DncompressError
+from ..fsutil import atomic_write_many
+from ..network import Network
+from ..weights import weights_payload
+from .augment import Augment, augment, place
+from .loss import distillation_loss, yolo_loss
+from .optim import SGD, Schedule
+from .runner import TrainRun
+from .sparsity import add_l1_subgradient, gamma_summary
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    epochs: int
+    batch: int            # images per weight update (Darknet's batch)
+    subdivisions: int = 1  # forward/backward passes per update, to bound memory
+    sparsity: float = 0.0
+    augment: bool = True
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class StepLog:
+    epoch: int
+    step: int
+    steps: int
+    loss: dict[str, float]
+    images_per_s: float
+    rate: float
+
+
+def load_batch(net: Network, dataset: Dataset, indices: np.ndarray, aug: Augment | None,
+               rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(N, 3, H, W) float32 images in net-input geometry and their labels in net-input coordinates."""
+    w, h = net.info.width, net.info.height
+    images, labels = [], []
+    for i in indices:
+        sample = dataset.items[i]
+        img = load_image(sample.image)
+        img, lab = augment(img, sample.labels, w, h, aug, rng) if aug else place(img, sample.labels, w, h)
+        images.append(img.transpose(2, 0, 1))
+        labels.append(lab)
+    return np.stack(images), labels
+
+
+def batch_loss(net: Network, outs: list[np.ndarray], labels: list[np.ndarray],
+               teacher_outs: list[np.ndarray] | None, use_labels: bool):
+    """Loss parts and d loss / d head outputs: label loss per head, plus distillation with a teacher."""
+    parts = {"box": 0.0, "obj": 0.0, "cls": 0.0}
+    grads = [np.zeros_like(o) for o in outs]
+    for k, (head, out) in enumerate(zip(net.heads, outs)):
+        if use_labels:
+            head_parts, g = yolo_loss(head, out, labels)
+            grads[k] += g
+            for name, value in head_parts.items():
+                parts[name] += value
+        if teacher_outs is not None:
+            value, g = distillation_loss(head, out, teacher_outs[k])
+            grads[k] += g
+            parts["distill"] = parts.get("distill", 0.0) + value
+    return parts, grads
+
+
+class Checkpoints:
+    """<prefix>.cfg/.weights: the model after the latest epoch; <prefix>_last.weights + _last.npz (momentum):
+    what --resume continues from. Every file is written atomically."""
+
+    def __init__(self, prefix: str | Path):
+        self.prefix = str(prefix)
+        self.files = [f"{self.prefix}.cfg", f"{self.prefix}.weights", f"{self.prefix}_last.weights",
+                      f"{self.prefix}_last.npz"]
+
+    def save(self, net: Network, optimizer: SGD) -> None:
+        """All four files as one set: a Ctrl-C leaves the previous epoch's set or this one, never a mix."""
+        weights = weights_payload(net.header, net.weight_tensors())
+        buffers = {f"{i}:{name}": v for (i, name), v in optimizer.velocity.items()}
+        atomic_write_many(dict(zip(self.files, [write_cfg(net.sections).encode(), weights, weights,
+                                                _npz_bytes(buffers)])))
+
+    def resume(self, net: Network, optimizer: SGD) -> None:
+        last = Path(self.files[2])
+        if not last.exists():
+            raise DncompressError("nothing to resume: no checkpoint from an earlier run", str(last))
+        net.load_weights(last)
+        state = Path(self.files[3])
+        if state.exists():
+            with np.load(state) as saved:
+                optimizer.velocity = {(int(k.split(":")[0]), k.split(":")[1]): saved[k] for k in saved.files}
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def train(net: Network, dataset: Dataset, config: TrainConfig, checkpoints: Checkpoints | None = None,
+          teacher: Network | None = None, resume: bool = False,
+          on_step: Callable[[StepLog], None] | None = None,
+          on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Train `net` in place for config.epochs epochs (counted from its `seen` images when resuming)."""
+    schedule = Schedule.from_net(net.net_section)
+    optimizer = SGD(net, schedule)
+    if resume:
+        checkpoints.resume(net, optimizer)
+    else:
+        # a new run counts from zero, like Darknet's `-clear`: imported weights' `seen` (32M for the COCO
+        # models) would otherwise put the schedule past every step
+        net.header.seen = 0
+    run = TrainRun(net)
+    aug = Augment.from_network(net) if config.augment else None
+    use_labels = teacher is None or dataset.num_boxes > 0
+    batch = min(config.batch, len(dataset))  # a set smaller than --batch trains on all of it per update
+    steps = len(dataset) // batch
+    first_epoch = net.header.seen // (steps * batch)
+    history = []
+    for epoch in range(first_epoch, config.epochs):
+        rng = np.random.default_rng([config.seed, epoch])
+        order = rng.permutation(len(dataset))
+        totals: dict[str, float] = {}
+        for step in range(steps):
+            start = time.perf_counter()
+            grads, parts = accumulate(run, net, dataset, order[step * batch:(step + 1) * batch],
+                                      config.subdivisions, aug, rng, teacher, use_labels)
+            if config.sparsity:
+                add_l1_subgradient(net, grads, config.sparsity, batch)
+            net.header.seen += batch
+            rate = optimizer.step(grads, net.header.seen // batch, batch)
+            for name, value in parts.items():
+                totals[name] = totals.get(name, 0.0) + value / batch
+            if on_step:
+                on_step(StepLog(epoch, step, steps, {k: v / batch for k, v in parts.items()},
+                                batch / (time.perf_counter() - start), rate))
+        record = {"epoch": epoch + 1, "loss": {k: v / steps for k, v in totals.items()}, "gamma": gamma_summary(net)}
+        history.append(record)
+        if checkpoints:
+            checkpoints.save(net, optimizer)
+        if on_epoch:
+            on_epoch(epoch, record)
+    return history
+
+
+def accumulate(run: TrainRun, net: Network, dataset: Dataset, indices: np.ndarray, subdivisions: int,
+               aug: Augment | None, rng: np.random.Generator, teacher: Network | None, use_labels: bool):
+    """Gradients summed over the batch's images, computed in `subdivisions` forward/backward passes."""
+    total: dict[int, dict[str, np.ndarray]] = {}
+    parts: dict[str, float] = {}
+    for chunk in np.array_split(indices, subdivisions):
+        if not len(chunk):
+            continue
+        x, labels = load_batch(net, dataset, chunk, aug, rng)
+        outs = run.forward(x)
+        teacher_outs = teacher.forward(x) if teacher is not None else None
+        chunk_parts, head_grads = batch_loss(net, outs, labels, teacher_outs, use_labels)
+        for index, layer_grads in run.backward(head_grads).items():
+            into = total.setdefault(index, {})
+            for name, g in layer_grads.items():
+                into[name] = into[name] + g if name in into else g
+        for name, value in chunk_parts.items():
+            parts[name] = parts.get(name, 0.0) + value
+    return total, parts

@@ -1,0 +1,57 @@
+"""Runs a Network in training mode: forward keeping per-layer caches, backward to parameter gradients."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DncompressError
+from ..network import Network
+from .graph import TRAIN_LAYERS, update_running_stats
+
+
+class TrainRun:
+    """One forward/backward pass over a batch. `dtype` float64 is for gradient checks."""
+
+    def __init__(self, net: Network, dtype=np.float32):
+        for layer in net.layers:
+            if layer.type not in TRAIN_LAYERS:
+                raise DncompressError(f"layer {layer.index} [{layer.type}] cannot be trained; trainable: "
+                                      + ", ".join(f"[{t}]" for t in sorted(TRAIN_LAYERS)), net.file)
+        self.net = net
+        self.dtype = dtype
+        self.caches: dict[int, dict] = {}
+        self.input_grad: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, update_stats: bool = True, outputs: list[int] | None = None) -> list[np.ndarray]:
+        """x: (N, C, H, W) -> raw head outputs in cfg order (or those of layers `outputs`); keeps what
+        backward needs."""
+        self.outputs = outputs if outputs is not None else [h.index for h in self.net.heads]
+        results: dict[int, np.ndarray] = {}
+        x = x.astype(self.dtype, copy=False)
+        self.caches = {}
+        for layer in self.net.layers:
+            xs = [results[i] if i >= 0 else x for i in layer.inputs]
+            results[layer.index], cache = TRAIN_LAYERS[layer.type][0](layer, xs)
+            if update_stats and "mean" in cache:
+                update_running_stats(layer, cache)
+            self.caches[layer.index] = cache
+        return [results[i] for i in self.outputs]
+
+    def backward(self, output_grads: list[np.ndarray]) -> dict[int, dict[str, np.ndarray]]:
+        """Gradients of every parameter (per layer index) given d loss / d forward's outputs; the gradient
+        w.r.t. the network input is left in `input_grad`."""
+        pending: dict[int, np.ndarray] = dict(zip(self.outputs, output_grads))
+        param_grads: dict[int, dict[str, np.ndarray]] = {}
+        self.input_grad = None
+        for layer in reversed(self.net.layers):
+            grad = pending.pop(layer.index, None)
+            if grad is None:
+                continue
+            input_grads, grads = TRAIN_LAYERS[layer.type][1](layer, grad, self.caches.pop(layer.index))
+            if grads:
+                param_grads[layer.index] = grads
+            for source, g in zip(layer.inputs, input_grads):
+                if source < 0:
+                    self.input_grad = g if self.input_grad is None else self.input_grad + g
+                else:
+                    pending[source] = pending[source] + g if source in pending else g
+        return param_grads

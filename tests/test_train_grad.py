@@ -1,0 +1,214 @@
+"""Numerical gradient checks (float64, tiny shapes) of every trainable layer type and the YOLOv3 loss."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dncompress.cfg import parse_cfg
+from dncompress.engine.backward import maxpool2d_backward
+from dncompress.network import Network
+from dncompress.train.loss import distillation_loss, yolo_loss
+from dncompress.train.runner import TrainRun
+
+EPS = 1e-6
+
+
+def build(body: str, c: int = 3, h: int = 8, w: int = 8, seed: int = 0) -> Network:
+    net = Network(parse_cfg(f"[net]\nwidth={w}\nheight={h}\nchannels={c}\n{body}"))
+    net.init_random(seed)
+    for layer in net.layers:
+        if layer.params:
+            layer.set_params(**{k: v.astype(np.float64) for k, v in layer.params.items()})
+    return net
+
+
+def objective(net: Network, x: np.ndarray, probes: list[np.ndarray]) -> float:
+    outs = TrainRun(net, np.float64).forward(x, update_stats=False, outputs=[len(net.layers) - 1])
+    return float(sum((o * r).sum() for o, r in zip(outs, probes)))
+
+
+def numeric(f, array: np.ndarray, index: tuple, eps: float = EPS) -> float:
+    """Central difference of f() in array[index]."""
+    keep = array[index]
+    array[index] = keep + eps
+    up = f()
+    array[index] = keep - eps
+    down = f()
+    array[index] = keep
+    return (up - down) / (2 * eps)
+
+
+def check_network(net: Network, n: int = 2, seed: int = 1, samples: int = 6) -> None:
+    """Analytic input and parameter gradients of sum(head * probe) match central differences."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (n, *net.input_shape))
+    run = TrainRun(net, np.float64)
+    outs = run.forward(x, update_stats=False, outputs=[len(net.layers) - 1])
+    probes = [rng.normal(0, 1, o.shape) for o in outs]
+    grads = run.backward(probes)
+    f = lambda: objective(net, x, probes)  # noqa: E731
+    checks = [(x, run.input_grad)]
+    for index, layer_grads in grads.items():
+        for name, g in layer_grads.items():
+            checks.append((net.layers[index].params[name], g))
+    assert len(checks) > 1 or not any(layer.params for layer in net.layers)
+    for array, grad in checks:
+        assert grad.shape == array.shape
+        for _ in range(samples):
+            index = tuple(int(rng.integers(s)) for s in array.shape)
+            assert grad[index] == pytest.approx(numeric(f, array, index), rel=1e-5, abs=1e-7), index
+
+
+CONV = "[convolutional]\nbatch_normalize={bn}\nfilters={f}\nsize={k}\nstride={s}\npad={p}\ngroups={g}\nactivation={a}\n"
+
+
+@pytest.mark.parametrize("bn,f,k,s,p,g", [(1, 4, 3, 1, 1, 1), (1, 5, 3, 2, 1, 1), (0, 4, 3, 2, 0, 1),
+                                          (1, 4, 1, 1, 0, 1), (0, 6, 3, 1, 1, 3), (1, 4, 2, 2, 0, 1)])
+def test_conv_gradients(bn, f, k, s, p, g):
+    check_network(build(CONV.format(bn=bn, f=f, k=k, s=s, p=p, g=g, a="leaky"), c=3 * (g > 1) + 3, h=7, w=6))
+
+
+@pytest.mark.parametrize("activation", ["linear", "leaky", "relu", "logistic", "mish", "swish"])
+def test_activation_gradients(activation):
+    check_network(build(CONV.format(bn=1, f=3, k=3, s=1, p=1, g=1, a=activation)))
+
+
+@pytest.mark.parametrize("size,stride,extra", [(2, 2, ""), (2, 1, ""), (3, 2, ""), (3, 1, ""), (2, 2, "padding=0\n")])
+def test_maxpool_gradients(size, stride, extra):
+    body = CONV.format(bn=0, f=3, k=1, s=1, p=0, g=1, a="linear") + f"[maxpool]\nsize={size}\nstride={stride}\n{extra}"
+    check_network(build(body, h=7, w=6))
+
+
+def test_maxpool_ties_go_to_the_first_window_cell():
+    x = np.ones((1, 1, 2, 2))
+    grad = maxpool2d_backward(x, np.ones((1, 1, 1, 1)), 2, 2, 0)
+    assert grad[0, 0].tolist() == [[1, 0], [0, 0]]
+
+
+def test_upsample_route_groups_shortcut_gradients():
+    body = (CONV.format(bn=1, f=4, k=3, s=2, p=1, g=1, a="leaky")      # 0: 4x4x4
+            + "[upsample]\nstride=2\n"                                    # 1: 4x8x8
+            + CONV.format(bn=1, f=4, k=3, s=1, p=1, g=1, a="leaky")      # 2: 4x8x8
+            + "[route]\nlayers=-1,-2\ngroups=2\ngroup_id=1\n"             # 3: 4x8x8
+            + "[shortcut]\nfrom=-2\nactivation=leaky\n"                   # 4
+            + "[route]\nlayers=-1,0\n"                                    # 5 (0 is 4x4, so route 4 with 1)
+            .replace("layers=-1,0", "layers=-1,1")
+            + CONV.format(bn=0, f=3, k=1, s=1, p=0, g=1, a="linear"))
+    check_network(build(body))
+
+
+HEAD = ("[convolutional]\nfilters=21\nsize=1\nstride=1\nactivation=linear\n"
+        "[yolo]\nmask=0,1,2\nanchors=2,3, 5,4, 8,9, 12,10, 20,30, 40,30\nclasses=2\nnum=6\nignore_thresh=0.3\n")
+
+
+def head_network():
+    net = build(CONV.format(bn=1, f=4, k=3, s=2, p=1, g=1, a="leaky") + HEAD, h=32, w=32)
+    return net
+
+
+LABELS = [np.array([[1, 0.3, 0.4, 0.1, 0.12], [0, 0.7, 0.2, 0.2, 0.3], [1, 0.5, 0.5, 0.9, 0.8]]),
+          np.zeros((0, 5))]
+
+
+def test_yolo_loss_gradient():
+    net = head_network()
+    rng = np.random.default_rng(3)
+    out = rng.normal(0, 1, (2, 21, 16, 16))
+    parts, grad = yolo_loss(net.heads[0], out, LABELS)
+    assert parts["box"] > 0 and parts["cls"] > 0 and parts["obj"] > 0
+    f = lambda: sum(yolo_loss(net.heads[0], out, LABELS)[0].values())  # noqa: E731
+    # the responsible cells (anchor 0/1 at the two small truths) and a sample of the rest
+    indices = [(0, 7 + c, 6, 4) for c in range(7)] + [(0, 14 + c, 3, 11) for c in range(7)]
+    indices += [tuple(int(rng.integers(s)) for s in out.shape) for _ in range(20)]
+    for index in indices:
+        # a sum over 10k cells: a larger step keeps round-off below the tolerance
+        assert grad[index] == pytest.approx(numeric(f, out, index, 1e-4), rel=1e-5, abs=1e-8), index
+    # truth 0 (3.2x3.8 px) -> anchor 5,4 (slot 1) at row 6, col 4; truth 1 -> anchor 8,9 (slot 2) at 3, 11
+    assert np.count_nonzero(grad[0, 7:14, 6, 4]) == 7 and np.count_nonzero(grad[0, 14:21, 3, 11]) == 7
+
+
+def test_yolo_loss_targets_follow_darknet():
+    """The 0.9x0.8 truth's best anchor (40x30 of 32 px) is not in mask 0,1,2: nothing is assigned for it;
+    predictions overlapping a truth by more than ignore_thresh get no objectness gradient."""
+    net = head_network()
+    head = net.heads[0]
+    out = np.zeros((1, 21, 16, 16))
+    _, grad = yolo_loss(head, out, LABELS[:1])
+    g = grad.reshape(1, 3, 7, 16, 16)
+    assert np.count_nonzero(g[0, :, 0]) == 2   # x deltas only for the two small truths
+    same = np.array([[0, 7.5 / 16, 7.5 / 16, 8 / 32, 9 / 32]])  # the 8x9-px anchor's shape, centred in cell 7,7
+    _, grad2 = yolo_loss(head, np.zeros((1, 21, 16, 16)), [same])
+    g2 = grad2.reshape(1, 3, 7, 16, 16)
+    assert g2[0, 2, 4, 7, 7] == pytest.approx(0.5 - 1)    # responsible: objectness target 1
+    assert g2[0, 2, 4, 7, 8] == 0                        # 2 px off: IoU 0.6 > 0.3 with the truth, ignored
+    assert g2[0, 2, 4, 0, 0] == pytest.approx(0.5)       # far away: objectness target 0
+
+
+def test_distillation_gradient_and_zero_at_teacher():
+    net = head_network()
+    rng = np.random.default_rng(4)
+    out, teacher = rng.normal(0, 1, (2, 2, 21, 16, 16))
+    value, grad = distillation_loss(net.heads[0], out, teacher)
+    assert value > 0
+    assert distillation_loss(net.heads[0], teacher.copy(), teacher)[0] == pytest.approx(0, abs=1e-9)
+    f = lambda: distillation_loss(net.heads[0], out, teacher)[0]  # noqa: E731
+    for _ in range(20):
+        index = tuple(int(rng.integers(s)) for s in out.shape)
+        # a sum over 10k cells: a larger step keeps round-off below the tolerance
+        assert grad[index] == pytest.approx(numeric(f, out, index, 1e-4), rel=1e-5, abs=1e-8)
+
+
+QCONV = ("[quantize_convolutional]\nbatch_normalize=1\nfilters=4\nsize=3\nstride=1\npad=1\nactivation=leaky\n"
+         "bitw=4\nbita=8\nact_min=-1.5\nact_max=1.5\n")
+
+
+def test_qat_forward_uses_fake_quant_and_gradients_pass_straight_through():
+    """A [quantize_convolutional] trains like a plain conv fed the fake-quantized input and weights; its
+    weight gradient is that conv's (STE) and its input gradient is masked to the activation range."""
+    from dncompress.engine.quantize import affine_params, fake_quantize_float32
+    from dncompress.train.graph import train_weights
+    quant = build(QCONV)
+    plain = build(QCONV.replace("quantize_convolutional", "convolutional"))
+    layer = quant.layers[0]
+    plain.layers[0].set_params(**{**layer.params, "weights": train_weights(layer).astype(np.float64)})
+    assert np.abs(train_weights(layer) - layer.params["weights"]).max() > 1e-3
+    x = np.random.default_rng(5).normal(0, 1, (2, *quant.input_shape))
+    runs = [TrainRun(net, np.float64) for net in (quant, plain)]
+    out_q = runs[0].forward(x, False, [0])[0]
+    out_p = runs[1].forward(fake_quantize_float32(x, *affine_params(-1.5, 1.5, 8), 0, 255).astype(np.float64), False, [0])[0]
+    np.testing.assert_allclose(out_q, out_p, rtol=1e-6, atol=1e-6)
+    probe = np.random.default_rng(6).normal(0, 1, out_q.shape)
+    grads_q, grads_p = runs[0].backward([probe]), runs[1].backward([probe])
+    for name in ("weights", "scales", "biases"):
+        np.testing.assert_allclose(grads_q[0][name], grads_p[0][name], rtol=1e-6, atol=1e-6)
+    inside = np.abs(x) <= 1.5
+    np.testing.assert_allclose(runs[0].input_grad[inside], runs[1].input_grad[inside], rtol=1e-6, atol=1e-6)
+    assert not runs[0].input_grad[~inside].any() and (~inside).any()
+
+
+def test_schedule_follows_darknet_steps_and_burn_in():
+    from dncompress.train.optim import Schedule
+    net = parse_cfg("[net]\nlearning_rate=0.01\nburn_in=100\npolicy=steps\nsteps=200,300\nscales=.1,.5\n")[0]
+    schedule = Schedule.from_net(net)
+    assert schedule.rate(50) == pytest.approx(0.01 * 0.5 ** 4)
+    assert schedule.rate(150) == pytest.approx(0.01)
+    assert schedule.rate(250) == pytest.approx(0.001)
+    assert schedule.rate(300) == pytest.approx(0.0005)
+
+
+def test_sgd_step_is_darknets_update():
+    """v = m v - (g/batch + decay w) for weights, - g/batch for biases and scales; w += lr v."""
+    from dncompress.train.optim import SGD, Schedule
+    net = build(CONV.format(bn=1, f=2, k=1, s=1, p=0, g=1, a="linear"))
+    layer = net.layers[0]
+    before = {k: v.copy() for k, v in layer.params.items()}
+    grads = {0: {k: np.full_like(before[k], 4.0) for k in ("weights", "biases", "scales")}}
+    sgd = SGD(net, Schedule(learning_rate=0.1, momentum=0.5, decay=0.01))
+    for _ in range(2):
+        sgd.step(grads, batch_num=1, batch=2)
+    v1_w = -(2.0 + 0.01 * before["weights"])
+    w1 = before["weights"] + 0.1 * v1_w
+    np.testing.assert_allclose(layer.params["weights"], w1 + 0.1 * (0.5 * v1_w - (2.0 + 0.01 * w1)), rtol=1e-5)
+    np.testing.assert_allclose(layer.params["biases"], before["biases"] + 0.1 * (-2.0) + 0.1 * (0.5 * -2.0 - 2.0),
+                               rtol=1e-5)
+    np.testing.assert_array_equal(layer.params["rolling_mean"], before["rolling_mean"])

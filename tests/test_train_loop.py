@@ -1,0 +1,200 @@
+"""Training end to end on tiny networks: overfitting a few images, sparsity, resume, the CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dncompress.cfg import parse_cfg
+from dncompress.cli import main
+from dncompress.data import Dataset, Sample, parse_labels
+from dncompress.network import Network
+from dncompress.train.loop import Checkpoints, TrainConfig, train
+from dncompress.train.sparsity import gamma_summary, prunable_bn_layers
+
+from conftest import COCO128
+
+TINY = """[net]
+width=96
+height=96
+channels=3
+learning_rate={lr}
+momentum=0.9
+decay=0.0005
+burn_in=0
+hue=.1
+saturation=1.5
+exposure=1.5
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=32
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=1
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=255
+activation=linear
+
+[yolo]
+mask=3,4,5
+anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
+classes=80
+num=6
+jitter=.2
+ignore_thresh=.7
+
+[route]
+layers=-3
+
+[upsample]
+stride=2
+
+[route]
+layers=-1,3
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=255
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
+classes=80
+num=6
+jitter=.2
+ignore_thresh=.7
+"""
+
+
+def tiny_network(lr: float = 0.01, seed: int = 0) -> Network:
+    net = Network(parse_cfg(TINY.format(lr=lr)))
+    net.init_random(seed)
+    return net
+
+
+def coco_subset(count: int) -> Dataset:
+    images = sorted((COCO128 / "images").glob("*.jpg"))[:count]
+    return Dataset([Sample(p, parse_labels(COCO128 / "labels" / f"{p.stem}.txt")) for p in images])
+
+
+pytestmark = pytest.mark.skipif(not COCO128.is_dir(), reason="needs ../shared/data/coco128")
+
+
+def test_overfits_a_few_images():
+    net = tiny_network(lr=0.01)
+    history = train(net, coco_subset(3), TrainConfig(epochs=15, batch=3, augment=False))
+    first, last = (sum(h["loss"].values()) for h in (history[0], history[-1]))
+    assert last < first / 5, (first, last)
+    assert net.header.seen == 15 * 3
+
+
+@pytest.mark.slow  # ~3 s alone, 20+ s when OpenBLAS threads compete on a loaded machine
+def test_sparsity_drives_gammas_toward_zero():
+    def gammas_after(strength: float) -> np.ndarray:
+        net = tiny_network(lr=0.01)
+        train(net, coco_subset(2), TrainConfig(epochs=20, batch=2, sparsity=strength, augment=False))
+        return np.concatenate([np.abs(net.layers[i].params["scales"]) for i in prunable_bn_layers(net)])
+    plain, sparse = gammas_after(0.0), gammas_after(1.0)
+    assert sparse.mean() < plain.mean() / 2
+    assert np.mean(sparse < 0.1) > 2 * np.mean(plain < 0.1)
+
+
+def test_prunable_layers_exclude_convs_feeding_heads():
+    net = tiny_network()
+    assert prunable_bn_layers(net) == [0, 2, 4, 11]
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    data = coco_subset(2)
+    config = TrainConfig(epochs=2, batch=1, augment=True)
+    straight = tiny_network()
+    train(straight, data, config, Checkpoints(tmp_path / "a"))
+    first = tiny_network()
+    train(first, data, TrainConfig(epochs=1, batch=1, augment=True), Checkpoints(tmp_path / "b"))
+    resumed = tiny_network()
+    train(resumed, data, config, Checkpoints(tmp_path / "b"), resume=True)
+    assert resumed.header.seen == straight.header.seen == 4
+    for a, b in zip(straight.weight_tensors(), resumed.weight_tensors()):
+        np.testing.assert_array_equal(a, b)
+    again = Network.from_cfg(tmp_path / "b.cfg", tmp_path / "b.weights")
+    assert again.header.seen == 4
+    for a, b in zip(again.weight_tensors(), resumed.weight_tensors()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_train_cli_writes_checkpoints_and_refuses_to_overwrite(tmp_path):
+    net = tiny_network()
+    net.save(tmp_path / "tiny.cfg", tmp_path / "tiny.weights")
+    data = tmp_path / "list.txt"
+    data.write_text("\n".join(str(s.image) for s in coco_subset(2)))
+    args = ["train", str(tmp_path / "tiny.cfg"), str(tmp_path / "tiny.weights"), "--data", str(data),
+            "--epochs", "1", "--batch", "2", "--sparsity", "0.001", "-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "epoch 1: loss/image box" in result.output and "|gamma| < 0.01" in result.output
+    assert Network.from_cfg(tmp_path / "out.cfg", tmp_path / "out.weights").header.seen == 2
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 2 and "output exists" in again.output
+
+
+def test_train_cli_distils_a_teacher_on_unlabelled_images(tmp_path):
+    tiny_network(seed=1).save(tmp_path / "teacher.cfg", tmp_path / "teacher.weights")
+    tiny_network(lr=0.001, seed=2).save(tmp_path / "student.cfg", tmp_path / "student.weights")
+    images = tmp_path / "unlabelled"
+    images.mkdir()
+    for sample in coco_subset(2):
+        (images / sample.image.name).write_bytes(sample.image.read_bytes())
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "student.cfg"), str(tmp_path / "student.weights"),
+                                       "--data", str(images), "--epochs", "3", "--batch", "2", "--no-augment",
+                                       "--teacher", str(tmp_path / "teacher.cfg"), str(tmp_path / "teacher.weights"),
+                                       "-o", str(tmp_path / "distilled")])
+    assert result.exit_code == 0, result.output
+    losses = [float(line.split("distill ")[1].split(";")[0]) for line in result.output.splitlines()
+              if "loss/image" in line]
+    assert "box 0.000 obj 0.000 cls 0.000" in result.output  # no labels: the teacher alone
+    assert len(losses) == 3 and losses[2] < losses[1] < losses[0]
