@@ -1,0 +1,84 @@
+"""The quantization results of docs/quantization.md: mAP@0.5 on a labelled dataset for fp32 and several
+post-training settings, packed file sizes, and onnxruntime latency of the QDQ export vs fp32.
+
+    python tools/quant_table.py --data ../shared/data/coco128 --calib ../shared/data/images
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from dncompress.data import calibration_batch, load_dataset
+from dncompress.eval import evaluate, fidelity_dataset, predict
+from dncompress.export.onnx import build_onnx, onnx_forward
+from dncompress.network import Network
+from dncompress.quant.apply import QuantConfig, quantize_network
+from dncompress.quant.packed import packed_size
+from dncompress.quant.qdq import build_qdq_onnx
+from dncompress.zoo import find_weights, resolve_cfg
+
+SETTINGS = [
+    ("W8A8", QuantConfig(8, 8)),
+    ("W8 weights only", QuantConfig(8, None)),
+    ("W4A8", QuantConfig(4, 8)),
+    ("W4A8 + bias correction", QuantConfig(4, 8, bias_correction=True)),
+    ("W4A8, mse ranges", QuantConfig(4, 8, method="mse")),
+    ("W4A8, percentile ranges", QuantConfig(4, 8, method="percentile")),
+    ("W4 weights only", QuantConfig(4, None)),
+    ("W4 weights only + bias correction", QuantConfig(4, None, bias_correction=True)),
+    ("W4 weights only, mse", QuantConfig(4, None, method="mse")),
+]
+
+
+def latency_pair(a, b, x, rounds: int = 15) -> tuple[float, float]:
+    """Medians of two forward callables timed in alternation, so machine load hits both alike."""
+    for f in (a, b):
+        f(x)
+    times = ([], [])
+    for _ in range(rounds):
+        for f, t in zip((a, b), times):
+            start = time.perf_counter()
+            f(x)
+            t.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg", default="yolov3-tiny")
+    parser.add_argument("--weights")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--calib", required=True)
+    parser.add_argument("--calib-images", type=int, default=32)
+    args = parser.parse_args()
+    cfg = resolve_cfg(args.cfg)
+    net = Network.from_cfg(cfg, find_weights(cfg, args.weights))
+    size = (net.info.width, net.info.height)
+    dataset = load_dataset(args.data)
+    calib = calibration_batch(args.calib, args.calib_images, *size)
+    classes = net.heads[0].classes
+    base = predict(net.forward, net.heads, dataset, *size, progress=False)
+    reference = fidelity_dataset(base, dataset)
+    result = evaluate(base, dataset, classes)
+    print("| model | mAP@0.5 | mAP@0.5:0.95 | fidelity mAP@0.5 | packed size |")
+    print("| --- | --- | --- | --- | --- |")
+    print(f"| fp32 | {result.map50:.4f} | {result.map50_95:.4f} | 1.0000 | {net.param_count() * 4 / 1e6:.2f} MB |")
+    for name, config in SETTINGS:
+        q = quantize_network(net, config, calib, progress=False)
+        preds = predict(q.forward, q.heads, dataset, *size, progress=False)
+        r = evaluate(preds, dataset, classes)
+        print(f"| {name} | {r.map50:.4f} | {r.map50_95:.4f} | {evaluate(preds, reference, classes).map50:.4f} "
+              f"| {packed_size(q) / 1e6:.2f} MB |", flush=True)
+    x = calib[:1]
+    fp32 = onnx_forward(build_onnx(net), threads=2)
+    for name, config in (("W8A8 QDQ", QuantConfig(8, 8)), ("W8 weights-only QDQ", QuantConfig(8, None))):
+        qdq = onnx_forward(build_qdq_onnx(quantize_network(net, config, calib, progress=False)), threads=2)
+        ms_q, ms_f = latency_pair(qdq, fp32, x)
+        print(f"onnxruntime {name}: {ms_q:.1f} ms vs fp32 {ms_f:.1f} ms ({ms_q / ms_f:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
