@@ -14,17 +14,19 @@ import time
 from pathlib import Path
 
 
-def medians_ms(fns: dict, runs: int, warmup: int = 3) -> dict:
-    """Median ms per function, timed in turn within each round so machine load hits all alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
+def medians_ms(fns: dict, runs: int, warmup: int = 3, block: int = 10) -> dict:
+    """Median ms per function. Backends take turns in blocks of `block` runs: machine load still hits all
+    alike, while one backend's idle-spinning worker threads (OpenBLAS) do not slow the next one's
+    single run, as strict run-by-run alternation does."""
     times = {name: [] for name in fns}
-    for _ in range(runs):
+    while min(len(t) for t in times.values()) < runs:
         for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
+            for _ in range(warmup):
+                fn()
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
