@@ -16,8 +16,7 @@ import time
 
 import numpy as np
 
-from dncompress.data import calibration_batch, load_dataset
-from dncompress.eval import evaluate, fidelity_dataset, predict
+from dncompress.eval import evaluate, predict
 from dncompress.network import Network
 from dncompress.prune.apply import prune_network
 from dncompress.prune.criteria import CRITERIA
@@ -25,7 +24,7 @@ from dncompress.prune.groups import channel_groups
 from dncompress.prune.plan import plan_pruning
 from dncompress.prune.reconstruct import reconstruct
 from dncompress.stats import summary
-from dncompress.zoo import find_weights, resolve_cfg
+from experiment import add_arguments, load_experiment
 
 METHODS = ("no compensation", "compensation", "reconstruction")
 
@@ -54,23 +53,14 @@ def pruned_variant(net: Network, keep, method: str, calib: np.ndarray) -> Networ
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", default="yolov3-tiny")
-    parser.add_argument("--weights")
-    parser.add_argument("--data", required=True, help="labelled dataset (YOLO txt labels)")
-    parser.add_argument("--calib", required=True, help="calibration images, ideally not in --data")
-    parser.add_argument("--calib-images", type=int, default=16)
+    add_arguments(parser, calib_images=16)
     parser.add_argument("--ratios", default="0.3,0.5,0.7")
     parser.add_argument("--criterion", default="bn", choices=sorted(CRITERIA))
     parser.add_argument("--scope", default="global", choices=["global", "layer"])
     args = parser.parse_args()
-    cfg = resolve_cfg(args.cfg)
-    net = Network.from_cfg(cfg, find_weights(cfg, args.weights))
-    size = (net.info.width, net.info.height)
-    dataset = load_dataset(args.data)
-    calib = calibration_batch(args.calib, args.calib_images, *size)
-    classes = net.heads[0].classes
-    base_preds = predict(net.forward, net.heads, dataset, *size, progress=False)
-    reference = fidelity_dataset(base_preds, dataset)
+    exp = load_experiment(args)
+    net, size, dataset, calib, classes = exp.net, exp.size, exp.dataset, exp.calib, exp.classes
+    base_preds, reference = exp.base_preds, exp.reference
     base, base_cost = evaluate(base_preds, dataset, classes), summary(net)
     print(f"{args.cfg}, {len(dataset)} images, criterion {args.criterion}, scope {args.scope}, "
           f"{len(calib)} calibration images")

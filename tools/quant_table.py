@@ -9,16 +9,13 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 
-from dncompress.data import calibration_batch, load_dataset
-from dncompress.eval import evaluate, fidelity_dataset, predict
+from dncompress.eval import evaluate, predict
 from dncompress.export.onnx import build_onnx, onnx_forward
-from dncompress.network import Network
 from dncompress.quant.apply import QuantConfig, quantize_network
 from dncompress.quant.packed import packed_size
 from dncompress.quant.qdq import build_qdq_onnx
-from dncompress.zoo import find_weights, resolve_cfg
+from experiment import add_arguments, load_experiment
 
 SETTINGS = [
     ("W8A8", QuantConfig(8, 8)),
@@ -48,20 +45,11 @@ def latency_pair(a, b, x, rounds: int = 15) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", default="yolov3-tiny")
-    parser.add_argument("--weights")
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--calib", required=True)
-    parser.add_argument("--calib-images", type=int, default=32)
+    add_arguments(parser, calib_images=32)
     args = parser.parse_args()
-    cfg = resolve_cfg(args.cfg)
-    net = Network.from_cfg(cfg, find_weights(cfg, args.weights))
-    size = (net.info.width, net.info.height)
-    dataset = load_dataset(args.data)
-    calib = calibration_batch(args.calib, args.calib_images, *size)
-    classes = net.heads[0].classes
-    base = predict(net.forward, net.heads, dataset, *size, progress=False)
-    reference = fidelity_dataset(base, dataset)
+    exp = load_experiment(args)
+    net, size, dataset, calib, classes = exp.net, exp.size, exp.dataset, exp.calib, exp.classes
+    base, reference = exp.base_preds, exp.reference
     result = evaluate(base, dataset, classes)
     print("| model | mAP@0.5 | mAP@0.5:0.95 | fidelity mAP@0.5 | packed size |")
     print("| --- | --- | --- | --- | --- |")
