@@ -25,13 +25,15 @@ def maxpool_padded(x: np.ndarray, kernel: int, stride: int, padding: int) -> tup
 
 def maxpool2d(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
     """x: (N, C, H, W). Darknet maxpool: windows start at -padding/2; out-of-image cells never win.
-    A running max over the k*k shifted strided slices (sliding_window_view + max is ~17x slower)."""
+    Separable running max: over the k row-shifted strided slices, then the k column-shifted ones
+    (2k passes instead of k*k; sliding_window_view + max is ~17x slower)."""
     xp, _, span_h, span_w = maxpool_padded(x, kernel, stride, padding)
-    out = xp[:, :, 0:span_h:stride, 0:span_w:stride].copy()
-    for dy in range(kernel):
-        for dx in range(kernel):
-            if dy or dx:
-                np.maximum(out, xp[:, :, dy:dy + span_h:stride, dx:dx + span_w:stride], out=out)
+    rows = xp[:, :, 0:span_h:stride].copy()
+    for dy in range(1, kernel):
+        np.maximum(rows, xp[:, :, dy:dy + span_h:stride], out=rows)
+    out = rows[..., 0:span_w:stride].copy()
+    for dx in range(1, kernel):
+        np.maximum(out, rows[..., dx:dx + span_w:stride], out=out)
     return out
 
 
