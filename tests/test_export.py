@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from dncompress.cfg import parse_cfg
 from dncompress.cli import main
-from dncompress.detect import decode_image, iou_matrix, nms
+from dncompress.detect import decode_image, nms
 from dncompress.export.onnx import build_onnx, onnx_forward, parity
 from dncompress.network import Network
 

@@ -10,7 +10,7 @@ from dncompress.cli import main
 from dncompress.data import Dataset, Sample, parse_labels
 from dncompress.network import Network
 from dncompress.train.loop import Checkpoints, TrainConfig, train
-from dncompress.train.sparsity import gamma_summary, prunable_bn_layers
+from dncompress.train.sparsity import prunable_bn_layers
 
 from conftest import COCO128
 

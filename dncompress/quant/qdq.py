@@ -35,12 +35,7 @@ def qdq_conv_hook(g: GraphBuilder, layer, x: str, weights: np.ndarray):
     scale = symmetric_scale(channel_max_abs(weights, layer.per_channel), layer.bitw)
     q = quantize(weights, scale, 0, *signed_range(layer.bitw))
     per_channel = np.broadcast_to(scale.reshape(-1), (layer.filters,)).astype(np.float32)
-    zero = np.zeros(layer.filters, np.int8)
-    if layer.bitw <= 4 and g.opset >= 21:
-        zero_name = g.name("w_zero")
-        g.initializers.append(helper.make_tensor(zero_name, TensorProto.INT4, zero.shape, zero.tolist()))
-    else:
-        zero_name = g.const("w_zero", zero)
+    zero_name = _int_initializer(g, "w_zero", np.zeros(layer.filters, np.int8), layer.bitw)
     w_name = g.op("DequantizeLinear", [_int_initializer(g, f"conv{layer.index}_wq", q, layer.bitw),
                                        g.const("w_scale", per_channel), zero_name], f"conv{layer.index}_w", axis=0)
     if layer.bita:
