@@ -12,6 +12,8 @@ CFGS = ROOT / "darknet_cfgs"
 SHARED = ROOT.parent / "shared" / "data"
 IMAGES = sorted((ROOT / "samples").glob("*.jpg"))
 COCO128 = SHARED / "coco128"
+# the first 12 coco128 images and labels, shipped: fast tests run without ../shared
+COCO_FEW = ROOT / "samples" / "coco12"
 
 if "DNCOMPRESS_CACHE" not in os.environ and (SHARED / "models").is_dir():
     os.environ["DNCOMPRESS_CACHE"] = str(SHARED / "models")

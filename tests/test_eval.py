@@ -12,7 +12,7 @@ from dncompress.data import Dataset, Sample, load_dataset
 from dncompress.detect import detect_image, load_image
 from dncompress.eval import ImagePrediction, evaluate, fidelity_dataset, ground_truth_pixels, predict
 
-from conftest import COCO128
+from conftest import COCO128, COCO_FEW
 
 
 def prediction(boxes, scores, classes, size=100):
@@ -123,7 +123,7 @@ def check_against_pycocotools(net, ds):
 
 
 def test_matches_pycocotools_on_a_few_coco128_images(tiny_net):
-    ds = load_dataset(COCO128)
+    ds = load_dataset(COCO_FEW)
     ds.items = ds.items[:12]
     result, _ = check_against_pycocotools(tiny_net, ds)
     assert result.map50 > 0.1
@@ -149,6 +149,7 @@ def coco_json_reference(preds, ds):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not COCO128.is_dir(), reason="the full coco128 lives in ../shared/data/coco128")
 def test_matches_pycocotools_on_coco128(tiny_net):
     ds = load_dataset(COCO128)
     result, preds = check_against_pycocotools(tiny_net, ds)
@@ -160,7 +161,7 @@ def test_matches_pycocotools_on_coco128(tiny_net):
 
 
 def test_predict_in_batches_equals_detect_image_one_by_one(tiny_net):
-    ds = load_dataset(COCO128)
+    ds = load_dataset(COCO_FEW)
     ds.items = ds.items[1:3]
     preds = predict(tiny_net.forward, tiny_net.heads, ds, 416, 416, use_letterbox=False, batch=2, progress=False)
     for pred, item in zip(preds, ds):
@@ -173,7 +174,7 @@ def test_predict_in_batches_equals_detect_image_one_by_one(tiny_net):
 
 
 def test_fidelity_of_a_model_against_itself_is_one(tiny_net):
-    ds = load_dataset(COCO128)
+    ds = load_dataset(COCO_FEW)
     ds.items = ds.items[:10]
     preds = predict(tiny_net.forward, tiny_net.heads, ds, 416, 416, progress=False)
     reference = fidelity_dataset(preds, ds)
@@ -185,10 +186,10 @@ def coco128_folder(folder, n, labels=True):
     """The first n coco128 images (and their labels) copied into folder/images, folder/labels."""
     (folder / "images").mkdir(parents=True)
     (folder / "labels").mkdir()
-    for image in sorted((COCO128 / "images").glob("*.jpg"))[:n]:
+    for image in sorted((COCO_FEW / "images").glob("*.jpg"))[:n]:
         (folder / "images" / image.name).write_bytes(image.read_bytes())
         if labels:
-            text = (COCO128 / "labels" / f"{image.stem}.txt").read_bytes()
+            text = (COCO_FEW / "labels" / f"{image.stem}.txt").read_bytes()
             (folder / "labels" / f"{image.stem}.txt").write_bytes(text)
     return folder
 

@@ -16,7 +16,7 @@ from dncompress.prune.groups import channel_groups
 from dncompress.prune.plan import plan_pruning
 from dncompress.prune.reconstruct import reconstruct
 
-from conftest import CFGS, COCO128, ROOT, random_network
+from conftest import CFGS, COCO_FEW, ROOT, random_network
 
 DOG = ROOT / "samples" / "dog.jpg"
 
@@ -141,7 +141,7 @@ def test_zero_gamma_channel_pruned_with_compensation_is_exact(tiny_weights, conv
 
 def test_reconstruction_reduces_output_error(tiny_net):
     from dncompress.data import calibration_batch
-    calib = calibration_batch(COCO128, 8, 416, 416)
+    calib = calibration_batch(COCO_FEW, 8, 416, 416)
     test = calib[6:]
     keep = plan_pruning(channel_groups(tiny_net), CRITERIA["l1"](tiny_net), 0.3, "layer")
     pruned = prune_network(tiny_net, keep)
@@ -176,7 +176,7 @@ def test_prune_cli_outputs_report_and_force(tmp_path, tiny_weights):
 def test_sensitivity_cli_writes_table_and_plot(tmp_path, tiny_weights):
     folder = tmp_path / "ds"
     (folder / "images").mkdir(parents=True)
-    for image in sorted((COCO128 / "images").glob("*.jpg"))[:3]:
+    for image in sorted((COCO_FEW / "images").glob("*.jpg"))[:3]:
         (folder / "images" / image.name).write_bytes(image.read_bytes())
     result = CliRunner().invoke(main, ["prune", "--sensitivity", "--data", str(folder), "--ratios", "0.5,0.9",
                                        "-o", str(tmp_path / "sens")])

@@ -18,12 +18,12 @@ from dncompress.quant.apply import QuantConfig, layer_bits, plain_convolutional,
 from dncompress.quant.packed import read_packed, write_packed
 from dncompress.quant.qdq import build_qdq_onnx
 
-from conftest import CFGS, COCO128, ROOT
+from conftest import CFGS, COCO_FEW, ROOT
 
 
 @pytest.fixture(scope="module")
 def calib():
-    return calibration_batch(COCO128, 6, 416, 416)
+    return calibration_batch(COCO_FEW, 6, 416, 416)
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
@@ -193,7 +193,7 @@ def test_qdq_weights_only_matches_engine(tiny_net):
 
 def test_quantize_cli_formats_and_errors(tmp_path, tiny_weights):
     runner = CliRunner()
-    calib_dir = str(COCO128 / "images")
+    calib_dir = str(COCO_FEW / "images")
     result = runner.invoke(main, ["quantize", "--bits", "4", "--format", "packed", "--calib", calib_dir,
                                   "--calib-images", "4", "-o", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output

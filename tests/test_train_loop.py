@@ -12,7 +12,7 @@ from dncompress.network import Network
 from dncompress.train.loop import Checkpoints, TrainConfig, train
 from dncompress.train.sparsity import prunable_bn_layers
 
-from conftest import COCO128
+from conftest import COCO_FEW
 
 TINY = """[net]
 width=96
@@ -118,11 +118,9 @@ def tiny_network(lr: float = 0.01, seed: int = 0) -> Network:
 
 
 def coco_subset(count: int) -> Dataset:
-    images = sorted((COCO128 / "images").glob("*.jpg"))[:count]
-    return Dataset([Sample(p, parse_labels(COCO128 / "labels" / f"{p.stem}.txt")) for p in images])
+    images = sorted((COCO_FEW / "images").glob("*.jpg"))[:count]
+    return Dataset([Sample(p, parse_labels(COCO_FEW / "labels" / f"{p.stem}.txt")) for p in images])
 
-
-pytestmark = pytest.mark.skipif(not COCO128.is_dir(), reason="needs ../shared/data/coco128")
 
 
 def test_overfits_a_few_images():
