@@ -1,6 +1,7 @@
 """The `dncompress` command: thin click wrappers that parse options, call the library and print."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from .quant.packed import packed_size, read_packed, write_packed
 from .quant.qdq import build_qdq_onnx
 from .prune.apply import prune_network
 from .prune.criteria import CRITERIA
+from .prune.energy import energy_aware_prune
 from .prune.groups import channel_groups
 from .prune.plan import plan_pruning
 from .prune.reconstruct import reconstruct as reconstruct_layers
@@ -278,15 +280,19 @@ def export_command(cfg, weights, output, opset, decode, nms, dynamic_batch, imgs
 @click.argument("weights", required=False, type=click.Path())
 @click.option("--imgsz", nargs=2, type=click.IntRange(1, 16384),
               help="Network input W H (default: the cfg's).")
+@click.option("--skip-zeros", is_flag=True, help="Count only nonzero conv weights (needs WEIGHTS): the MACs "
+              "and weight accesses of a zero-skipping accelerator, for weight-pruned models.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def stats_command(cfg, weights, imgsz, as_json):
+def stats_command(cfg, weights, imgsz, skip_zeros, as_json):
     """Per-layer cost table (like Darknet's) and totals: params, size, BFLOPs, peak activation memory,
     energy estimate. Needs no weights; WEIGHTS, if given, is checked against the cfg."""
     width, height = imgsz if imgsz else (None, None)
     cfg_path = resolve_cfg(cfg or DEFAULT_MODEL)
+    if skip_zeros and not weights:
+        raise DncompressError("--skip-zeros counts nonzero weights: give WEIGHTS too")
     net = Network.from_cfg(cfg_path, find_weights(cfg_path, weights) if weights else None, width, height,
                            activation_limit())
-    figures = summary(net)
+    figures = summary(net, skip_zeros=skip_zeros)
     if as_json:
         click.echo(json.dumps(figures, indent=1))
         return
@@ -327,6 +333,11 @@ def print_pruning_report(report: dict) -> None:
     click.echo(f"prunable channels {change('prunable_channels', ',')}; all conv channels {change('channels', ',')}")
     click.echo(f"params {change('params', ',')}")
     click.echo(f"BFLOPs {change('bflops', '.3f')}; size MB {change('size_mb', '.2f')}; energy {change('energy', '.3g')}")
+    print_comparison(report)
+
+
+def print_comparison(report: dict) -> None:
+    """mAP before/after (with labels) and fidelity, as `compare_models` returns them."""
     if "map50" in report:
         a, b = report["map50"]
         click.echo(f"mAP@0.5 {a:.4f} -> {b:.4f}; mAP@0.5:0.95 {report['map50_95'][0]:.4f} -> "
@@ -339,8 +350,10 @@ def print_pruning_report(report: dict) -> None:
 @click.argument("cfg", required=False)
 @click.argument("weights", required=False, type=click.Path())
 @click.option("--ratio", type=float, help="Fraction of prunable channels to remove (0.7 = 70%).")
-@click.option("--criterion", type=click.Choice(sorted(CRITERIA)), default="bn", show_default=True,
-              help="Channel importance: |BN gamma| (network slimming), filter L1/L2 norm, mean activation, random.")
+@click.option("--criterion", type=click.Choice(sorted(CRITERIA) + ["energy"]), default="bn", show_default=True,
+              help="Channel importance: |BN gamma| (network slimming), filter L1/L2 norm, mean activation, random; "
+              "or 'energy': energy-aware weight pruning (RATIO of each conv's weights zeroed, highest-energy "
+              "convs first, restore + least-squares refit on --calib, stop past --max-drop).")
 @click.option("--min-keep", default=0.1, show_default=True,
               help="Per-layer floor: fraction of each layer's channels kept (and at least 1 channel).")
 @click.option("--round", "multiple", type=click.Choice(["1", "8", "16"]), default="1", show_default=True,
@@ -360,9 +373,12 @@ def print_pruning_report(report: dict) -> None:
 @click.option("--sensitivity", is_flag=True, help="With --data: prune each layer group alone at --ratios and "
               "write a table and a PNG plot instead of a pruned model.")
 @click.option("--ratios", default="0.25,0.5,0.75,0.9", show_default=True, help="Ratios for --sensitivity.")
+@click.option("--max-drop", default=0.05, show_default=True, type=click.FloatRange(0, 1),
+              help="--criterion energy: stop when fidelity to the original (mAP@0.5 of its detections on the "
+              "--calib images) falls below 1 - MAX_DROP.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, compensate, reconstruct, calib,
-                  calib_images, prefix, data_path, sensitivity, ratios, force):
+                  calib_images, prefix, data_path, sensitivity, ratios, max_drop, force):
     """Remove channels (network slimming and friends) and write a smaller cfg + weights that Darknet and
     OpenCV load."""
     net = open_network(cfg, weights)
@@ -383,6 +399,9 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
     prefix = prefix or f"{stem}-pruned{ratio:g}"
     outputs = [f"{prefix}.cfg", f"{prefix}.weights"]
     check_outputs(outputs, [net.file, weights], force)
+    if criterion == "energy":
+        run_energy_pruning(net, ratio, calib, calib_images, max_drop, outputs, data_path)
+        return
     calib_batch = calibration_batch(calib, calib_images, *size) if calib else None
     keep = plan_pruning(channel_groups(net), CRITERIA[criterion](net, calib=calib_batch), ratio, scope, min_keep,
                         int(multiple))
@@ -394,6 +413,41 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
     if data_path:
         report.update(compare_models(net, pruned, load_dataset(data_path)))
     print_pruning_report(report)
+    click.echo(f"wrote {outputs[0]} and {outputs[1]}")
+
+
+def run_energy_pruning(net: Network, ratio: float, calib: str | None, calib_images: int, max_drop: float,
+                       outputs: list[str], data_path: str | None) -> None:
+    """Energy-aware weight pruning; fidelity is measured on the calibration images."""
+    if not calib:
+        raise DncompressError("--criterion energy needs calibration images (--calib DIR)")
+    if not 0 < ratio < 1:
+        raise DncompressError(f"--ratio {ratio:g} must be between 0 and 1 for --criterion energy")
+    size = (net.info.width, net.info.height)
+    dataset = load_dataset(calib)
+    dataset = dataclasses.replace(dataset, items=dataset.items[:calib_images])
+    reference = fidelity_dataset(predict(net.forward, net.heads, dataset, *size, progress=False), dataset)
+
+    def fidelity(candidate: Network) -> float:
+        preds = predict(candidate.forward, candidate.heads, dataset, *size, progress=False)
+        return evaluate(preds, reference, net.heads[0].classes).map50
+    pruned, steps = energy_aware_prune(net, calibration_batch(calib, calib_images, *size), ratio, fidelity,
+                                       max_drop)
+    pruned.save(*outputs)
+    click.echo(f"{'layer':>5} {'energy':>7} {'density':>8} {'output error':>22} {'fidelity':>9}")
+    for step in steps:
+        verdict = "" if step.accepted else "  over --max-drop: restored, stop"
+        click.echo(f"{step.index:>5} {step.energy / 1e9:7.3f} {step.density:8.1%} {step.error_magnitude:10.4f} -> "
+                   f"{step.error:<8.4f} {step.fidelity:9.4f}{verdict}")
+    click.echo("(energy: G MAC-units before pruning; output error: relative, magnitude pruning -> after "
+               "restore + least-squares refit)")
+    before, after = summary(net, skip_zeros=True), summary(pruned, skip_zeros=True)
+    for key, label, fmt in (("params", "nonzero params", ","), ("bflops", "BFLOPs (zero-skipping)", ".3f"),
+                            ("energy", "energy (zero-skipping, model)", ".4g")):
+        a, b = before[key], after[key]
+        click.echo(f"{label} {a:{fmt}} -> {b:{fmt}} ({1 - b / a:.1%} less)")
+    if data_path:
+        print_comparison(compare_models(net, pruned, load_dataset(data_path)))
     click.echo(f"wrote {outputs[0]} and {outputs[1]}")
 
 

@@ -85,6 +85,14 @@ class Network:
             net.load_weights(weights_path)
         return net
 
+    def copy(self) -> "Network":
+        """An independent copy: copied sections and parameters, same header."""
+        clone = Network([s.copy() for s in self.sections], self.file)
+        clone.header = self.header
+        for source, layer in zip(self.layers, clone.layers):
+            layer.set_params(**{name: value.copy() for name, value in source.params.items()})
+        return clone
+
     @property
     def sections(self) -> list[Section]:
         return [self.net_section] + [layer.section for layer in self.layers]

@@ -79,11 +79,17 @@ def conv_macs(layer: Convolutional) -> int:
     return layer.filters * c_in * layer.size ** 2 * layer.out_shape[1] * layer.out_shape[2]
 
 
-def layer_costs(net: Network, model: EnergyModel = EnergyModel()) -> list[LayerCost]:
+def layer_costs(net: Network, model: EnergyModel = EnergyModel(), skip_zeros: bool = False) -> list[LayerCost]:
+    """With `skip_zeros`, a conv costs only its nonzero weights: the MACs and weight accesses a
+    zero-skipping accelerator performs (Yang et al.'s accounting of pruned layers)."""
     costs = []
     for layer in net.layers:
         params = sum(_elements(s) for s in layer.param_shapes().values())
         macs = conv_macs(layer) if isinstance(layer, Convolutional) else 0
+        weights = layer.params.get("weights") if skip_zeros and isinstance(layer, Convolutional) else None
+        if weights is not None and weights.size:
+            nonzero = int(np.count_nonzero(weights))
+            macs, params = macs * nonzero // weights.size, params - (weights.size - nonzero)
         costs.append(LayerCost(layer.index, layer.type, getattr(layer, "filters", None), getattr(layer, "size", None),
                                getattr(layer, "stride", None), layer.in_shapes[0], layer.out_shape, macs, params,
                                layer_energy(layer, macs, params, model),
@@ -104,8 +110,8 @@ def activation_memory(net: Network, batch: int = 1) -> tuple[int, int]:
     return sum(sizes), peak
 
 
-def summary(net: Network, model: EnergyModel = EnergyModel()) -> dict:
-    costs = layer_costs(net, model)
+def summary(net: Network, model: EnergyModel = EnergyModel(), skip_zeros: bool = False) -> dict:
+    costs = layer_costs(net, model, skip_zeros)
     total_act, peak = activation_memory(net)
     params = sum(c.params for c in costs)
     levels = {k: sum(c.energy[k] for c in costs) for k in ("mac", "register", "array", "buffer", "dram")}

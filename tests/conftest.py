@@ -15,6 +15,103 @@ COCO128 = SHARED / "coco128"
 # the first 12 coco128 images and labels, shipped: fast tests run without ../shared
 COCO_FEW = ROOT / "samples" / "coco12"
 
+# a 96x96 four-conv detector with 80 classes for fast end-to-end runs; format it with lr=
+SMALL_CFG = """[net]
+width=96
+height=96
+channels=3
+learning_rate={lr}
+momentum=0.9
+decay=0.0005
+burn_in=0
+hue=.1
+saturation=1.5
+exposure=1.5
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=32
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=1
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=255
+activation=linear
+
+[yolo]
+mask=3,4,5
+anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
+classes=80
+num=6
+jitter=.2
+ignore_thresh=.7
+
+[route]
+layers=-3
+
+[upsample]
+stride=2
+
+[route]
+layers=-1,3
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=255
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
+classes=80
+num=6
+jitter=.2
+ignore_thresh=.7
+"""
+
 if "DNCOMPRESS_CACHE" not in os.environ and (SHARED / "models").is_dir():
     os.environ["DNCOMPRESS_CACHE"] = str(SHARED / "models")
 

@@ -12,107 +12,11 @@ from dncompress.network import Network
 from dncompress.train.loop import Checkpoints, TrainConfig, train
 from dncompress.train.sparsity import prunable_bn_layers
 
-from conftest import COCO_FEW
-
-TINY = """[net]
-width=96
-height=96
-channels=3
-learning_rate={lr}
-momentum=0.9
-decay=0.0005
-burn_in=0
-hue=.1
-saturation=1.5
-exposure=1.5
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=32
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=1
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=255
-activation=linear
-
-[yolo]
-mask=3,4,5
-anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
-classes=80
-num=6
-jitter=.2
-ignore_thresh=.7
-
-[route]
-layers=-3
-
-[upsample]
-stride=2
-
-[route]
-layers=-1,3
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=255
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
-classes=80
-num=6
-jitter=.2
-ignore_thresh=.7
-"""
+from conftest import COCO_FEW, SMALL_CFG
 
 
 def tiny_network(lr: float = 0.01, seed: int = 0) -> Network:
-    net = Network(parse_cfg(TINY.format(lr=lr)))
+    net = Network(parse_cfg(SMALL_CFG.format(lr=lr)))
     net.init_random(seed)
     return net
 
@@ -120,7 +24,6 @@ def tiny_network(lr: float = 0.01, seed: int = 0) -> Network:
 def coco_subset(count: int) -> Dataset:
     images = sorted((COCO_FEW / "images").glob("*.jpg"))[:count]
     return Dataset([Sample(p, parse_labels(COCO_FEW / "labels" / f"{p.stem}.txt")) for p in images])
-
 
 
 def test_overfits_a_few_images():

@@ -56,6 +56,10 @@ class Layer:
         """Floats of scratch memory `forward` allocates besides its output (for memory estimates)."""
         return 0
 
+    def set_params(self, **params: np.ndarray) -> None:
+        """Replace parameters (layers caching derived arrays override this to drop them)."""
+        self.params.update(params)
+
     def forward(self, xs: list[np.ndarray]) -> np.ndarray:
         """xs: the outputs of `self.inputs`, each (N, C, H, W)."""
         raise NotImplementedError
