@@ -25,6 +25,7 @@ from .quant.qdq import build_qdq_onnx
 from .prune.apply import prune_network
 from .prune.criteria import CRITERIA
 from .prune.energy import energy_aware_prune
+from .prune.search import SearchConfig, search
 from .prune.groups import channel_groups
 from .prune.plan import plan_pruning
 from .prune.reconstruct import reconstruct as reconstruct_layers
@@ -375,10 +376,22 @@ def print_comparison(report: dict) -> None:
 @click.option("--ratios", default="0.25,0.5,0.75,0.9", show_default=True, help="Ratios for --sensitivity.")
 @click.option("--max-drop", default=0.05, show_default=True, type=click.FloatRange(0, 1),
               help="--criterion energy: stop when fidelity to the original (mAP@0.5 of its detections on the "
-              "--calib images) falls below 1 - MAX_DROP.")
+              "--calib images after the first --calib-images, held out from the fit) falls below 1 - MAX_DROP.")
+@click.option("--search", is_flag=True, help="Pruning-as-Search: learn per-layer widths by training binary "
+              "channel indicators (and the weights) on --data towards --target-bflops.")
+@click.option("--target-bflops", type=click.FloatRange(min=0, min_open=True), help="--search: BFLOPs to reach.")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(1), help="--search: epochs over --data.")
+@click.option("--penalty", default=200.0, show_default=True, type=click.FloatRange(0),
+              help="--search: weight of ((BFLOPs - target) / target)^2 beside the YOLO loss per image.")
+@click.option("--gate-lr", default=0.3, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="--search: SGD rate of the indicators (they start at 1 and switch off below 0.5).")
+@click.option("--weight-lr", type=click.FloatRange(0), help="--search: SGD rate of the weights (default: the "
+              "cfg's learning_rate; 0 freezes them).")
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(1), help="--search: images per step.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, compensate, reconstruct, calib,
-                  calib_images, prefix, data_path, sensitivity, ratios, max_drop, force):
+                  calib_images, prefix, data_path, sensitivity, ratios, max_drop, search, target_bflops, epochs,
+                  penalty, gate_lr, weight_lr, batch, force):
     """Remove channels (network slimming and friends) and write a smaller cfg + weights that Darknet and
     OpenCV load."""
     net = open_network(cfg, weights)
@@ -391,6 +404,15 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
         check_outputs([f"{prefix}.png", f"{prefix}.json"], [net.file, weights], force)
         run_sensitivity(net, criterion, parse_ratios(ratios), load_dataset(data_path), prefix,
                         calibration_batch(calib, calib_images, *size) if calib else None)
+        return
+    if search:
+        if not data_path or target_bflops is None:
+            raise DncompressError("--search needs a labelled --data set and --target-bflops")
+        prefix = prefix or f"{stem}-search{target_bflops:g}"
+        outputs = [f"{prefix}.cfg", f"{prefix}.weights"]
+        check_outputs(outputs, [net.file, weights, data_path], force)
+        run_search(net, load_dataset(data_path), SearchConfig(target_bflops, epochs, batch, penalty, gate_lr,
+                                                              weight_lr), outputs)
         return
     if ratio is None:
         raise DncompressError("--ratio is required (e.g. --ratio 0.7)")
@@ -416,6 +438,27 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
     click.echo(f"wrote {outputs[0]} and {outputs[1]}")
 
 
+def run_search(net: Network, dataset, config: SearchConfig, outputs: list[str]) -> None:
+    """Pruning-as-search, then the searched widths applied (gated channels emit 0: no compensation)."""
+    check_heads(net.heads, net.file)
+    dataset.check_classes(net.heads[0].classes)
+    original = net.copy()
+    with click.progressbar(length=config.epochs * (len(dataset) // min(config.batch, len(dataset))), label="search",
+                           file=sys.stderr, item_show_func=lambda text: text, hidden=not sys.stderr.isatty()) as bar:
+        def on_step(log):
+            bar.update(1, f"epoch {log.epoch + 1} loss {log.loss:.2f} BFLOPs {log.bflops:.3f} | "
+                          f"{log.images_per_s:.1f} img/s")
+        indicators = search(net, dataset, config, on_step)
+    pruned = prune_network(net, indicators.keep(), with_compensation=False)
+    pruned.save(*outputs)
+    report = pruning_report(original, pruned)
+    report.update(compare_models(original, pruned, dataset))
+    print_pruning_report(report)
+    click.echo("(mAP and fidelity on the search set --data" + ("" if config.weight_lr == 0 else
+               ", which the weights were trained on") + ")")
+    click.echo(f"wrote {outputs[0]} and {outputs[1]}")
+
+
 def run_energy_pruning(net: Network, ratio: float, calib: str | None, calib_images: int, max_drop: float,
                        outputs: list[str], data_path: str | None) -> None:
     """Energy-aware weight pruning; fidelity is measured on the calibration images."""
@@ -424,8 +467,13 @@ def run_energy_pruning(net: Network, ratio: float, calib: str | None, calib_imag
     if not 0 < ratio < 1:
         raise DncompressError(f"--ratio {ratio:g} must be between 0 and 1 for --criterion energy")
     size = (net.info.width, net.info.height)
-    dataset = load_dataset(calib)
-    dataset = dataclasses.replace(dataset, items=dataset.items[:calib_images])
+    images = load_dataset(calib)
+    fit_count = min(calib_images, len(images))
+    # fidelity on images the least-squares fit did not see: on its own images it is optimistic
+    held_out = images.items[fit_count:fit_count + calib_images]
+    dataset = dataclasses.replace(images, items=held_out or images.items[:fit_count])
+    click.echo(f"least-squares fit on {fit_count} --calib images; fidelity on "
+               + (f"the {len(held_out)} after them" if held_out else "the same images (--calib has no more)"))
     reference = fidelity_dataset(predict(net.forward, net.heads, dataset, *size, progress=False), dataset)
 
     def fidelity(candidate: Network) -> float:

@@ -129,6 +129,20 @@ def tiny_net(tiny_weights):
     return Network.from_cfg(CFGS / "yolov3-tiny.cfg", tiny_weights)
 
 
+def small_network(seed: int = 0):
+    """SMALL_CFG with seeded random weights, calibrated BN, and heads biased to predict almost nothing
+    (evaluating random boxes by the thousand is slow)."""
+    from dncompress.cfg import parse_cfg
+    from dncompress.network import Network
+    net = Network(parse_cfg(SMALL_CFG.format(lr=0.001)))
+    net.init_random(seed)
+    net.calibrate_batchnorm(np.random.default_rng(seed).random((2, *net.input_shape), dtype=np.float32))
+    for head in net.heads:
+        conv = net.layers[head.inputs[0]]
+        conv.set_params(biases=np.full(conv.filters, -6, np.float32))
+    return net
+
+
 def random_network(name: str, seed: int = 0, width: int | None = None, height: int | None = None):
     """A packaged cfg with seeded random weights and BN statistics calibrated on a random batch."""
     from dncompress.network import Network

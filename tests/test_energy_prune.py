@@ -14,7 +14,7 @@ from dncompress.prune.energy import (LayerStatistics, energy_aware_prune, energy
                                      restore)
 from dncompress.stats import layer_costs, summary
 
-from conftest import COCO_FEW, SMALL_CFG, random_network
+from conftest import COCO_FEW, random_network, small_network
 
 
 def random_statistics(rng, o: int, k: int, rows: int = 200, correlated: bool = False):
@@ -103,17 +103,8 @@ def test_energy_order_follows_the_cost_model():
     assert sorted(order) == [layer.index for layer in net.layers if layer.type == "convolutional"]
 
 
-def small_network(tmp_path, seed: int = 0) -> Network:
-    cfg = tmp_path / "small.cfg"
-    cfg.write_text(SMALL_CFG.format(lr=0.001))
-    net = Network.from_cfg(cfg)
-    net.init_random(seed)
-    net.calibrate_batchnorm(np.random.default_rng(seed).random((2, 3, 96, 96), dtype=np.float32))
-    return net
-
-
 def test_prune_reaches_the_ratio_and_refit_beats_magnitude(tmp_path):
-    net = small_network(tmp_path)
+    net = small_network()
     calib = np.random.default_rng(1).random((4, 3, 96, 96), dtype=np.float32)
     pruned, steps = energy_aware_prune(net, calib, 0.5, lambda candidate: 1.0, max_drop=0.1, progress=False)
     assert [s.index for s in steps] == energy_order(net) and all(s.accepted for s in steps)
@@ -125,7 +116,7 @@ def test_prune_reaches_the_ratio_and_refit_beats_magnitude(tmp_path):
 
 
 def test_prune_stops_and_restores_the_layer_past_max_drop(tmp_path):
-    net = small_network(tmp_path)
+    net = small_network()
     calib = np.random.default_rng(1).random((2, 3, 96, 96), dtype=np.float32)
     scores = iter([0.99, 0.5])
     pruned, steps = energy_aware_prune(net, calib, 0.5, lambda candidate: next(scores), max_drop=0.05,
@@ -138,7 +129,7 @@ def test_prune_stops_and_restores_the_layer_past_max_drop(tmp_path):
 
 
 def test_summary_skip_zeros_counts_nonzero_weights(tmp_path):
-    net = small_network(tmp_path)
+    net = small_network()
     rng = np.random.default_rng(4)
     for layer in net.layers:
         if layer.type == "convolutional":
@@ -153,8 +144,7 @@ def test_summary_skip_zeros_counts_nonzero_weights(tmp_path):
 
 
 def test_energy_cli_small_network(tmp_path):
-    net = small_network(tmp_path)
-    net.save(tmp_path / "small.cfg", tmp_path / "small.weights")
+    small_network().save(tmp_path / "small.cfg", tmp_path / "small.weights")
     runner = CliRunner()
     args = ["prune", str(tmp_path / "small.cfg"), str(tmp_path / "small.weights"), "--criterion", "energy",
             "--ratio", "0.6", "--calib", str(COCO_FEW), "--calib-images", "2", "--max-drop", "1",

@@ -135,8 +135,8 @@ def train(net: Network, dataset: Dataset, config: TrainConfig, checkpoints: Chec
         totals: dict[str, float] = {}
         for step in range(steps):
             start = time.perf_counter()
-            grads, parts = accumulate(run, net, dataset, order[step * batch:(step + 1) * batch],
-                                      config.subdivisions, aug, rng, teacher, use_labels)
+            grads, parts, _ = accumulate(run, net, dataset, order[step * batch:(step + 1) * batch],
+                                         config.subdivisions, aug, rng, teacher, use_labels)
             if config.sparsity:
                 add_l1_subgradient(net, grads, config.sparsity, batch)
             net.header.seen += batch
@@ -157,9 +157,11 @@ def train(net: Network, dataset: Dataset, config: TrainConfig, checkpoints: Chec
 
 def accumulate(run: TrainRun, net: Network, dataset: Dataset, indices: np.ndarray, subdivisions: int,
                aug: Augment | None, rng: np.random.Generator, teacher: Network | None, use_labels: bool):
-    """Gradients summed over the batch's images, computed in `subdivisions` forward/backward passes."""
+    """Gradients summed over the batch's images, computed in `subdivisions` forward/backward passes:
+    (parameter gradients, loss parts, gradients of the run's gates)."""
     total: dict[int, dict[str, np.ndarray]] = {}
     parts: dict[str, float] = {}
+    gate_total: dict[int, np.ndarray] = {}
     for chunk in np.array_split(indices, subdivisions):
         if not len(chunk):
             continue
@@ -171,6 +173,8 @@ def accumulate(run: TrainRun, net: Network, dataset: Dataset, indices: np.ndarra
             into = total.setdefault(index, {})
             for name, g in layer_grads.items():
                 into[name] = into[name] + g if name in into else g
+        for index, g in run.gate_grads.items():
+            gate_total[index] = gate_total[index] + g if index in gate_total else g
         for name, value in chunk_parts.items():
             parts[name] = parts.get(name, 0.0) + value
-    return total, parts
+    return total, parts, gate_total

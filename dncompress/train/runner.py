@@ -9,9 +9,11 @@ from .graph import TRAIN_LAYERS, update_running_stats
 
 
 class TrainRun:
-    """One forward/backward pass over a batch. `dtype` float64 is for gradient checks."""
+    """One forward/backward pass over a batch. `dtype` float64 is for gradient checks. `gates` maps a
+    layer index to a per-channel factor (C,) applied to its output (pruning-as-search indicators);
+    backward leaves d loss / d gate in `gate_grads`."""
 
-    def __init__(self, net: Network, dtype=np.float32):
+    def __init__(self, net: Network, dtype=np.float32, gates: dict[int, np.ndarray] | None = None):
         for layer in net.layers:
             if layer.type not in TRAIN_LAYERS:
                 raise DncompressError(f"layer {layer.index} [{layer.type}] cannot be trained; trainable: "
@@ -20,6 +22,8 @@ class TrainRun:
         self.dtype = dtype
         self.caches: dict[int, dict] = {}
         self.input_grad: np.ndarray | None = None
+        self.gates = gates if gates is not None else {}
+        self.gate_grads: dict[int, np.ndarray] = {}
 
     def forward(self, x: np.ndarray, update_stats: bool = True, outputs: list[int] | None = None) -> list[np.ndarray]:
         """x: (N, C, H, W) -> raw head outputs in cfg order (or those of layers `outputs`); keeps what
@@ -31,6 +35,10 @@ class TrainRun:
         for layer in self.net.layers:
             xs = [results[i] if i >= 0 else x for i in layer.inputs]
             results[layer.index], cache = TRAIN_LAYERS[layer.type][0](layer, xs)
+            if layer.index in self.gates:
+                gate = self.gates[layer.index].astype(self.dtype).reshape(1, -1, 1, 1)
+                cache["ungated"] = results[layer.index]
+                results[layer.index] = cache["ungated"] * gate
             if update_stats and "mean" in cache:
                 update_running_stats(layer, cache)
             self.caches[layer.index] = cache
@@ -42,11 +50,16 @@ class TrainRun:
         pending: dict[int, np.ndarray] = dict(zip(self.outputs, output_grads))
         param_grads: dict[int, dict[str, np.ndarray]] = {}
         self.input_grad = None
+        self.gate_grads = {}
         for layer in reversed(self.net.layers):
             grad = pending.pop(layer.index, None)
             if grad is None:
                 continue
-            input_grads, grads = TRAIN_LAYERS[layer.type][1](layer, grad, self.caches.pop(layer.index))
+            cache = self.caches.pop(layer.index)
+            if layer.index in self.gates:
+                self.gate_grads[layer.index] = np.einsum("nchw,nchw->c", grad, cache["ungated"])
+                grad = grad * self.gates[layer.index].astype(grad.dtype).reshape(1, -1, 1, 1)
+            input_grads, grads = TRAIN_LAYERS[layer.type][1](layer, grad, cache)
             if grads:
                 param_grads[layer.index] = grads
             for source, g in zip(layer.inputs, input_grads):
