@@ -128,9 +128,9 @@ def compose(first: Branch, second: Branch) -> Branch | None:
     return None
 
 
-def conv_macs(layer, size: int, groups: int = 1) -> int:
-    """Multiply-accumulates of a conv with `layer`'s output shape and input channels at kernel `size`."""
-    return int(np.prod(layer.out_shape)) * layer.in_shapes[0][0] // groups * size * size
+def conv_macs(out_shape: tuple[int, int, int], in_channels: int, size: int, groups: int = 1) -> int:
+    """Multiply-accumulates of a conv producing `out_shape` (C, H, W)."""
+    return int(np.prod(out_shape)) * in_channels // groups * size * size
 
 
 def merged_section(base: Section, branch: Branch, filters: int, activation: str, comments: list[str]) -> Section:
@@ -184,7 +184,8 @@ def alias_of(net: Network, index: int) -> tuple[int, list[int]]:
 
 def parallel_match(net: Network, shortcut, read_by: list[list[int]]) -> Match | None:
     """shortcut = act(a + b) where a and b are linear convs on one tensor X (or X itself), each conv read by
-    nothing else, and the layer left before the shortcut once they are gone still yields X."""
+    nothing else, the layer left before the shortcut once they are gone still yields X, and the merged conv
+    costs no more MACs than the branches."""
     if set(shortcut.section.options) - SHORTCUT_KEYS:
         return None
     options = []
@@ -220,10 +221,12 @@ def _parallel(net: Network, shortcut, convs: list, x: int, routes: list[int], re
         return None
     groups = next(c.groups for c in convs if c is not None)
     channels = shortcut.out_shape[0]
+    channels_in = next(c.in_shapes[0][0] for c in convs if c is not None)
     branches = [conv_branch(c) if c is not None else identity_branch(channels, groups) for c in convs]
     merged = merge_parallel(branches)
-    if merged is None:
-        return None
+    separate = sum(conv_macs(c.out_shape, c.in_shapes[0][0], c.size, c.groups) for c in convs if c is not None)
+    if merged is None or conv_macs(shortcut.out_shape, channels_in, merged.size, merged.groups) > separate:
+        return None  # e.g. a grouped 3x3 beside a dense 1x1 would become a dense 3x3
     base = net.layers[max((c for c in convs if c is not None), key=lambda c: c.size).index].section
     block = sorted(removed | {shortcut.index})
     section = merged_section(base, merged, channels, shortcut.activation, net.layers[block[0]].section.comments)
@@ -240,8 +243,10 @@ def sequential_match(net: Network, layer, read_by: list[list[int]]) -> Match | N
     if not is_linear_conv(first) or read_by[first.index] != [layer.index]:
         return None
     merged = compose(conv_branch(first), conv_branch(layer))
-    if merged is None or conv_macs(layer, merged.size) > conv_macs(first, first.size, first.groups) + \
-            conv_macs(layer, layer.size, layer.groups):
+    if merged is None:
+        return None
+    separate = sum(conv_macs(c.out_shape, c.in_shapes[0][0], c.size, c.groups) for c in (first, layer))
+    if conv_macs(layer.out_shape, first.in_shapes[0][0], merged.size) > separate:
         return None
     base = (first if merged.size == first.size and merged.size > 1 else layer).section
     section = merged_section(base, merged, layer.filters, layer.activation, first.section.comments)
