@@ -420,7 +420,8 @@ def reparam_command(cfg, weights, prefix, force):
         raise DncompressError(f"the folded network differs from the original by {diff:.3g} of the output scale "
                               f"(> 1e-4); not written", outputs[0])
     folded.save(*outputs)
-    click.echo(f"batchnorm folded into {len(bn_folded)} convs" if bn_folded else "no batchnorm to fold")
+    if bn_folded:
+        click.echo(f"batchnorm folded into {len(bn_folded)} convs")
     for fold in folds:
         click.echo(fold.describe())
     if not bn_folded and not folds:

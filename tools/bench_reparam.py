@@ -1,11 +1,13 @@
 """The latency effect of structural reparameterization, every model and backend measured in the same run.
 
-    python tools/bench_reparam.py [--runs 30] [--imgsz 416] [--threads 2] [--seed 0]
+    python tools/bench_reparam.py [--runs 30] [--imgsz 416] [--threads 2] [--block 10] [--seed 0]
 
 Times a forward pass of yolov3-tiny-rep (RepVGG-style 3x3 + 1x1 branches, seeded random weights) and of
 its `reparameterize` output, and of yolov3-tiny (official weights) and its BN-folded copy, in the numpy
 engine, onnxruntime (on the ONNX export) and OpenCV DNN (on the written cfg + weights); prints medians and
-the folded/original ratio per backend. Backends and models take turns in blocks (tools/bench.py).
+the folded/original ratio per backend. Backends and models take turns in blocks (tools/bench.py), each
+original next to its folded twin; on a loaded machine `--threads 1 --block 2` keeps the pairs closest in time
+(one thread: no OpenBLAS workers spinning into the next block).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--imgsz", type=int, default=416)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--block", type=int, default=10, help="runs per turn")
     parser.add_argument("--seed", type=int, default=0, help="random weights of yolov3-tiny-rep")
     args = parser.parse_args()
     # must be set before numpy loads OpenBLAS
@@ -47,29 +50,29 @@ def main() -> None:
              "yolov3-tiny -> BN folded": (tiny, reparameterize(tiny)[0])}
 
     cv2.setNumThreads(args.threads)
-    folder = Path(tempfile.mkdtemp(prefix="bench_reparam."))
-    fns = {}
-    for label, nets in pairs.items():
-        print(f"{label}: layers {len(nets[0].layers)} -> {len(nets[1].layers)}, heads max abs diff "
-              f"{head_difference(*nets, blob):.1e} of the output scale")
-        for role, net in zip(("original", "folded"), nets):
-            stem = folder / f"{label.split()[0]}-{role}"
-            net.save(f"{stem}.cfg", f"{stem}.weights")
-            cvnet = cv2.dnn.readNetFromDarknet(f"{stem}.cfg", f"{stem}.weights")
-            ort_forward = onnx_forward(build_onnx(net), threads=args.threads)
-            fns[label, "numpy engine", role] = lambda net=net: net.forward(blob)
-            fns[label, "onnxruntime", role] = lambda f=ort_forward: f(blob)
-            fns[label, "opencv dnn", role] = lambda cvnet=cvnet: (cvnet.setInput(blob),
-                                                                   cvnet.forward(cvnet.getUnconnectedOutLayersNames()))
-    for path in folder.iterdir():
-        path.unlink()
-    folder.rmdir()
-
     backends = ("numpy engine", "onnxruntime", "opencv dnn")
-    # each original next to its folded twin, so a change in machine load hits both alike
-    order = sorted(fns, key=lambda key: (list(pairs).index(key[0]), backends.index(key[1]), key[2] == "folded"))
-    results = medians_ms({key: fns[key] for key in order}, args.runs)
-    print(f"{size}x{size}, batch 1, {args.threads} threads, median ms of {args.runs} runs (folded/original)")
+    fns = {}  # each original next to its folded twin, so a change in machine load hits both alike
+    with tempfile.TemporaryDirectory(prefix="bench_reparam.") as folder:
+        for label, nets in pairs.items():
+            print(f"{label}: layers {len(nets[0].layers)} -> {len(nets[1].layers)}, heads max abs diff "
+                  f"{head_difference(*nets, blob):.1e} of the output scale")
+            runners = {}
+            for role, net in zip(("original", "folded"), nets):
+                stem = Path(folder) / f"{label.split()[0]}-{role}"
+                net.save(f"{stem}.cfg", f"{stem}.weights")
+                cvnet = cv2.dnn.readNetFromDarknet(f"{stem}.cfg", f"{stem}.weights")
+                ort_forward = onnx_forward(build_onnx(net), threads=args.threads)
+                runners[role] = {"numpy engine": lambda net=net: net.forward(blob),
+                                 "onnxruntime": lambda f=ort_forward: f(blob),
+                                 "opencv dnn": lambda cvnet=cvnet: (cvnet.setInput(blob),
+                                                                    cvnet.forward(cvnet.getUnconnectedOutLayersNames()))}
+            for backend in backends:
+                for role in ("original", "folded"):
+                    fns[label, backend, role] = runners[role][backend]
+    results = medians_ms(fns, args.runs, warmup=min(3, args.block), block=args.block)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"{size}x{size}, batch 1, {args.threads} threads, median ms of {args.runs} runs (folded/original); "
+          f"load average {load}")
     print(f"  {'':<28}" + "".join(f"{b:>22}" for b in backends))
     for label in pairs:
         cells = [f"{results[label, b, 'original']:7.1f} -> {results[label, b, 'folded']:6.1f} "
