@@ -54,6 +54,7 @@ FOLDABLE = {
     + shortcut(-3, "mish"),
     "grouped 3x3 + 1x1 + identity": conv(groups=2) + route(-2) + conv(size=1, groups=2) + shortcut(-3, "linear")
     + shortcut(-5),
+    "grouped 3x3 + dense 3x3": conv(groups=2) + route(-2) + conv() + shortcut(-3),
     "3x3 -> 1x1": conv(filters=8) + conv(size=1, activation="leaky"),
     "1x1 -> 1x1": conv(filters=16, size=1) + conv(size=1, activation="leaky"),
     "1x1 -> unpadded 3x3": conv(filters=16, size=1) + conv(pad=0, activation="leaky"),
@@ -177,3 +178,11 @@ def test_cli_refuses_to_overwrite(tmp_path):
     result = run("reparam", cfg, weights, "-o", tmp_path / "out", "--force")
     assert result.exit_code == 0 and "layers 5 -> 2" in result.stdout
     assert len(Network.from_cfg(tmp_path / "out.cfg", tmp_path / "out.weights").layers) == 2
+
+
+def test_cli_on_a_network_without_anything_to_fold(tmp_path):
+    net, _ = build(NET + conv(bn=0, activation="leaky") + conv(size=1, bn=0))
+    net.save(tmp_path / "m.cfg", tmp_path / "m.weights")
+    result = run("reparam", tmp_path / "m.cfg", tmp_path / "m.weights", "-o", tmp_path / "out")
+    assert result.exit_code == 0 and "nothing to fold" in result.stdout
+    assert (tmp_path / "out.cfg").read_text() == (tmp_path / "m.cfg").read_text()
