@@ -81,6 +81,7 @@ TINY = CFGS / "yolov3-tiny.cfg"
 INTERRUPTED_WRITERS = {
     "prune": (lambda weights, data, out: ["prune", TINY, weights, "--ratio", "0.5", "-o", out / "p"], 2),
     "quantize": (lambda weights, data, out: ["quantize", TINY, weights, "--act-bits", "none", "-o", out / "q"], 2),
+    "reparam": (lambda weights, data, out: ["reparam", TINY, weights, "-o", out / "r"], 2),
     "export": (lambda weights, data, out: ["export", TINY, weights, "-o", out / "m.onnx"], 1),
     "train": (lambda weights, data, out: ["train", TINY, weights, "--data", data, "--epochs", "1", "--imgsz", "64",
                                           "-o", out / "t"], 3),

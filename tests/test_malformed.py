@@ -62,6 +62,7 @@ COMMANDS = {
                      "cfg", "weights", "labels", "data-image", "detector-cfg", "out"),
     "prune": command(lambda i: ["prune", i.cfg, i.weights, "--ratio", "0.5", "-o", i.out / "p"], "cfg", "weights",
                      "out"),
+    "reparam": command(lambda i: ["reparam", i.cfg, i.weights, "-o", i.out / "r"], "cfg", "weights", "out"),
 }
 
 

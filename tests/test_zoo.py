@@ -241,7 +241,7 @@ def test_resolve_cfg_not_found_lists_places_and_packaged_cfgs(tmp_path, monkeypa
     message = str(err.value)
     assert message.startswith("nope: cfg not found")
     assert str(tmp_path / "nope.cfg") in message and str(zoo.PACKAGED_CFGS[0] / "nope.cfg") in message
-    assert "packaged cfgs: yolov2-tiny, yolov3, yolov3-tiny, yolov4-tiny" in message
+    assert "packaged cfgs: yolov2-tiny, yolov3, yolov3-tiny, yolov3-tiny-rep, yolov4-tiny" in message
 
 
 @pytest.mark.skipif(not (SHARED / "models" / "yolov3-tiny.weights").is_file(), reason="no shared copy")
