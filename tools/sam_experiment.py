@@ -2,7 +2,7 @@
 random fonts, positions, scales and intensities, plus noise), two nets of the same topology built from
 cfg text, trained with the engine's backward and SGD, with and without L1 sparsity on the kernel weights.
 
-    python tools/sam_experiment.py [--train 3000] [--test 1000] [--epochs 6] [--l1 2e-4] [--threads 1]
+    python tools/sam_experiment.py [--train 4000] [--test 1000] [--epochs 8] [--l1 1e-3] [--threads 1]
 
 Prints per run: test accuracy, measured seconds per training epoch and per test forward, the fraction of
 hidden-layer kernel weights with |w| < --eps, the accuracy once those are removed, and the op counts of
@@ -56,7 +56,7 @@ def digits(count: int, rng):
     return images, labels
 
 
-def build(kind: str, seed: int, sam_std: float = 0.5):
+def build(kind: str, seed: int, sam_std: float):
     """The net with [kind] hidden layers; SAM weights start as N(0, sam_std), convs He-scaled."""
     import numpy as np
     from dncompress.cfg import parse_cfg
@@ -157,8 +157,11 @@ def experiment(kind: str, l1: float, data, args) -> dict:
     from dncompress.stats import layer_costs
     (x_train, y_train), (x_test, y_test) = data
     print(f"{kind} l1={l1:g}", flush=True)
-    net = build(kind, args.seed)
-    times = train(net, x_train, y_train, args.epochs, args.batch, args.lr, l1, args.seed)
+    net = build(kind, args.seed, args.sam_std)
+    lr = args.lr_conv if kind == "convolutional" else args.lr_sam
+    times = train(net, x_train, y_train, args.epochs, args.batch, lr, l1, args.seed)
+    # Darknet's .99 running averages still remember their initial values after a few hundred steps
+    net.calibrate_batchnorm(x_train[:1000])
     start = time.perf_counter()
     acc = accuracy(net, x_test, y_test)
     forward_s = time.perf_counter() - start
@@ -179,12 +182,14 @@ def experiment(kind: str, l1: float, data, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=int, default=3000)
+    parser.add_argument("--train", type=int, default=4000)
     parser.add_argument("--test", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--l1", type=float, default=2e-4, help="L1 strength of the sparsity runs")
+    parser.add_argument("--lr-conv", type=float, default=0.05, help="learning rate of the MAC net")
+    parser.add_argument("--lr-sam", type=float, default=0.02, help="learning rate of the SAM net (0.05 diverges)")
+    parser.add_argument("--sam-std", type=float, default=1.0, help="standard deviation of the initial W+, W-")
+    parser.add_argument("--l1", type=float, default=1e-3, help="L1 strength of the sparsity runs")
     parser.add_argument("--eps", type=float, default=1e-3, help="|w| below this counts as zero")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
