@@ -10,7 +10,7 @@ from dncompress.cfg import parse_cfg, write_cfg
 from dncompress.cli import main
 from dncompress.engine.summax import summax2d, summax2d_backward
 from dncompress.errors import DncompressError
-from dncompress.export.onnx import build_onnx
+from dncompress.export.onnx import build_onnx, parity
 from dncompress.network import Network
 from dncompress.prune.groups import channel_groups
 from dncompress.quant.apply import QuantConfig, quantize_network
@@ -164,23 +164,35 @@ def test_stats_counts_adds_and_compares_not_macs():
     assert second.energy["mac"] == pytest.approx(0.2 * (second.adds + second.compares))
 
 
+HEADED = (TOY.replace("width=6", "width=9") + SAM.format(bn=1, f=18, k=3, s=2, p=1, g=3, a="mish")
+          + "[region]\nanchors=1,1,2,2,3,3\nclasses=1\nnum=3\n")
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_onnx_export_matches_the_engine(opset):
+    # opset 18 moves ReduceMax/ReduceMin axes from an attribute to an input
+    net = Network(parse_cfg(HEADED))
+    net.init_random(0)
+    assert parity(net, build_onnx(net, opset, dynamic_batch=True), batch=2) < 1e-5
+
+
 def test_cli_stats_export_prune_quantize(tmp_path):
-    net = toy_network()
+    net = Network(parse_cfg(HEADED), "sam.cfg")
+    net.init_random(0)
     cfg, weights = tmp_path / "sam.cfg", tmp_path / "sam.weights"
     net.save(cfg, weights)
     runner = CliRunner()
     stats = runner.invoke(main, ["stats", str(cfg)])
     assert stats.exit_code == 0 and "summax_convolutional" in stats.stdout and "G adds" in stats.stdout
-    for args, message in ((["export", str(cfg), str(weights), "-o", str(tmp_path / "m.onnx")], "has no ONNX export"),
-                          (["prune", str(cfg), str(weights), "--ratio", "0.5", "-o", str(tmp_path / "p")],
+    export = runner.invoke(main, ["export", str(cfg), str(weights), "-o", str(tmp_path / "m.onnx")])
+    assert export.exit_code == 0, export.output
+    for args, message in ((["prune", str(cfg), str(weights), "--ratio", "0.5", "-o", str(tmp_path / "p")],
                            "cannot be pruned"),
                           (["quantize", str(cfg), str(weights), "--act-bits", "none", "-o", str(tmp_path / "q")],
                            "cannot be quantized")):
         result = runner.invoke(main, args)
         assert result.exit_code == 2 and message in result.stderr and "[summax_convolutional]" in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sam.cfg", "sam.weights"]
-    with pytest.raises(DncompressError):
-        build_onnx(net)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "sam.cfg", "sam.weights"]
     with pytest.raises(DncompressError):
         channel_groups(net)
     with pytest.raises(DncompressError):
