@@ -150,6 +150,25 @@ def remove(net, masks) -> None:
         net.layers[i].set_params(**{name: np.where(mask, neutral, net.layers[i].params[name]).astype(np.float32)})
 
 
+def ops_after_removal(net, masks) -> tuple[int, int, int]:
+    """(MACs, adds, compares) of one image when the masked kernel entries are skipped: a conv output costs a
+    MAC per kept weight; a SAM output an add per kept W+ and W- entry (+1 for max + min) and, per half,
+    one compare fewer than its kept entries."""
+    from dncompress.stats import layer_costs
+    costs = layer_costs(net)
+    macs, adds, compares = (sum(getattr(c, key) for c in costs) for key in ("macs", "adds", "compares"))
+    for i in HIDDEN:
+        layer, cost = net.layers[i], costs[i]
+        positions = layer.out_shape[1] * layer.out_shape[2]
+        kept = sum(int((~masks[(i, name)]).sum()) for name in layer.weight_names)
+        if layer.type == "convolutional":
+            macs += positions * kept - cost.macs
+        else:
+            adds += positions * (kept + layer.filters) - cost.adds
+            compares += positions * (kept - 2 * layer.filters) - cost.compares
+    return macs, adds, compares
+
+
 def experiment(kind: str, l1: float, data, args) -> dict:
     """Train one net and measure it; "removable" kernel entries are |w| < eps for a conv (then zeroed) and,
     for SAM, entries that never won on the training images (then set to never win)."""
@@ -170,11 +189,12 @@ def experiment(kind: str, l1: float, data, args) -> dict:
     small = {(i, name): np.abs(w) < args.eps for i, name, w in weights}
     removable = small if kind == "convolutional" else never_won(net, x_train)
     costs = layer_costs(net)
-    row = {"kind": kind, "l1": l1, "accuracy": acc, "epoch_s": float(np.median(times)), "test_forward_s": forward_s,
-           "small": sum(int(m.sum()) for m in small.values()) / total,
+    row = {"kind": kind, "l1": l1, "accuracy": acc, "epoch_s": float(np.median(times)), "epochs_s": times,
+           "test_forward_s": forward_s, "small": sum(int(m.sum()) for m in small.values()) / total,
            "removable": sum(int(m.sum()) for m in removable.values()) / total,
            "macs": sum(c.macs for c in costs), "adds": sum(c.adds for c in costs),
            "compares": sum(c.compares for c in costs), "params": sum(c.params for c in costs)}
+    row["kept_macs"], row["kept_adds"], row["kept_compares"] = ops_after_removal(net, removable)
     remove(net, removable)
     row["accuracy_removed"] = accuracy(net, x_test, y_test)
     return row
@@ -206,11 +226,11 @@ def main() -> None:
     rows = [experiment(kind, l1, data, args) for kind in ("convolutional", "summax_convolutional")
             for l1 in (0.0, args.l1)]
     print(f"{'layers':<22} {'L1':>7} {'acc':>6} {'s/epoch':>8} {'test fwd s':>10} {'|w|<eps':>8} "
-          f"{'removable':>9} {'acc removed':>11} {'mults':>9} {'adds':>9} {'compares':>9}")
+          f"{'removable':>9} {'acc removed':>11} {'MACs':>9} {'adds+cmp':>10} {'kept MACs':>9} {'kept add+cmp':>12}")
     for r in rows:
         print(f"{r['kind']:<22} {r['l1']:7.1e} {r['accuracy']:6.3f} {r['epoch_s']:8.1f} {r['test_forward_s']:10.2f} "
               f"{r['small']:8.1%} {r['removable']:9.1%} {r['accuracy_removed']:11.3f} {r['macs']:9,} "
-              f"{r['adds']:9,} {r['compares']:9,}")
+              f"{r['adds'] + r['compares']:10,} {r['kept_macs']:9,} {r['kept_adds'] + r['kept_compares']:12,}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "rows": rows}, f, indent=1)
