@@ -5,9 +5,10 @@ cfg text, trained with the engine's backward and SGD, with and without L1 sparsi
     python tools/sam_experiment.py [--train 4000] [--test 1000] [--epochs 8] [--l1 1e-3] [--threads 1]
 
 Prints per run: test accuracy, measured seconds per training epoch and per test forward, the fraction of
-hidden-layer kernel weights with |w| < --eps, the accuracy once those are removed, and the op counts of
-one image (dncompress.stats). For SAM, "removed" means the entry can never win (W+ = -inf, W- = +inf),
-and the fraction of entries that never won on the training images is printed too.
+hidden-layer kernel entries with |w| < --eps, the fraction of removable entries (MAC: |w| < --eps, zeroed;
+SAM: entries that never won a max / min on the training images, set to -inf / +inf so they never win),
+the test accuracy once those are removed, and the ops of one image (dncompress.stats), dense and with the
+removable entries skipped. Results and discussion: docs/sam.md.
 """
 from __future__ import annotations
 
