@@ -21,7 +21,8 @@ from dncompress.train.runner import TrainRun
 
 from test_train_grad import build, check_network
 
-SAM = "[summax_convolutional]\nbatch_normalize={bn}\nfilters={f}\nsize={k}\nstride={s}\npad={p}\ngroups={g}\nactivation={a}\n"
+SAM = ("[summax_convolutional]\nbatch_normalize={bn}\nfilters={f}\nsize={k}\nstride={s}\npad={p}\ngroups={g}\n"
+       "activation={a}\n")
 GEOMETRIES = [(4, 3, 1, 1, 1), (5, 3, 2, 1, 1), (6, 3, 1, 1, 3), (4, 2, 2, 0, 1), (3, 1, 1, 0, 1)]
 
 
