@@ -306,8 +306,10 @@ def stats_command(cfg, weights, imgsz, skip_zeros, as_json):
         click.echo(f"{row['index']:>5} {row['type']:<22} {row['filters'] or '':>7} {kernel:>9}   "
                    f"{shape(row['input']):>15} -> {shape(row['output']):<15} {row['bflops']:7.3f} {row['params']:>9,}")
     share = ", ".join(f"{k} {v:.0%}" for k, v in figures["energy_share"].items())
+    sam_ops = (f", {figures['adds'] / 1e9:.4f} G adds, {figures['compares'] / 1e9:.4f} G compares"
+               if figures["adds"] else "")
     click.echo(f"params {figures['params']:,} ({figures['size_mb']:.2f} MB float32), {figures['bflops']:.3f} BFLOPs "
-               f"({figures['macs'] / 1e9:.4f} G MACs)")
+               f"({figures['macs'] / 1e9:.4f} G MACs{sam_ops})")
     click.echo(f"activations {figures['activation_mb']:.2f} MB in all, peak {figures['peak_activation_mb']:.2f} MB "
                f"alive at once (batch 1)")
     click.echo(f"energy {figures['energy'] / 1e9:.3f} G MAC-units ({share}); model in docs/energy.md")

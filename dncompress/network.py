@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine.conv import conv2d
 from .cfg import Section, read_cfg, write_cfg
 from .errors import DncompressError
 from .fsutil import atomic_write_many
@@ -152,8 +151,7 @@ class Network:
         for layer in self.layers:
             xs = [outputs[i] if i >= 0 else x.astype(np.float32) for i in layer.inputs]
             if getattr(layer, "batch_normalize", False):
-                p = layer.params
-                raw = conv2d(xs[0], p["weights"], None, layer.stride, layer.pad, layer.groups)
+                raw = layer.kernel_output(xs[0])
                 layer.set_params(rolling_mean=raw.mean(axis=(0, 2, 3)).astype(np.float32),
                                  rolling_variance=raw.var(axis=(0, 2, 3)).astype(np.float32))
             outputs[layer.index] = layer.forward(xs)

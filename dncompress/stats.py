@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from .layers.conv import Convolutional
+from .layers.summax import SummaxConvolutional
 from .network import Network
 
 FLOAT_BYTES = 4
@@ -23,6 +24,8 @@ class EnergyModel:
     register: float = 1.0
     filters_per_pass: int = 16      # output channels the array computes concurrently
     register_per_mac: int = 3       # weight read, input read, partial-sum read-modify-write
+    # an fp32 add or compare relative to an fp32 MAC: 0.9 pJ vs 3.7 + 0.9 pJ (Horowitz, ISSCC 2014, 45 nm)
+    add: float = 0.2
 
 
 @dataclasses.dataclass
@@ -38,11 +41,13 @@ class LayerCost:
     params: int
     energy: dict[str, float]
     activation_bytes: int = 0  # this layer's output, float32, batch 1
+    adds: int = 0
+    compares: int = 0
 
     @property
     def bflops(self) -> float:
-        """Darknet's figure: 2 * MACs / 1e9."""
-        return 2 * self.macs / 1e9
+        """Darknet's figure, 2 * MACs / 1e9, plus additions and comparisons ([summax_convolutional])."""
+        return (2 * self.macs + self.adds + self.compares) / 1e9
 
     @property
     def total_energy(self) -> float:
@@ -53,20 +58,22 @@ def _elements(shape) -> int:
     return int(np.prod(shape))
 
 
-def layer_energy(layer, macs: int, params: int, model: EnergyModel) -> dict[str, float]:
-    """Accesses per memory level times their cost, plus MACs (docs/energy.md)."""
+def layer_energy(layer, macs: int, params: int, model: EnergyModel, adds: int = 0,
+                 compares: int = 0) -> dict[str, float]:
+    """Accesses per memory level times their cost, plus MACs, adds and compares (docs/energy.md)."""
     inputs = sum(_elements(s) for s in layer.in_shapes)
     outputs = _elements(layer.out_shape)
     if layer.type in ("route", "dropout", "yolo", "region"):
         return {"mac": 0.0, "register": 0.0, "array": 0.0, "buffer": 0.0, "dram": 0.0}
-    if not macs:
+    if not (macs or adds):
         # pooling, upsampling, shortcut: every input read and every output written once
         return {"mac": 0.0, "register": 0.0, "array": 0.0, "buffer": 0.0, "dram": model.dram * (inputs + outputs)}
     passes = math.ceil(layer.filters / model.filters_per_pass)
     kernel = layer.size
+    # an add + compare pair (one SAM tap of a max or a min) touches registers like a MAC
     return {
-        "mac": float(macs),
-        "register": model.register * model.register_per_mac * macs,
+        "mac": macs + model.add * (adds + compares),
+        "register": model.register * model.register_per_mac * (macs + (adds + compares) / 2),
         "array": model.array * kernel * (inputs + outputs),
         "buffer": model.buffer * (inputs * passes + params + outputs),
         "dram": model.dram * (inputs + params + outputs),
@@ -79,21 +86,39 @@ def conv_macs(layer: Convolutional) -> int:
     return layer.filters * c_in * layer.size ** 2 * layer.out_shape[1] * layer.out_shape[2]
 
 
+def summax_ops(layer: SummaxConvolutional) -> tuple[int, int, int]:
+    """(MACs, adds, compares) of a [summax_convolutional]: per output, (C / groups) * k * k taps each add
+    x + W+ and x + W- and compare into a running max and min, then max + min; BN, which cannot fold into
+    W+/W-, is one multiply-add per output. Bias adds are not counted (as for convs)."""
+    taps = layer.in_shapes[0][0] // layer.groups * layer.size ** 2
+    outputs = _elements(layer.out_shape)
+    return (outputs if layer.batch_normalize else 0), outputs * (2 * taps + 1), outputs * 2 * (taps - 1)
+
+
+def layer_ops(layer) -> tuple[int, int, int]:
+    """(MACs, adds, compares) of one image through `layer`; pooling compares are not counted."""
+    if isinstance(layer, Convolutional):
+        return conv_macs(layer), 0, 0
+    if isinstance(layer, SummaxConvolutional):
+        return summax_ops(layer)
+    return 0, 0, 0
+
+
 def layer_costs(net: Network, model: EnergyModel = EnergyModel(), skip_zeros: bool = False) -> list[LayerCost]:
     """With `skip_zeros`, a conv costs only its nonzero weights: the MACs and weight accesses a
     zero-skipping accelerator performs (Yang et al.'s accounting of pruned layers)."""
     costs = []
     for layer in net.layers:
         params = sum(_elements(s) for s in layer.param_shapes().values())
-        macs = conv_macs(layer) if isinstance(layer, Convolutional) else 0
+        macs, adds, compares = layer_ops(layer)
         weights = layer.params.get("weights") if skip_zeros and isinstance(layer, Convolutional) else None
         if weights is not None and weights.size:
             nonzero = int(np.count_nonzero(weights))
             macs, params = macs * nonzero // weights.size, params - (weights.size - nonzero)
         costs.append(LayerCost(layer.index, layer.type, getattr(layer, "filters", None), getattr(layer, "size", None),
                                getattr(layer, "stride", None), layer.in_shapes[0], layer.out_shape, macs, params,
-                               layer_energy(layer, macs, params, model),
-                               _elements(layer.out_shape) * FLOAT_BYTES))
+                               layer_energy(layer, macs, params, model, adds, compares),
+                               _elements(layer.out_shape) * FLOAT_BYTES, adds, compares))
     return costs
 
 
@@ -121,12 +146,15 @@ def summary(net: Network, model: EnergyModel = EnergyModel(), skip_zeros: bool =
         "params": params,
         "size_mb": params * FLOAT_BYTES / 1e6,
         "macs": sum(c.macs for c in costs),
+        "adds": sum(c.adds for c in costs),
+        "compares": sum(c.compares for c in costs),
         "bflops": sum(c.bflops for c in costs),
         "activation_mb": total_act / 1e6,
         "peak_activation_mb": peak / 1e6,
         "energy": energy,
         "energy_share": {k: v / energy for k, v in levels.items()} if energy else {},
         "layers": [dict(index=c.index, type=c.type, filters=c.filters, size=c.size, stride=c.stride,
-                        input=list(c.in_shape), output=list(c.out_shape), bflops=c.bflops, params=c.params,
+                        input=list(c.in_shape), output=list(c.out_shape), bflops=c.bflops, macs=c.macs,
+                        adds=c.adds, compares=c.compares, params=c.params,
                         activation_bytes=c.activation_bytes, energy=c.total_energy) for c in costs],
     }

@@ -7,7 +7,7 @@ import pytest
 from dncompress.cfg import parse_cfg
 from dncompress.engine.backward import maxpool2d_backward
 from dncompress.network import Network
-from dncompress.train.loss import distillation_loss, yolo_loss
+from dncompress.train.loss import distillation_loss, softmax_cross_entropy, yolo_loss
 from dncompress.train.runner import TrainRun
 
 EPS = 1e-6
@@ -212,3 +212,16 @@ def test_sgd_step_is_darknets_update():
     np.testing.assert_allclose(layer.params["biases"], before["biases"] + 0.1 * (-2.0) + 0.1 * (0.5 * -2.0 - 2.0),
                                rtol=1e-5)
     np.testing.assert_array_equal(layer.params["rolling_mean"], before["rolling_mean"])
+
+
+def test_softmax_cross_entropy_gradient():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0, 3, (4, 10, 1, 1))
+    labels = np.array([0, 9, 3, 3])
+    value, grad = softmax_cross_entropy(logits, labels)
+    p = np.exp(logits[:, :, 0, 0]) / np.exp(logits[:, :, 0, 0]).sum(axis=1, keepdims=True)
+    assert value == pytest.approx(-np.log(p[np.arange(4), labels]).sum())
+    f = lambda: softmax_cross_entropy(logits, labels)[0]  # noqa: E731
+    for index in [(0, 0, 0, 0), (1, 9, 0, 0), (1, 2, 0, 0), (3, 3, 0, 0), (2, 7, 0, 0)]:
+        assert grad[index] == pytest.approx(numeric(f, logits, index), rel=1e-5, abs=1e-8)
+    assert softmax_cross_entropy(np.array([[1000.0, 0.0]]), np.array([1]))[0] == pytest.approx(1000)

@@ -24,11 +24,12 @@ def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
-def im2col(x: np.ndarray, kernel: int, stride: int, pad: int) -> np.ndarray:
-    """x: (N, C, H, W) -> (N, C*k*k, Ho*Wo), rows ordered (c, ky, kx) like Darknet's weights."""
+def im2col(x: np.ndarray, kernel: int, stride: int, pad: int, value: float = 0.0) -> np.ndarray:
+    """x: (N, C, H, W) -> (N, C*k*k, Ho*Wo), rows ordered (c, ky, kx) like Darknet's weights; padded
+    cells hold `value`."""
     n, c, h, w = x.shape
     ho, wo = conv_output_size(h, kernel, stride, pad), conv_output_size(w, kernel, stride, pad)
-    xp = pad_constant(x, pad, pad, pad, pad)
+    xp = pad_constant(x, pad, pad, pad, pad, value)
     sn, sc, sh, sw = xp.strides
     view = as_strided(xp, (n, c, kernel, kernel, ho, wo), (sn, sc, sh, sw, sh * stride, sw * stride),
                       writeable=False)

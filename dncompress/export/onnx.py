@@ -71,6 +71,40 @@ def emit_conv(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
     return emit_activation(g, y, layer.activation)
 
 
+def emit_summax(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    """[summax_convolutional] from standard ops: the k*k strided Slices of the -inf (+inf) padded input
+    concatenated into im2col columns, plus W+ (W-), ReduceMax (ReduceMin) over the taps; then BN and bias
+    as Mul/Add. Materializes (N, filters, C/groups*k*k, Ho, Wo) sums: fine for small layers only."""
+    (c, h, w), (o, ho, wo), k, s, p = layer.in_shapes[0], layer.out_shape, layer.size, layer.stride, layer.pad
+    groups, taps = layer.groups, c // layer.groups * k * k
+    name = f"summax{layer.index}"
+    halves = []
+    for fill, weights, reduce in ((-np.inf, "weights_max", "ReduceMax"), (np.inf, "weights_min", "ReduceMin")):
+        x = g.op("Pad", [xs[0], g.const("pads", np.array([0, 0, p, p, 0, 0, p, p])),
+                         g.const("fill", np.float32(fill))], f"{name}_pad") if p else xs[0]
+        shifted = [g.op("Unsqueeze", [g.op("Slice", [x, g.const("starts", np.array([dy, dx])),
+                                                     g.const("ends", np.array([dy + (ho - 1) * s + 1,
+                                                                               dx + (wo - 1) * s + 1])),
+                                                     g.const("axes", np.array([2, 3])),
+                                                     g.const("steps", np.array([s, s]))]),
+                                  g.const("axes", np.array([2]))])
+                   for dy in range(k) for dx in range(k)]
+        cols = g.op("Reshape", [g.op("Concat", shifted, f"{name}_taps", axis=2),
+                                g.const("shape", np.array([0, groups, 1, taps, ho, wo]))])
+        w = layer.params[weights].astype(np.float32).reshape(1, groups, o // groups, taps, 1, 1)
+        sums = g.op("Add", [cols, g.const(f"{name}_{weights}", w)])
+        if g.opset >= 18:
+            extreme = g.op(reduce, [sums, g.const("axes", np.array([3]))], keepdims=0)
+        else:
+            extreme = g.op(reduce, [sums], axes=[3], keepdims=0)
+        halves.append(extreme)
+    y = g.op("Reshape", [g.op("Add", halves, name), g.const("shape", np.array([0, o, ho, wo]))])
+    scale, shift = (v.astype(np.float32).reshape(1, o, 1, 1) for v in layer.output_affine())
+    if layer.batch_normalize:
+        y = g.op("Mul", [y, g.const(f"{name}_scale", scale)])
+    return emit_activation(g, g.op("Add", [y, g.const(f"{name}_shift", shift)]), layer.activation)
+
+
 def emit_maxpool(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
     """Darknet's padding as explicit asymmetric pads: padding//2 before, the rest (if needed) after."""
     _, h, w = layer.in_shapes[0]
@@ -122,7 +156,7 @@ def emit_avgpool(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
 EMITTERS: dict[str, Callable[[GraphBuilder, Layer, list[str]], str]] = {
     "convolutional": emit_conv, "quantize_convolutional": emit_conv, "maxpool": emit_maxpool,
     "upsample": emit_upsample, "route": emit_route, "shortcut": emit_shortcut, "dropout": emit_identity,
-    "avgpool": emit_avgpool, "yolo": emit_identity, "region": emit_identity,
+    "avgpool": emit_avgpool, "yolo": emit_identity, "region": emit_identity, "summax_convolutional": emit_summax,
 }
 
 

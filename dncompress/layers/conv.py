@@ -1,6 +1,8 @@
 """[convolutional] and [quantize_convolutional]: conv + optional batchnorm + activation."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..engine.activations import ACTIVATIONS
@@ -27,9 +29,12 @@ def activation_of(layer: Layer) -> str:
     return name
 
 
-@register("convolutional")
-class Convolutional(Layer):
-    param_names = ("biases", "scales", "rolling_mean", "rolling_variance", "weights")
+class ConvKeys(Layer):
+    """The keys of a [convolutional]-like section (filters, size, stride, pad/padding, groups,
+    batch_normalize, activation) and the output shape they give."""
+
+    # kernel tensors, (filters, C/groups, size, size) each, after biases and BN parameters in .weights
+    weight_names: ClassVar[tuple[str, ...]] = ("weights",)
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
@@ -53,16 +58,45 @@ class Convolutional(Layer):
         if ho < 1 or wo < 1:
             raise self.error(f"size={self.size} is larger than the {h}x{w} input", "size")
         self.out_shape = (self.filters, ho, wo)
-        self._folded: tuple[np.ndarray, np.ndarray] | None = None
-        self._winograd: np.ndarray | None = None
 
     def param_shapes(self):
         n, c = self.filters, self.in_shapes[0][0]
         shapes = {"biases": (n,)}
         if self.batch_normalize:
             shapes.update(scales=(n,), rolling_mean=(n,), rolling_variance=(n,))
-        shapes["weights"] = (n, c // self.groups, self.size, self.size)
+        for name in self.weight_names:
+            shapes[name] = (n, c // self.groups, self.size, self.size)
         return shapes
+
+    def set_params(self, **params: np.ndarray) -> None:
+        self.params.update(params)
+
+    def output_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, shift) per output channel, float64: batchnorm (running statistics) and bias as one
+        `scale * z + shift` on the raw (kernel) output z."""
+        p = self.params
+        shift = p["biases"].astype(np.float64)
+        if not self.batch_normalize:
+            return np.ones_like(shift), shift
+        scale = p["scales"] / np.sqrt(p["rolling_variance"].astype(np.float64) + BN_EPS)
+        return scale, shift - scale * p["rolling_mean"]
+
+    def kernel_output(self, x: np.ndarray) -> np.ndarray:
+        """The raw output before batchnorm, bias and activation for x (N, C, H, W) (BN calibration)."""
+        raise NotImplementedError
+
+
+@register("convolutional")
+class Convolutional(ConvKeys):
+    param_names = ("biases", "scales", "rolling_mean", "rolling_variance", "weights")
+
+    def __init__(self, section, index, shapes, net):
+        super().__init__(section, index, shapes, net)
+        self._folded: tuple[np.ndarray, np.ndarray] | None = None
+        self._winograd: np.ndarray | None = None
+
+    def kernel_output(self, x):
+        return conv2d(x, self.params["weights"], None, self.stride, self.pad, self.groups)
 
     def workspace_elements(self) -> int:
         """Most floats of scratch alive beside the output during `forward`: Winograd's padded input,
@@ -83,19 +117,15 @@ class Convolutional(Layer):
 
     def set_params(self, **params: np.ndarray) -> None:
         """Replace parameters; the folded copy is rebuilt on the next forward."""
-        self.params.update(params)
+        super().set_params(**params)
         self._folded = None
         self._winograd = None
 
     def fold(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(weights, bias) of this layer with its batchnorm folded in, computed in float64."""
-        p = self.params
-        w, b = weights.astype(np.float64), p["biases"].astype(np.float64)
-        if self.batch_normalize:
-            scale = p["scales"] / np.sqrt(p["rolling_variance"].astype(np.float64) + BN_EPS)
-            w = w * scale[:, None, None, None]
-            b = b - scale * p["rolling_mean"]
-        return np.ascontiguousarray(w, np.float32), b.astype(np.float32)
+        scale, shift = self.output_affine()
+        w = weights.astype(np.float64) * scale[:, None, None, None]
+        return np.ascontiguousarray(w, np.float32), shift.astype(np.float32)
 
     def folded(self) -> tuple[np.ndarray, np.ndarray]:
         """fold() of the current weights, computed once per parameter change."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..errors import DncompressError
 from ..layers import HEAD_TYPES
 from ..network import Network
 
@@ -42,6 +43,9 @@ def channel_maps(net: Network) -> list[list[Channel]]:
         sources = [maps[i] if i >= 0 else input_map for i in layer.inputs]
         if layer.type in ("convolutional", "quantize_convolutional"):
             maps.append([(layer.index, c) for c in range(layer.filters)])
+        elif layer.param_shapes():
+            raise DncompressError(f"layer {layer.index} [{layer.type}] cannot be pruned (pruning slices "
+                                  "[convolutional] and [quantize_convolutional] weights only)", net.file)
         elif layer.type == "route":
             maps.append([ch for src, sl in zip(sources, layer.channel_slices()) for ch in src[sl]])
         else:

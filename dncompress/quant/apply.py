@@ -10,6 +10,7 @@ import numpy as np
 
 from ..engine.conv import conv2d
 from ..engine.quantize import fake_quantize, signed_range, snap_to_grid, symmetric_scale
+from ..errors import DncompressError
 from ..layers import HEAD_TYPES
 from ..network import Network
 from .calibrate import activation_range, weight_clip
@@ -29,6 +30,10 @@ class QuantConfig:
 
 def layer_bits(net: Network, config: QuantConfig) -> dict[int, int]:
     """Weight bits per conv: the first conv and the head convs get `keep_first_last` bits."""
+    for layer in net.layers:
+        if layer.param_shapes() and layer.type not in CONV_TYPES:
+            raise DncompressError(f"layer {layer.index} [{layer.type}] cannot be quantized (quantize handles "
+                                  "[convolutional] and [quantize_convolutional] layers only)", net.file)
     convs = [layer.index for layer in net.layers if layer.type in CONV_TYPES]
     special = {convs[0]} | {h.inputs[0] for h in net.layers if h.type in HEAD_TYPES}
     return {i: config.keep_first_last if config.keep_first_last and i in special else config.bits for i in convs}

@@ -11,6 +11,7 @@ from ..engine.activations import ACTIVATIONS
 from ..engine.backward import activation_grad, conv2d_backward, maxpool2d_backward, upsample_backward
 from ..engine.batchnorm import ROLLING_MOMENTUM, batchnorm_train, batchnorm_train_backward
 from ..engine.conv import conv2d
+from ..engine.summax import summax2d, summax2d_backward
 from ..layers import Layer
 from ..layers.conv import BN_EPS
 from ..engine.quantize import dorefa_weights, snap_to_grid
@@ -42,29 +43,62 @@ class ConvTrain:
     @staticmethod
     def forward_with(layer, x, w):
         """Conv of x (N, C, H, W) with weights w, batch-statistics BN, bias, activation."""
-        p = layer.params
-        z = conv2d(x, w, None, layer.stride, layer.pad, layer.groups)
         cache = {"x": x, "w": w}
-        if layer.batch_normalize:
-            norm, mean, var = batchnorm_train(z, BN_EPS)
-            cache.update(norm=norm, var=var, mean=mean)
-            pre = norm * p["scales"].astype(x.dtype).reshape(1, -1, 1, 1)
-        else:
-            pre = z
-        pre += p["biases"].astype(x.dtype).reshape(1, -1, 1, 1)
-        out = activate(layer.activation, pre)
-        cache.update(pre=pre, out=out)
-        return out, cache
+        return normalize_activate(layer, conv2d(x, w, None, layer.stride, layer.pad, layer.groups), cache), cache
 
     @staticmethod
     def backward(layer, grad, cache):
-        g = grad * activation_grad(layer.activation, cache["pre"], cache["out"])
-        grads = {"biases": g.sum(axis=(0, 2, 3))}
-        if layer.batch_normalize:
-            grads["scales"] = np.einsum("nchw,nchw->c", g, cache["norm"])
-            d_norm = g * layer.params["scales"].astype(g.dtype).reshape(1, -1, 1, 1)
-            g = batchnorm_train_backward(d_norm, cache["norm"], cache["var"], BN_EPS)
+        g, grads = normalize_activate_backward(layer, grad, cache)
         dx, grads["weights"] = conv2d_backward(cache["x"], cache["w"], g, layer.stride, layer.pad, layer.groups)
+        return [dx], grads
+
+
+def normalize_activate(layer: Layer, z: np.ndarray, cache: dict) -> np.ndarray:
+    """Batch-statistics BN (if the layer has it), bias and activation of a kernel output z (N, O, H, W);
+    what the backward needs goes into `cache`."""
+    p = layer.params
+    if layer.batch_normalize:
+        norm, mean, var = batchnorm_train(z, BN_EPS)
+        cache.update(norm=norm, var=var, mean=mean)
+        pre = norm * p["scales"].astype(z.dtype).reshape(1, -1, 1, 1)
+    else:
+        pre = z
+    pre += p["biases"].astype(z.dtype).reshape(1, -1, 1, 1)
+    out = activate(layer.activation, pre)
+    cache.update(pre=pre, out=out)
+    return out
+
+
+def normalize_activate_backward(layer: Layer, grad: np.ndarray, cache: dict) -> tuple[np.ndarray, dict]:
+    """(d kernel output, {biases[, scales]}) of normalize_activate for grad (N, O, H, W)."""
+    g = grad * activation_grad(layer.activation, cache["pre"], cache["out"])
+    grads = {"biases": g.sum(axis=(0, 2, 3))}
+    if layer.batch_normalize:
+        grads["scales"] = np.einsum("nchw,nchw->c", g, cache["norm"])
+        d_norm = g * layer.params["scales"].astype(g.dtype).reshape(1, -1, 1, 1)
+        g = batchnorm_train_backward(d_norm, cache["norm"], cache["var"], BN_EPS)
+    return g, grads
+
+
+@trains("summax_convolutional")
+class SummaxTrain:
+    """Gradients flow only to the tap that won each max and each min, for the input and for W+ / W-."""
+
+    @staticmethod
+    def forward(layer, xs):
+        x = xs[0]
+        p = layer.params
+        z, arg_max, arg_min = summax2d(x, p["weights_max"].astype(x.dtype, copy=False),
+                                       p["weights_min"].astype(x.dtype, copy=False), layer.stride, layer.pad,
+                                       layer.groups, with_index=True)
+        cache = {"shape": x.shape, "arg_max": arg_max, "arg_min": arg_min}
+        return normalize_activate(layer, z, cache), cache
+
+    @staticmethod
+    def backward(layer, grad, cache):
+        g, grads = normalize_activate_backward(layer, grad, cache)
+        dx, grads["weights_max"], grads["weights_min"] = summax2d_backward(
+            cache["shape"], cache["arg_max"], cache["arg_min"], g, layer.size, layer.stride, layer.pad)
         return [dx], grads
 
 

@@ -113,3 +113,16 @@ def distillation_loss(layer: Layer, out: np.ndarray, teacher: np.ndarray) -> tup
     value = bce_logits(z, soft) - bce_logits(t, soft)
     value[:, :, 2:4] = 0.5 * (z[:, :, 2:4] - t[:, :, 2:4]) ** 2
     return float(value.sum()), grad.reshape(out.shape)
+
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Classification loss: logits (N, K, ...) (e.g. a (N, K, 1, 1) conv output), labels (N,) class indices
+    -> (cross entropy of softmax(logits) summed over the batch, d loss / d logits)."""
+    n = len(logits)
+    z = logits.reshape(n, -1).astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    rows = np.arange(n)
+    grad = np.exp(log_p)
+    grad[rows, labels] -= 1
+    return float(-log_p[rows, labels].sum()), grad.reshape(logits.shape).astype(logits.dtype)

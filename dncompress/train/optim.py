@@ -9,7 +9,9 @@ import numpy as np
 from ..cfg import Section
 from ..network import Network
 
-TRAINED = ("biases", "scales", "weights")
+TRAINED = ("biases", "scales", "weights", "weights_max", "weights_min")
+# weight decay applies to kernel tensors only ([convolutional] weights, [summax_convolutional] W+ and W-)
+DECAYED = ("weights", "weights_max", "weights_min")
 
 
 @dataclasses.dataclass
@@ -58,7 +60,7 @@ class SGD:
         self.velocity: dict[tuple[int, str], np.ndarray] = {}
 
     def step(self, grads: dict[int, dict[str, np.ndarray]], batch_num: int, batch: int) -> float:
-        """Darknet: v = m v - (g/batch + decay w [weights only]); w += lr v. Returns the rate used."""
+        """Darknet: v = m v - (g/batch + decay w [kernel tensors only]); w += lr v. Returns the rate used."""
         s = self.schedule
         rate = s.rate(batch_num)
         for index, layer_grads in grads.items():
@@ -69,7 +71,7 @@ class SGD:
                     continue
                 param = layer.params[name]
                 direction = layer_grads[name] / batch
-                if name == "weights":
+                if name in DECAYED:
                     direction = direction + s.decay * param
                 key = (index, name)
                 v = s.momentum * self.velocity.get(key, 0) - direction
