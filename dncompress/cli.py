@@ -25,7 +25,7 @@ from .quant.qdq import build_qdq_onnx
 from .prune.apply import prune_network
 from .prune.criteria import CRITERIA
 from .prune.energy import energy_aware_prune
-from .prune.search import SearchConfig, search
+from .prune.search import SearchConfig, apply_search, search
 from .prune.groups import channel_groups
 from .prune.plan import plan_pruning
 from .prune.reconstruct import reconstruct as reconstruct_layers
@@ -35,6 +35,8 @@ from .reparam import head_difference, reparameterize
 from .stats import summary
 from .zoo import DEFAULT_MODEL, fetch, find_weights, resolve_cfg
 
+# images of --data on which `prune --search` re-estimates BN statistics of the pruned network
+SEARCH_BN_IMAGES = 16
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -388,8 +390,9 @@ def print_comparison(report: dict) -> None:
               help="--search: weight of ((BFLOPs - target) / target)^2 beside the YOLO loss per image.")
 @click.option("--gate-lr", default=0.3, show_default=True, type=click.FloatRange(0, min_open=True),
               help="--search: SGD rate of the indicators (they start at 1 and switch off below 0.5).")
-@click.option("--weight-lr", type=click.FloatRange(0), help="--search: SGD rate of the weights (default: the "
-              "cfg's learning_rate; 0 freezes them).")
+@click.option("--weight-lr", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="--search: constant SGD rate of the weights during the search (0: frozen; fine-tune the result "
+              "with `train`, whose burn-in protects pretrained weights).")
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1), help="--search: images per step.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, compensate, reconstruct, calib,
@@ -415,7 +418,8 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
         outputs = [f"{prefix}.cfg", f"{prefix}.weights"]
         check_outputs(outputs, [net.file, weights, data_path], force)
         run_search(net, load_dataset(data_path), SearchConfig(target_bflops, epochs, batch, penalty, gate_lr,
-                                                              weight_lr), outputs)
+                                                              weight_lr),
+                   calibration_batch(data_path, SEARCH_BN_IMAGES, *size), outputs)
         return
     if ratio is None:
         raise DncompressError("--ratio is required (e.g. --ratio 0.7)")
@@ -441,8 +445,8 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
     click.echo(f"wrote {outputs[0]} and {outputs[1]}")
 
 
-def run_search(net: Network, dataset, config: SearchConfig, outputs: list[str]) -> None:
-    """Pruning-as-search, then the searched widths applied (gated channels emit 0: no compensation)."""
+def run_search(net: Network, dataset, config: SearchConfig, bn_batch: np.ndarray, outputs: list[str]) -> None:
+    """Pruning-as-search, then the searched widths applied, BN statistics re-estimated on bn_batch."""
     check_heads(net.heads, net.file)
     dataset.check_classes(net.heads[0].classes)
     original = net.copy()
@@ -452,7 +456,7 @@ def run_search(net: Network, dataset, config: SearchConfig, outputs: list[str]) 
             bar.update(1, f"epoch {log.epoch + 1} loss {log.loss:.2f} BFLOPs {log.bflops:.3f} | "
                           f"{log.images_per_s:.1f} img/s")
         indicators = search(net, dataset, config, on_step)
-    pruned = prune_network(net, indicators.keep(), with_compensation=False)
+    pruned = apply_search(net, indicators, bn_batch)
     pruned.save(*outputs)
     report = pruning_report(original, pruned)
     report.update(compare_models(original, pruned, dataset))

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from dncompress.cli import main
 from dncompress.network import Network
 from dncompress.prune.apply import prune_network
-from dncompress.prune.search import Indicators
+from dncompress.prune.search import Indicators, apply_search
 from dncompress.stats import summary
 from dncompress.train.runner import TrainRun
 
@@ -89,3 +89,16 @@ def test_search_cli_reaches_a_smaller_network(tmp_path):
     assert runner.invoke(main, args).exit_code == 2
     missing = runner.invoke(main, args[:3] + ["--search", "--data", str(COCO_FEW), "-o", str(tmp_path / "x")])
     assert missing.exit_code == 2 and "--target-bflops" in missing.output
+
+
+def test_apply_search_reestimates_batchnorm_of_the_pruned_network():
+    net = random_network("yolov3-tiny", width=64, height=64)
+    indicators = Indicators(net)
+    indicators.values = np.random.default_rng(3).random(len(indicators.values))
+    x = np.random.default_rng(4).random((3, 3, 64, 64), dtype=np.float32)
+    pruned = apply_search(net, indicators, x)
+    assert summary(pruned)["bflops"] == pytest.approx(indicators.bflops()[0], rel=1e-9)
+    conv = pruned.layers[4]
+    raw = conv.kernel_output(pruned.forward(x, keep={3})[0]).astype(np.float64)
+    np.testing.assert_allclose(conv.params["rolling_mean"], raw.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(conv.params["rolling_variance"], raw.var(axis=(0, 2, 3)), rtol=1e-3, atol=1e-5)

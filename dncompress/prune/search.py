@@ -16,7 +16,7 @@ from ..train.augment import Augment
 from ..train.loop import accumulate
 from ..train.optim import SGD, Schedule
 from ..train.runner import TrainRun
-from .apply import CONV_TYPES
+from .apply import CONV_TYPES, prune_network
 from .groups import Channel, channel_groups, channel_maps
 
 THRESHOLD = 0.5
@@ -29,7 +29,7 @@ class SearchConfig:
     batch: int = 8
     penalty: float = 200.0     # weight of the squared relative BFLOPs gap
     gate_lr: float = 0.3       # SGD rate of the indicators
-    weight_lr: float | None = None  # SGD rate of the weights (default: the cfg's); 0 freezes them
+    weight_lr: float = 0.0     # constant SGD rate of the weights; 0 freezes them
     augment: bool = True
     seed: int = 0
 
@@ -124,13 +124,22 @@ class Indicators:
         return keep
 
 
+def apply_search(net: Network, indicators: Indicators, calib: np.ndarray) -> Network:
+    """The searched widths as a new Network (switched-off channels emitted 0: no compensation), with BN
+    running statistics re-estimated on calib (N, C, H, W): removing channels shifts what later convs see,
+    and a short search moves the running averages only part of the way."""
+    pruned = prune_network(net, indicators.keep(), with_compensation=False)
+    pruned.calibrate_batchnorm(calib)
+    return pruned
+
+
 def search(net: Network, dataset: Dataset, config: SearchConfig,
            on_step: Callable[[SearchStep], None] | None = None) -> Indicators:
-    """Train `net` (in place, unless weight_lr is 0) together with its indicators; returns them."""
+    """Train the indicators of `net` (and its weights, in place, when weight_lr > 0; BN running statistics
+    follow the batches either way); returns them."""
     indicators = Indicators(net)
-    schedule = dataclasses.replace(Schedule.from_net(net.net_section), burn_in=0, steps=(), scales=())
-    if config.weight_lr is not None:
-        schedule.learning_rate = config.weight_lr
+    schedule = dataclasses.replace(Schedule.from_net(net.net_section), learning_rate=config.weight_lr, burn_in=0,
+                                   steps=(), scales=())
     optimizer = SGD(net, schedule)
     run = TrainRun(net)
     aug = Augment.from_network(net) if config.augment else None
