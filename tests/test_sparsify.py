@@ -224,3 +224,15 @@ def test_sparsify_cli_activation_masks_report_and_map(tmp_path, tiny_weights):
     assert masked.layers[14].winner_rate == 0.6 and masked.layers[15].winner_rate == 1.0
     measure = CliRunner().invoke(main, ["sparsify", "--activations", "--data", str(data), "--images", "1"])
     assert measure.exit_code == 0 and "layer" in measure.stdout and "mAP" not in measure.stdout
+
+
+def test_sparse_engine_forward_equals_dense_engine():
+    from dncompress.sparse.engine import SparseEngine
+    net = random_network("yolov3-tiny", seed=7, width=96, height=96)
+    sparse, _ = sparsify_network(net, SparsifyConfig("simd", 0.7, 4))
+    masked = with_activation_masks(sparse, 0.05)
+    x = np.random.default_rng(1).random((2, 3, 96, 96), dtype=np.float32)
+    engine = SparseEngine(masked, 4)
+    assert len(engine.kernels) == 13
+    for a, b in zip(masked.forward(x), engine.forward(x)):
+        np.testing.assert_allclose(a, b, atol=1e-3 * float(np.abs(a).max()))

@@ -66,18 +66,14 @@ def conv_activity(layer, x: np.ndarray, y: np.ndarray) -> ConvActivity:
 def activation_stats(net: Network, images: np.ndarray, batch: int = 4) -> dict[int, ConvActivity]:
     """Conv index -> its ConvActivity over `images` (N, C, H, W), `batch` images per forward pass."""
     stats = {layer.index: ConvActivity(layer.index) for layer in net.layers if layer.type in CONV_TYPES}
-    last_use = net._last_use
+
+    def probe(layer, xs):
+        y = layer.forward(xs)
+        if layer.index in stats:
+            stats[layer.index].add(conv_activity(layer, xs[0], y))
+        return y
     for start in range(0, len(images), batch):
-        x = np.ascontiguousarray(images[start:start + batch], np.float32)
-        outputs: dict[int, np.ndarray] = {}
-        for layer in net.layers:
-            xs = [outputs[i] if i >= 0 else x for i in layer.inputs]
-            outputs[layer.index] = layer.forward(xs)
-            if layer.index in stats:
-                stats[layer.index].add(conv_activity(layer, xs[0], outputs[layer.index]))
-            for i in layer.inputs:
-                if i >= 0 and last_use[i] == layer.index:
-                    del outputs[i]
+        net.forward(images[start:start + batch], run=probe)
     return stats
 
 
