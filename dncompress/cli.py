@@ -31,7 +31,8 @@ from .prune.report import pruning_report
 from .prune.sensitivity import plot_sensitivity, sensitivity
 from .sparse.activations import NEAR_ZERO, activation_stats, with_activation_masks
 from .sparse.format import read_sparse, sparse_chunks
-from .sparse.weights import NORMS, PATTERNS, SCOPES, SparsifyConfig, sparsify_network, weight_sparsity_report
+from .sparse.weights import (NORMS, PATTERNS, SCOPES, SparsifyConfig, correct_bias, sparsify_network,
+                              weight_sparsity_report)
 from .stats import summary
 from .weights import weights_payload
 from .zoo import DEFAULT_MODEL, fetch, find_weights, resolve_cfg
@@ -629,6 +630,10 @@ def sparsify_prefix(stem: str, config: SparsifyConfig | None, threshold: float, 
 @click.option("--scope", type=click.Choice(SCOPES), default="layer", show_default=True,
               help="RATIO of every layer, or one threshold over all pruned layers.")
 @click.option("--skip-first-last", is_flag=True, help="Leave the first conv and the convs feeding the heads dense.")
+@click.option("--bias-correction", is_flag=True, help="Remove each pruned conv's mean output shift on --calib "
+              "images (folded into its bias or BN mean).")
+@click.option("--calib", type=click.Path(), help="Calibration images (folder or dataset) for --bias-correction.")
+@click.option("--calib-images", default=16, show_default=True, type=click.IntRange(1))
 @click.option("--activation-threshold", default=0.0, type=click.FloatRange(0), help="Dynamic mask: zero conv "
               "outputs with |a| < T (cfg key activation_threshold=; Darknet and OpenCV ignore it).")
 @click.option("--winner-rate", default=1.0, type=click.FloatRange(0, 1, min_open=True), help="Dynamic mask: keep "
@@ -641,8 +646,9 @@ def sparsify_prefix(stem: str, config: SparsifyConfig | None, threshold: float, 
               "and PREFIX.dns (sparse) with --pattern (default <stem>-<pattern>-s<RATIO>).")
 @click.option("--data", "data_path", type=click.Path(), help="Dataset: report mAP before/after and fidelity.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_first_last, activation_threshold,
-                     winner_rate, measure_activations, images, prefix, data_path, force):
+def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_first_last, bias_correction, calib,
+                     calib_images, activation_threshold, winner_rate, measure_activations, images, prefix, data_path,
+                     force):
     """Zero weights (SIMD-aligned groups or unstructured) and/or activations (dynamic masks) inside the
     dense model; write it as Darknet cfg + weights and as a sparse .dns file, and measure what it saves."""
     masks = activation_threshold > 0 or winner_rate < 1
@@ -650,6 +656,8 @@ def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_firs
         raise DncompressError("--pattern needs --ratio (e.g. --ratio 0.5)")
     if ratio is not None and not pattern:
         raise DncompressError("--ratio needs --pattern simd or --pattern unstructured")
+    if bias_correction and not (pattern and calib):
+        raise DncompressError("--bias-correction needs --pattern and calibration images (--calib DIR)")
     if measure_activations and not data_path:
         raise DncompressError("--activations needs --data (the images to measure)")
     if not (pattern or masks or measure_activations):
@@ -665,6 +673,8 @@ def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_firs
     sparse = net
     if config:
         sparse, _ = sparsify_network(net, config)
+        if bias_correction:
+            correct_bias(net, sparse, calibration_batch(calib, calib_images, net.info.width, net.info.height))
         print_weight_sparsity(weight_sparsity_report(net, sparse))
     if masks:
         sparse = with_activation_masks(sparse, activation_threshold, winner_rate)

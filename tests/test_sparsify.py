@@ -236,3 +236,21 @@ def test_sparse_engine_forward_equals_dense_engine():
     assert len(engine.kernels) == 13
     for a, b in zip(masked.forward(x), engine.forward(x)):
         np.testing.assert_allclose(a, b, atol=1e-3 * float(np.abs(a).max()))
+
+
+def test_bias_correction_restores_each_conv_mean_output():
+    from dncompress.sparse.weights import correct_bias
+    net = random_network("yolov3-tiny", seed=8, width=64, height=64)
+    sparse, keep = sparsify_network(net, SparsifyConfig("simd", 0.5, 4))
+    calib = np.random.default_rng(2).random((3, 3, 64, 64), dtype=np.float32)
+    assert correct_bias(net, sparse, calib) == sorted(keep)
+    inputs = {}
+
+    def record(layer, xs):
+        inputs[layer.index] = xs[0]
+        return layer.forward(xs)
+    net.forward(calib, run=record)
+    for index in keep:
+        old, new = net.layers[index], sparse.layers[index]
+        mean = lambda layer: conv2d(inputs[index], *layer.folded(), layer.stride, layer.pad).mean(axis=(0, 2, 3))
+        np.testing.assert_allclose(mean(new), mean(old), atol=1e-4 * float(np.abs(mean(old)).max()) + 1e-5)

@@ -9,7 +9,9 @@ import dataclasses
 import numpy as np
 
 from ..cfg import Section
+from ..engine.conv import conv2d
 from ..errors import DncompressError
+from ..layers.conv import BN_EPS
 from ..network import Network
 
 PATTERNS = ("simd", "unstructured")
@@ -108,6 +110,30 @@ def sparsify_network(net: Network, config: SparsifyConfig) -> tuple[Network, dic
         layer.set_params(weights=np.where(expand_groups(mask, config.group_size, weights.shape), weights,
                                           np.float32(0)))
     return sparse, keep
+
+
+def correct_bias(original: Network, sparse: Network, calib: np.ndarray) -> list[int]:
+    """Remove each pruned conv's mean output shift on calibration images (N, C, H, W), as quantize
+    --bias-correction does: the folded bias moves by -E[conv(x, W_sparse - W)] per filter (BN convs through
+    their running mean), x being the original network's input to the layer (on coco12 this beats matching
+    means layer after layer through the sparse network). Returns the convs corrected."""
+    changed = [new.index for old, new in zip(original.layers, sparse.layers) if new.type == "convolutional"
+               and not np.array_equal(old.params["weights"], new.params["weights"])]
+    wanted = {original.layers[i].inputs[0] for i in changed} - {-1}
+    inputs = dict(zip(sorted(wanted), original.forward(calib, keep=wanted)))
+    inputs[-1] = calib
+    for index in changed:
+        old, new = original.layers[index], sparse.layers[index]
+        removed = new.folded()[0] - old.folded()[0]
+        shift = conv2d(inputs[old.inputs[0]], removed, None, old.stride, old.pad, old.groups).mean(axis=(0, 2, 3))
+        p = new.params
+        if new.batch_normalize:
+            scale = p["scales"] / np.sqrt(p["rolling_variance"].astype(np.float64) + BN_EPS)
+            moved = np.divide(shift, scale, out=np.zeros_like(scale), where=scale != 0)
+            new.set_params(rolling_mean=(p["rolling_mean"] + moved).astype(np.float32))
+        else:
+            new.set_params(biases=(p["biases"] - shift).astype(np.float32))
+    return changed
 
 
 def weight_sparsity_report(net: Network, sparse: Network) -> dict:
