@@ -579,16 +579,16 @@ def print_weight_sparsity(report: dict) -> None:
         click.echo(f"{row['index']:>5} {row['weights']:>9,} {a:>9,} -> {b:<9,} {1 - b / row['weights']:6.1%} "
                    f"{row['skipped_macs'] / 1e6:10.1f} M")
     a, b = report["nonzero"]
-    click.echo(f"nonzero weights {a:,} -> {b:,} ({1 - b / report['weights']:.1%} of conv weights zero); a zero-skipping "
-               f"engine skips {report['skipped_macs'] / 1e9:.3f} of {report['macs'] / 1e9:.3f} G MACs "
+    click.echo(f"nonzero weights {a:,} -> {b:,} ({1 - b / report['weights']:.1%} of conv weights zero); "
+               f"a zero-skipping engine skips {report['skipped_macs'] / 1e9:.3f} of {report['macs'] / 1e9:.3f} G MACs "
                f"({report['skipped_macs'] / report['macs']:.1%})")
 
 
-def print_activation_sparsity(before: dict, after: dict) -> None:
+def print_activation_sparsity(before: dict, after: dict, images: int) -> None:
     """Per conv: output zeros and near zeros before, zeros and kept fraction after, and the share of its
-    in-image MACs (zero padding left out) with a zero operand."""
+    in-image MACs (zero padding left out; per image) with a zero operand."""
     click.echo(f"{'layer':>5} {'out zero':>8} {f'|a|<{NEAR_ZERO:g}':>8} {'-> zero':>7} {'kept':>6} {'in zero':>7} "
-               f"{'in-image MACs':>13} {'skip: act':>16} {'w+act':>6}")
+               f"{'MACs/image':>13} {'skip: act':>16} {'w+act':>6}")
     totals = {key: [0, 0] for key in ("real", "act", "both")}
     for index, b in before.items():
         a = after[index]
@@ -598,11 +598,11 @@ def print_activation_sparsity(before: dict, after: dict) -> None:
                                                                         real - a.effectual_macs))):
             totals[key] = [t + v for t, v in zip(totals[key], pair)]
         click.echo(f"{index:>5} {b.zeros / b.outputs:8.1%} {b.near_zeros / b.outputs:8.1%} {a.zeros / a.outputs:7.1%} "
-                   f"{1 - a.zeros / a.outputs:6.1%} {a.input_zeros / a.inputs:7.1%} {real / 1e9:11.3f} G "
+                   f"{1 - a.zeros / a.outputs:6.1%} {a.input_zeros / a.inputs:7.1%} {real / images / 1e9:11.3f} G "
                    f"{act[0] / real:6.1%} -> {act[1] / real:6.1%} {1 - a.effectual_macs / real:6.1%}")
     real = totals["real"][0]
-    click.echo(f"a zero-skipping engine skips, of {real / 1e9:.3f} G in-image MACs: zero activations "
-               f"{totals['act'][0] / real:.1%} -> {totals['act'][1] / real:.1%}; zero weights or activations "
+    click.echo(f"a zero-skipping engine skips, of {real / images / 1e9:.3f} G in-image MACs per image: zero "
+               f"activations {totals['act'][0] / real:.1%} -> {totals['act'][1] / real:.1%}; zero weights or activations "
                f"{totals['both'][0] / real:.1%} -> {totals['both'][1] / real:.1%}")
 
 
@@ -698,7 +698,7 @@ def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_firs
         if measure_activations:
             x = calibration_batch(data_path, images, net.info.width, net.info.height)
             before = activation_stats(net, x)
-            print_activation_sparsity(before, activation_stats(sparse, x) if sparse is not net else before)
+            print_activation_sparsity(before, activation_stats(sparse, x) if sparse is not net else before, len(x))
         if sparse is not net:
             report = compare_models(net, sparse, dataset)
             if "map50" in report:

@@ -3,6 +3,7 @@ OpenCV parity of written models, activation masks and statistics (brute force), 
 import math
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -222,6 +223,12 @@ def test_sparsify_cli_activation_masks_report_and_map(tmp_path, tiny_weights):
     assert sorted(p.name for p in tmp_path.glob("m.*")) == ["m.cfg", "m.weights"]
     masked = Network.from_cfg(tmp_path / "m.cfg", tmp_path / "m.weights")
     assert masked.layers[14].winner_rate == 0.6 and masked.layers[15].winner_rate == 1.0
+    # OpenCV ignores the mask keys: it runs the unmasked model
+    cv_net = cv2.dnn.readNetFromDarknet(str(tmp_path / "m.cfg"), str(tmp_path / "m.weights"))
+    cv_net.setInput(blob())
+    theirs = cv_net.forward(["conv_15", "conv_22"])
+    plain = Network.from_cfg(CFGS / "yolov3-tiny.cfg", tiny_weights)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(plain.forward(blob(), keep={15, 22}), theirs)) <= 2e-4
     measure = CliRunner().invoke(main, ["sparsify", "--activations", "--data", str(data), "--images", "1"])
     assert measure.exit_code == 0 and "layer" in measure.stdout and "mAP" not in measure.stdout
 
