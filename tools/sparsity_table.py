@@ -25,7 +25,8 @@ WEIGHT_RUNS = ",".join(f"{p}:{r}" for p in ("simd4", "simd8", "unstructured") fo
 
 
 def accuracy(exp: Experiment, model: Network) -> str:
-    preds = predict(model.forward, model.heads, exp.dataset, *exp.size, progress=False)
+    preds = exp.base_preds if model is exp.net else \
+        predict(model.forward, model.heads, exp.dataset, *exp.size, progress=False)
     result = evaluate(preds, exp.dataset, exp.classes)
     return f"{result.map50:.4f} | {result.map50_95:.4f} | {evaluate(preds, exp.reference, exp.classes).map50:.4f}"
 
