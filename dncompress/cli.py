@@ -292,11 +292,15 @@ def export_command(cfg, weights, output, opset, decode, nms, dynamic_batch, imgs
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def stats_command(cfg, weights, imgsz, as_json):
     """Per-layer cost table (like Darknet's) and totals: params, size, BFLOPs, peak activation memory,
-    energy estimate. Needs no weights; WEIGHTS, if given, is checked against the cfg."""
+    energy estimate. Needs no weights; WEIGHTS, if given, is checked against the cfg, and its zero conv
+    weights are counted (with the MACs a zero-skipping engine would skip)."""
     width, height = imgsz if imgsz else (None, None)
     cfg_path = resolve_cfg(cfg or DEFAULT_MODEL)
-    net = Network.from_cfg(cfg_path, find_weights(cfg_path, weights) if weights else None, width, height,
-                           activation_limit())
+    if cfg_path.suffix in (".dnq", ".dns"):
+        net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
+    else:
+        net = Network.from_cfg(cfg_path, find_weights(cfg_path, weights) if weights else None, width, height,
+                               activation_limit())
     figures = summary(net)
     if as_json:
         click.echo(json.dumps(figures, indent=1))
@@ -314,6 +318,11 @@ def stats_command(cfg, weights, imgsz, as_json):
     click.echo(f"activations {figures['activation_mb']:.2f} MB in all, peak {figures['peak_activation_mb']:.2f} MB "
                f"alive at once (batch 1)")
     click.echo(f"energy {figures['energy'] / 1e9:.3f} G MAC-units ({share}); model in docs/energy.md")
+    zeros = figures["weight_sparsity"]
+    if zeros:
+        click.echo(f"nonzero conv weights {zeros['nonzero_weights']:,} of {zeros['conv_weights']:,} "
+                   f"({1 - zeros['nonzero_weights'] / zeros['conv_weights']:.1%} zero); a zero-skipping engine skips "
+                   f"{zeros['skipped_macs'] / 1e9:.3f} of {figures['macs'] / 1e9:.3f} G MACs")
 
 
 def parse_ratios(text: str) -> list[float]:

@@ -79,6 +79,23 @@ def conv_macs(layer: Convolutional) -> int:
     return layer.filters * c_in * layer.size ** 2 * layer.out_shape[1] * layer.out_shape[2]
 
 
+def zero_weights(layer: Convolutional) -> tuple[int, int]:
+    """(nonzero weights, MACs a zero-skipping engine skips: each zero weight once per output pixel)."""
+    weights = layer.params["weights"]
+    nonzero = int(np.count_nonzero(weights))
+    return nonzero, (weights.size - nonzero) * layer.out_shape[1] * layer.out_shape[2]
+
+
+def weight_sparsity(net: Network) -> dict | None:
+    """Conv weights, nonzero weights and the MACs a zero-skipping engine skips (None without weights)."""
+    convs = [layer for layer in net.layers if isinstance(layer, Convolutional)]
+    if not convs or "weights" not in convs[0].params:
+        return None
+    counts = [zero_weights(layer) for layer in convs]
+    return {"conv_weights": sum(layer.params["weights"].size for layer in convs),
+            "nonzero_weights": sum(c[0] for c in counts), "skipped_macs": sum(c[1] for c in counts)}
+
+
 def layer_costs(net: Network, model: EnergyModel = EnergyModel()) -> list[LayerCost]:
     costs = []
     for layer in net.layers:
@@ -120,6 +137,7 @@ def summary(net: Network, model: EnergyModel = EnergyModel()) -> dict:
         "peak_activation_mb": peak / 1e6,
         "energy": energy,
         "energy_share": {k: v / energy for k, v in levels.items()} if energy else {},
+        "weight_sparsity": weight_sparsity(net),
         "layers": [dict(index=c.index, type=c.type, filters=c.filters, size=c.size, stride=c.stride,
                         input=list(c.in_shape), output=list(c.out_shape), bflops=c.bflops, params=c.params,
                         activation_bytes=c.activation_bytes, energy=c.total_energy) for c in costs],

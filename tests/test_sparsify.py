@@ -1,5 +1,6 @@
 """Sparsity: SIMD-group and unstructured weight pruning, the .dns format, the zero-skipping kernel,
 OpenCV parity of written models, activation masks and statistics (brute force), CLI."""
+import json
 import math
 import shutil
 
@@ -197,6 +198,11 @@ def test_sparsify_cli_outputs_sizes_and_force(tmp_path, tiny_weights):
     x = blob()
     for a, b in zip(dense.forward(x), sparse.forward(x)):
         np.testing.assert_array_equal(a, b)
+    stats = runner.invoke(main, ["stats", f"{prefix}.dns", "--json"])
+    zeros = json.loads(stats.stdout)["weight_sparsity"]
+    assert stats.exit_code == 0 and zeros["conv_weights"] == 8_845_488
+    assert zeros["nonzero_weights"] == sum(int(np.count_nonzero(l.params["weights"])) for l in dense.layers if l.params)
+    assert zeros["skipped_macs"] > 0.45 * json.loads(stats.stdout)["macs"]
     again = runner.invoke(main, args)
     assert again.exit_code == 2 and "--force" in again.stderr
     assert runner.invoke(main, args + ["--force"]).exit_code == 0

@@ -11,8 +11,9 @@ import numpy as np
 from ..cfg import Section
 from ..engine.conv import conv2d
 from ..errors import DncompressError
-from ..layers.conv import BN_EPS
+from ..layers.conv import BN_EPS, Convolutional
 from ..network import Network
+from ..stats import zero_weights
 
 PATTERNS = ("simd", "unstructured")
 NORMS = {"l2": 2, "l1": 1}
@@ -137,18 +138,14 @@ def correct_bias(original: Network, sparse: Network, calib: np.ndarray) -> list[
 
 
 def weight_sparsity_report(net: Network, sparse: Network) -> dict:
-    """Per conv: weights, nonzero before/after, MACs and the MACs a zero-skipping engine skips (a zero weight
-    is used once per output pixel); and totals."""
+    """Per conv: weights, nonzero before/after, MACs and the MACs a zero-skipping engine skips; and totals."""
     layers = []
     for old, new in zip(net.layers, sparse.layers):
-        if old.type not in ("convolutional", "quantize_convolutional"):
-            continue
-        pixels = new.out_shape[1] * new.out_shape[2]
-        w_old, w_new = old.params["weights"], new.params["weights"]
-        layers.append({"index": old.index, "weights": int(w_new.size),
-                       "nonzero": [int(np.count_nonzero(w_old)), int(np.count_nonzero(w_new))],
-                       "macs": int(w_new.size * pixels),
-                       "skipped_macs": int((w_new.size - np.count_nonzero(w_new)) * pixels)})
+        if isinstance(new, Convolutional):
+            (before, _), (after, skipped) = zero_weights(old), zero_weights(new)
+            size = new.params["weights"].size
+            layers.append({"index": old.index, "weights": size, "nonzero": [before, after],
+                           "macs": size * new.out_shape[1] * new.out_shape[2], "skipped_macs": skipped})
     total = {key: sum(row[key] for row in layers) for key in ("weights", "macs", "skipped_macs")}
     total["nonzero"] = [sum(row["nonzero"][i] for row in layers) for i in (0, 1)]
     return {"layers": layers, **total}
