@@ -17,8 +17,9 @@ from dncompress.engine.sparse_conv import conv2d_group_sparse, group_sparse
 from dncompress.errors import DncompressError
 from dncompress.network import Network
 from dncompress.sparse.activations import activation_stats, with_activation_masks
+from dncompress.sparse.engine import SparseEngine
 from dncompress.sparse.format import encode_weights, read_sparse, write_sparse
-from dncompress.sparse.weights import SparsifyConfig, eligible_convs, sparsify_network
+from dncompress.sparse.weights import SparsifyConfig, correct_bias, eligible_convs, sparsify_network
 
 from conftest import CFGS, COCO_FEW, random_network
 from test_prune import blob, opencv_parity
@@ -210,6 +211,7 @@ def test_sparsify_cli_outputs_sizes_and_force(tmp_path, tiny_weights):
                          (["--pattern", "simd"], "--pattern needs --ratio"),
                          (["--ratio", "0.5"], "--ratio needs --pattern"),
                          (["--activations"], "--activations needs --data"),
+                         (["--pattern", "simd", "--ratio", "0.5", "--bias-correction"], "--bias-correction needs"),
                          ([], "nothing to do")):
         result = runner.invoke(main, ["sparsify", *bad, "-o", str(tmp_path / "x")])
         assert result.exit_code == 2 and message in result.stderr, result.output
@@ -240,7 +242,6 @@ def test_sparsify_cli_activation_masks_report_and_map(tmp_path, tiny_weights):
 
 
 def test_sparse_engine_forward_equals_dense_engine():
-    from dncompress.sparse.engine import SparseEngine
     net = random_network("yolov3-tiny", seed=7, width=96, height=96)
     sparse, _ = sparsify_network(net, SparsifyConfig("simd", 0.7, 4))
     masked = with_activation_masks(sparse, 0.05)
@@ -252,7 +253,6 @@ def test_sparse_engine_forward_equals_dense_engine():
 
 
 def test_bias_correction_restores_each_conv_mean_output():
-    from dncompress.sparse.weights import correct_bias
     net = random_network("yolov3-tiny", seed=8, width=64, height=64)
     sparse, keep = sparsify_network(net, SparsifyConfig("simd", 0.5, 4))
     calib = np.random.default_rng(2).random((3, 3, 64, 64), dtype=np.float32)
