@@ -62,6 +62,8 @@ COMMANDS = {
                      "cfg", "weights", "labels", "data-image", "detector-cfg", "out"),
     "prune": command(lambda i: ["prune", i.cfg, i.weights, "--ratio", "0.5", "-o", i.out / "p"], "cfg", "weights",
                      "out"),
+    "sparsify": command(lambda i: ["sparsify", i.cfg, i.weights, "--pattern", "simd", "--ratio", "0.5",
+                                   "-o", i.out / "s"], "cfg", "weights", "out"),
 }
 
 
