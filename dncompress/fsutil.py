@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import struct
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -94,6 +95,22 @@ def check_outputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | N
             raise DncompressError("output exists; pass --force to overwrite it", str(out))
         if not out.parent.exists():
             raise DncompressError(f"output folder {out.parent} does not exist", str(out))
+
+
+def read_framed(path: str | Path, magic: bytes, version: int, kind: str) -> tuple[bytes, str, int]:
+    """A dncompress model file: `magic`, uint32 version, uint32 cfg length, cfg text, body. Returns (all bytes,
+    the cfg text, the offset of the body); `kind` names the format in errors."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DncompressError(f"cannot read {kind} model: {err.strerror}", str(path)) from None
+    if data[:4] != magic or len(data) < 12:
+        raise DncompressError(f"not a dncompress {kind} model (no {magic.decode()} header)", str(path))
+    found, cfg_len = struct.unpack_from("<II", data, 4)
+    if found != version:
+        raise DncompressError(f"{kind} format version {found}; this dncompress reads {version}", str(path))
+    return data, data[12:12 + cfg_len].decode("utf-8"), 12 + cfg_len
 
 
 class StagedWrites:

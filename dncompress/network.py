@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -199,9 +200,11 @@ class Network:
                 f"limit; use a smaller input size or raise the limit with --max-activation-mb or "
                 f"{MAX_ACTIVATION_ENV}", self.file, self.net_section.where())
 
-    def forward(self, x: np.ndarray, keep: set[int] | None = None) -> list[np.ndarray]:
+    def forward(self, x: np.ndarray, keep: set[int] | None = None,
+                run: Callable[[Layer, list[np.ndarray]], np.ndarray] | None = None) -> list[np.ndarray]:
         """x: (N, C, H, W) float32 -> raw output of every [yolo]/[region] layer, in cfg order.
-        With `keep`, returns those layers' outputs instead (in `keep`'s sorted order)."""
+        With `keep`, returns those layers' outputs instead (in `keep`'s sorted order). `run(layer, xs)`, if
+        given, computes each layer's output in place of `layer.forward(xs)` (another kernel, or a probe)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 4 or x.shape[1:] != self.input_shape:
             raise DncompressError(f"input batch has shape {x.shape}, the network takes (N, "
@@ -210,7 +213,7 @@ class Network:
         outputs: dict[int, np.ndarray] = {}
         for layer in self.layers:
             xs = [outputs[i] if i >= 0 else x for i in layer.inputs]
-            outputs[layer.index] = layer.forward(xs)
+            outputs[layer.index] = run(layer, xs) if run else layer.forward(xs)
             for i in layer.inputs:
                 if i >= 0 and self._last_use[i] == layer.index and i not in wanted:
                     del outputs[i]

@@ -104,6 +104,23 @@ def layer_ops(layer) -> tuple[int, int, int]:
     return 0, 0, 0
 
 
+def zero_weights(layer: Convolutional) -> tuple[int, int]:
+    """(nonzero weights, MACs a zero-skipping engine skips: each zero weight once per output pixel)."""
+    weights = layer.params["weights"]
+    nonzero = int(np.count_nonzero(weights))
+    return nonzero, (weights.size - nonzero) * layer.out_shape[1] * layer.out_shape[2]
+
+
+def weight_sparsity(net: Network) -> dict | None:
+    """Conv weights, nonzero weights and the MACs a zero-skipping engine skips (None without weights)."""
+    convs = [layer for layer in net.layers if isinstance(layer, Convolutional)]
+    if not convs or "weights" not in convs[0].params:
+        return None
+    counts = [zero_weights(layer) for layer in convs]
+    return {"conv_weights": sum(layer.params["weights"].size for layer in convs),
+            "nonzero_weights": sum(c[0] for c in counts), "skipped_macs": sum(c[1] for c in counts)}
+
+
 def layer_costs(net: Network, model: EnergyModel = EnergyModel(), skip_zeros: bool = False) -> list[LayerCost]:
     """With `skip_zeros`, a conv costs only its nonzero weights: the MACs and weight accesses a
     zero-skipping accelerator performs (Yang et al.'s accounting of pruned layers)."""
@@ -111,10 +128,9 @@ def layer_costs(net: Network, model: EnergyModel = EnergyModel(), skip_zeros: bo
     for layer in net.layers:
         params = sum(_elements(s) for s in layer.param_shapes().values())
         macs, adds, compares = layer_ops(layer)
-        weights = layer.params.get("weights") if skip_zeros and isinstance(layer, Convolutional) else None
-        if weights is not None and weights.size:
-            nonzero = int(np.count_nonzero(weights))
-            macs, params = macs * nonzero // weights.size, params - (weights.size - nonzero)
+        if skip_zeros and isinstance(layer, Convolutional) and "weights" in layer.params:
+            nonzero, skipped = zero_weights(layer)
+            macs, params = macs - skipped, params - (layer.params["weights"].size - nonzero)
         costs.append(LayerCost(layer.index, layer.type, getattr(layer, "filters", None), getattr(layer, "size", None),
                                getattr(layer, "stride", None), layer.in_shapes[0], layer.out_shape, macs, params,
                                layer_energy(layer, macs, params, model, adds, compares),
@@ -153,6 +169,7 @@ def summary(net: Network, model: EnergyModel = EnergyModel(), skip_zeros: bool =
         "peak_activation_mb": peak / 1e6,
         "energy": energy,
         "energy_share": {k: v / energy for k, v in levels.items()} if energy else {},
+        "weight_sparsity": weight_sparsity(net),
         "layers": [dict(index=c.index, type=c.type, filters=c.filters, size=c.size, stride=c.stride,
                         input=list(c.in_shape), output=list(c.out_shape), bflops=c.bflops, macs=c.macs,
                         adds=c.adds, compares=c.compares, params=c.params,

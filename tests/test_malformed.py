@@ -63,6 +63,8 @@ COMMANDS = {
     "prune": command(lambda i: ["prune", i.cfg, i.weights, "--ratio", "0.5", "-o", i.out / "p"], "cfg", "weights",
                      "out"),
     "reparam": command(lambda i: ["reparam", i.cfg, i.weights, "-o", i.out / "r"], "cfg", "weights", "out"),
+    "sparsify": command(lambda i: ["sparsify", i.cfg, i.weights, "--pattern", "simd", "--ratio", "0.5",
+                                   "-o", i.out / "s"], "cfg", "weights", "out"),
 }
 
 

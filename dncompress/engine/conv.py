@@ -36,16 +36,21 @@ def im2col(x: np.ndarray, kernel: int, stride: int, pad: int, value: float = 0.0
     return view.reshape(n, c * kernel * kernel, ho * wo)
 
 
+def conv_columns(x: np.ndarray, kernel: int, stride: int, pad: int) -> tuple[np.ndarray, int, int]:
+    """(im2col(x) (N, C*k*k, Ho*Wo), Ho, Wo); a 1x1 stride-1 conv's columns are x itself, reshaped."""
+    n, c, h, w = x.shape
+    ho, wo = conv_output_size(h, kernel, stride, pad), conv_output_size(w, kernel, stride, pad)
+    if kernel == 1 and stride == 1 and pad == 0:
+        return x.reshape(n, c, h * w), ho, wo
+    return im2col(x, kernel, stride, pad), ho, wo
+
+
 def conv2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None, stride: int, pad: int,
            groups: int = 1) -> np.ndarray:
     """x: (N, C, H, W), weights: (O, C/groups, k, k), bias: (O,) -> (N, O, Ho, Wo) float32."""
     n, c, h, w = x.shape
     out_c, _, kernel, _ = weights.shape
-    ho, wo = conv_output_size(h, kernel, stride, pad), conv_output_size(w, kernel, stride, pad)
-    if kernel == 1 and stride == 1 and pad == 0:
-        cols = x.reshape(n, c, h * w)
-    else:
-        cols = im2col(x, kernel, stride, pad)
+    cols, ho, wo = conv_columns(x, kernel, stride, pad)
     if groups == 1:
         y = np.matmul(weights.reshape(out_c, -1), cols)
     else:

@@ -5,6 +5,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..engine.activation_mask import threshold_mask, winner_mask
 from ..engine.activations import ACTIVATIONS
 from ..engine.conv import conv2d, conv3x3_winograd, conv_output_size, winograd_weights
 from ..engine.quantize import (affine_params, dorefa_activations, dorefa_weights, fake_quantize_float32,
@@ -92,6 +93,14 @@ class Convolutional(ConvKeys):
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
+        s = section
+        # dncompress keys (Darknet and OpenCV ignore them): dynamic output masks after the activation
+        self.activation_threshold = s.get_float("activation_threshold", 0.0)
+        self.winner_rate = s.get_float("winner_rate", 1.0)
+        if self.activation_threshold < 0:
+            raise self.error(f"activation_threshold={self.activation_threshold} must be >= 0", "activation_threshold")
+        if not 0 < self.winner_rate <= 1:
+            raise self.error(f"winner_rate={self.winner_rate} must be in (0, 1]", "winner_rate")
         self._folded: tuple[np.ndarray, np.ndarray] | None = None
         self._winograd: np.ndarray | None = None
 
@@ -147,7 +156,15 @@ class Convolutional(ConvKeys):
             y = conv3x3_winograd(xs[0], self._winograd, b, self.pad)
         else:
             y = conv2d(xs[0], w, b, self.stride, self.pad, self.groups)
-        return ACTIVATIONS[self.activation](y)
+        return self.mask(ACTIVATIONS[self.activation](y))
+
+    def mask(self, y: np.ndarray) -> np.ndarray:
+        """The dynamic masks of `activation_threshold` and `winner_rate` (none by default), in place."""
+        if self.activation_threshold:
+            threshold_mask(y, self.activation_threshold)
+        if self.winner_rate < 1:
+            winner_mask(y, self.winner_rate)
+        return y
 
 
 @register("quantize_convolutional")

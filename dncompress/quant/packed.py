@@ -18,7 +18,7 @@ import numpy as np
 from ..cfg import parse_cfg, write_cfg
 from ..engine.quantize import channel_max_abs, dequantize, quantize, signed_range, symmetric_scale
 from ..errors import DncompressError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, read_framed
 from ..network import Network
 
 MAGIC = b"DNCQ"
@@ -69,17 +69,8 @@ def write_packed(net: Network, path: str | Path) -> int:
 def read_packed(path: str | Path) -> Network:
     """A Network from a .dnq file."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise DncompressError(f"cannot read packed model: {err.strerror}", str(path)) from None
-    if data[:4] != MAGIC or len(data) < 12:
-        raise DncompressError("not a dncompress packed model (no DNCQ header)", str(path))
-    version, cfg_len = struct.unpack_from("<II", data, 4)
-    if version != VERSION:
-        raise DncompressError(f"packed format version {version}; this dncompress reads {VERSION}", str(path))
-    offset = 12 + cfg_len
-    net = Network(parse_cfg(data[12:offset].decode("utf-8"), str(path)), str(path))
+    data, cfg, offset = read_framed(path, MAGIC, VERSION, "packed")
+    net = Network(parse_cfg(cfg, str(path)), str(path))
 
     def take(count: int, dtype: str = "<f4") -> np.ndarray:
         nonlocal offset
