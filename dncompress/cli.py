@@ -476,7 +476,10 @@ def run_search(net: Network, dataset, config: SearchConfig, bn_batch: np.ndarray
             bar.update(1, f"epoch {log.epoch + 1} loss {log.loss:.2f} BFLOPs {log.bflops:.3f} | "
                           f"{log.images_per_s:.1f} img/s")
         indicators = search(net, dataset, config, on_step)
-    pruned = apply_search(net, indicators, bn_batch)
+    threshold = indicators.threshold_for(config.target_bflops)
+    click.echo(f"indicators > 0.5: {indicators.bflops()[0]:.3f} BFLOPs; read at {threshold:.3f} (the lowest "
+               f"threshold within --target-bflops): {indicators.bflops(threshold)[0]:.3f} BFLOPs")
+    pruned = apply_search(net, indicators, bn_batch, threshold)
     pruned.save(*outputs)
     report = pruning_report(original, pruned)
     report.update(compare_models(original, pruned, dataset))

@@ -102,3 +102,15 @@ def test_apply_search_reestimates_batchnorm_of_the_pruned_network():
     raw = conv.kernel_output(pruned.forward(x, keep={3})[0]).astype(np.float64)
     np.testing.assert_allclose(conv.params["rolling_mean"], raw.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(conv.params["rolling_variance"], raw.var(axis=(0, 2, 3)), rtol=1e-3, atol=1e-5)
+
+
+def test_threshold_for_is_the_lowest_threshold_within_the_target():
+    net = random_network("yolov3-tiny", width=64, height=64)
+    indicators = Indicators(net)
+    indicators.values = np.round(np.random.default_rng(5).random(len(indicators.values)), 2)
+    target = 0.6 * indicators.bflops(0.0)[0]
+    threshold = indicators.threshold_for(target)
+    candidates = np.unique(np.append(indicators.values, 0.5))
+    within = [t for t in candidates if indicators.bflops(t)[0] <= target]
+    assert threshold == within[0]
+    assert indicators.bflops(threshold)[0] <= target < indicators.bflops(candidates[candidates < threshold][-1])[0]

@@ -75,11 +75,11 @@ class Indicators:
             coef = 2e-9 * layer.size ** 2 * layer.out_shape[1] * layer.out_shape[2] / layer.groups
             self.terms.append((coef, inputs, outputs))
 
-    def channel_mask(self) -> np.ndarray:
+    def channel_mask(self, threshold: float = THRESHOLD) -> np.ndarray:
         """Binarized indicator of every conv output channel (1 where not searched), plus the input slot."""
         gated = self.position_of >= 0
         mask = np.ones(len(self.position_of))
-        mask[gated] = self.values[self.position_of[gated]] > THRESHOLD
+        mask[gated] = self.values[self.position_of[gated]] > threshold
         return mask
 
     def gates(self) -> dict[int, np.ndarray]:
@@ -88,9 +88,9 @@ class Indicators:
         return {conv: mask[self.offset[conv]:self.offset[conv] + self.net.layers[conv].filters]
                 for group in self.groups for conv in group.convs}
 
-    def bflops(self) -> tuple[float, np.ndarray]:
+    def bflops(self, threshold: float = THRESHOLD) -> tuple[float, np.ndarray]:
         """BFLOPs of the network the indicators binarize to, and its gradient w.r.t. the indicators (STE)."""
-        mask = self.channel_mask()
+        mask = self.channel_mask(threshold)
         total, grad = 0.0, np.zeros(len(mask))
         for coef, inputs, outputs in self.terms:
             active_in, active_out = mask[inputs].sum(), mask[outputs].sum()
@@ -110,25 +110,41 @@ class Indicators:
             channel_grad[self.offset[conv]:self.offset[conv] + len(g)] += g
         return self.to_positions(channel_grad)
 
-    def keep(self) -> set[Channel]:
-        """Channels of every position left on (the best position of a group that would lose all), and every
-        channel of groups that are not searched."""
+    def threshold_for(self, target: float) -> float:
+        """The lowest threshold (among the indicator values, and 0.5) whose binarized network costs at most
+        `target` BFLOPs: the search stops near its target, often a little past it as many indicators
+        cross 0.5 in the same step; reading them at this threshold lands on it."""
+        candidates = np.unique(np.append(self.values, THRESHOLD))
+        lo, hi = 0, len(candidates) - 1
+        if self.bflops(candidates[hi])[0] > target:
+            return float(candidates[hi])
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.bflops(candidates[mid])[0] <= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        return float(candidates[lo])
+
+    def keep(self, threshold: float = THRESHOLD) -> set[Channel]:
+        """Channels of every position above `threshold` (the best position of a group that would lose all),
+        and every channel of groups that are not searched."""
         keep = {ch for g in channel_groups(self.net) if not g.prunable for pos in g.positions for ch in pos}
         start = 0
         for group in self.groups:
             values = self.values[start:start + len(group.positions)]
-            on = np.nonzero(values > THRESHOLD)[0]
+            on = np.nonzero(values > threshold)[0]
             for p in on if len(on) else [int(np.argmax(values))]:
                 keep.update(group.positions[p])
             start += len(group.positions)
         return keep
 
 
-def apply_search(net: Network, indicators: Indicators, calib: np.ndarray) -> Network:
+def apply_search(net: Network, indicators: Indicators, calib: np.ndarray, threshold: float = THRESHOLD) -> Network:
     """The searched widths as a new Network (switched-off channels emitted 0: no compensation), with BN
     running statistics re-estimated on calib (N, C, H, W): removing channels shifts what later convs see,
     and a short search moves the running averages only part of the way."""
-    pruned = prune_network(net, indicators.keep(), with_compensation=False)
+    pruned = prune_network(net, indicators.keep(threshold), with_compensation=False)
     pruned.calibrate_batchnorm(calib)
     return pruned
 
