@@ -332,9 +332,12 @@ def stats_command(cfg, weights, imgsz, skip_zeros, as_json):
     click.echo(f"energy {figures['energy'] / 1e9:.3f} G MAC-units ({share}); model in docs/energy.md")
     zeros = figures["weight_sparsity"]
     if zeros:
+        dense_macs = figures["macs"] + (zeros["skipped_macs"] if skip_zeros else 0)
         click.echo(f"nonzero conv weights {zeros['nonzero_weights']:,} of {zeros['conv_weights']:,} "
                    f"({1 - zeros['nonzero_weights'] / zeros['conv_weights']:.1%} zero); a zero-skipping engine skips "
-                   f"{zeros['skipped_macs'] / 1e9:.3f} of {figures['macs'] / 1e9:.3f} G MACs")
+                   f"{zeros['skipped_macs'] / 1e9:.3f} of {dense_macs / 1e9:.3f} G MACs")
+    if skip_zeros:
+        click.echo("(--skip-zeros: params, MACs, BFLOPs and energy count nonzero conv weights only)")
 
 
 def parse_ratios(text: str) -> list[float]:

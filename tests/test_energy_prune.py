@@ -179,3 +179,16 @@ def test_energy_cli_on_real_weights(tmp_path, tiny_weights):
     zero_weights = sum(layer.params["weights"].size - np.count_nonzero(layer.params["weights"])
                        for layer in out.layers if layer.type == "convolutional")
     assert json.loads(stats.output)["params"] == total - zero_weights
+
+
+def test_stats_cli_skip_zeros_reports_against_the_dense_macs(tmp_path):
+    net = small_network()
+    layer = net.layers[0]
+    layer.set_params(weights=np.where(np.arange(layer.params["weights"].size).reshape(layer.params["weights"].shape)
+                                      % 2, layer.params["weights"], 0).astype(np.float32))
+    net.save(tmp_path / "z.cfg", tmp_path / "z.weights")
+    dense = summary(net)
+    result = CliRunner().invoke(main, ["stats", str(tmp_path / "z.cfg"), str(tmp_path / "z.weights"), "--skip-zeros"])
+    assert result.exit_code == 0, result.output
+    assert f"of {dense['macs'] / 1e9:.3f} G MACs" in result.output
+    assert f"{summary(net, skip_zeros=True)['bflops']:.3f} BFLOPs" in result.output
