@@ -35,7 +35,7 @@ def many_images(folder: Path, count: int) -> None:
 
 @pytest.mark.parametrize("name", sorted(INTERRUPTIBLE))
 def test_ctrl_c_mid_run_leaves_nothing(name, tmp_path, tiny_weights):
-    many_images(tmp_path / "images", 40)
+    many_images(tmp_path / "images", 150)  # enough that a loaded machine cannot finish before the Ctrl-C
     args, started = INTERRUPTIBLE[name]
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
