@@ -494,7 +494,7 @@ def run_search(net: Network, dataset, config: SearchConfig, bn_batch: np.ndarray
 
 def run_energy_pruning(net: Network, ratio: float, calib: str | None, calib_images: int, max_drop: float,
                        outputs: list[str], data_path: str | None) -> None:
-    """Energy-aware weight pruning; fidelity is measured on the calibration images."""
+    """Energy-aware weight pruning; fidelity is measured on calibration images held out from the fit."""
     if not calib:
         raise DncompressError("--criterion energy needs calibration images (--calib DIR)")
     if not 0 < ratio < 1:
@@ -508,6 +508,9 @@ def run_energy_pruning(net: Network, ratio: float, calib: str | None, calib_imag
     click.echo(f"least-squares fit on {fit_count} --calib images; fidelity on "
                + (f"the {len(held_out)} after them" if held_out else "the same images (--calib has no more)"))
     reference = fidelity_dataset(predict(net.forward, net.heads, dataset, *size, progress=False), dataset)
+    if not reference.num_boxes:
+        raise DncompressError("the original model detects nothing (conf >= 0.25) on the images that measure "
+                              "fidelity, so no drop can be seen; give --calib images with objects", calib)
 
     def fidelity(candidate: Network) -> float:
         preds = predict(candidate.forward, candidate.heads, dataset, *size, progress=False)

@@ -143,8 +143,21 @@ def test_summary_skip_zeros_counts_nonzero_weights(tmp_path):
     assert sparse["energy"] < dense["energy"]
 
 
+def detecting_small_network():
+    """small_network whose heads see one class everywhere (objectness and class 0 on, the rest off), so the
+    fidelity has ground truth and stays cheap to evaluate."""
+    net = small_network()
+    for head in net.heads:
+        conv = net.layers[head.inputs[0]]
+        bias = np.full((len(head.mask), 85), -10, np.float32)
+        bias[:, :4] = 0
+        bias[:, 4:6] = 2
+        conv.set_params(biases=bias.ravel())
+    return net
+
+
 def test_energy_cli_small_network(tmp_path):
-    small_network().save(tmp_path / "small.cfg", tmp_path / "small.weights")
+    detecting_small_network().save(tmp_path / "small.cfg", tmp_path / "small.weights")
     runner = CliRunner()
     args = ["prune", str(tmp_path / "small.cfg"), str(tmp_path / "small.weights"), "--criterion", "energy",
             "--ratio", "0.6", "--calib", str(COCO_FEW), "--calib-images", "2", "--max-drop", "1",
@@ -192,3 +205,12 @@ def test_stats_cli_skip_zeros_reports_against_the_dense_macs(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"of {dense['macs'] / 1e9:.3f} G MACs" in result.output
     assert f"{summary(net, skip_zeros=True)['bflops']:.3f} BFLOPs" in result.output
+
+
+def test_energy_cli_refuses_calibration_images_without_detections(tmp_path):
+    small_network().save(tmp_path / "small.cfg", tmp_path / "small.weights")  # its heads detect nothing
+    result = CliRunner().invoke(main, ["prune", str(tmp_path / "small.cfg"), str(tmp_path / "small.weights"),
+                                       "--criterion", "energy", "--ratio", "0.5", "--calib", str(COCO_FEW),
+                                       "--calib-images", "2", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "detects nothing" in result.output
+    assert not (tmp_path / "out.weights").exists()
