@@ -586,6 +586,8 @@ def set_net_keys(net: Network, **values) -> None:
               "(batch/subdivisions images each) to bound memory (default: [net] subdivisions with its batch, else 1).")
 @click.option("--lr", type=float, help="learning_rate (default: the cfg's [net]).")
 @click.option("--burn-in", type=click.IntRange(0), help="burn_in updates (default: the cfg's [net]).")
+@click.option("--keep-zeros", is_flag=True, help="Conv weights that are zero at the start stay zero: fine-tune a "
+              "weight-pruned model (prune --criterion energy, sparsify) without refilling its zeros.")
 @click.option("--sparsity", default=0.0, show_default=True, type=click.FloatRange(0),
               help="Network Slimming: add S*sign(gamma) to every prunable BN gamma's gradient.")
 @click.option("--teacher", nargs=2, metavar="CFG W", help="Distil the head outputs of this model (labels are "
@@ -597,8 +599,8 @@ def set_net_keys(net: Network, **values) -> None:
 @click.option("--resume", is_flag=True, help="Continue from PREFIX_last.weights (and its momentum).")
 @click.option("--seed", default=0, show_default=True, help="Shuffling and augmentation seed.")
 @click.option("--force", is_flag=True, help="Overwrite existing checkpoints.")
-def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, lr, burn_in, sparsity, teacher,
-                  augment, prefix, resume, seed, force):
+def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, lr, burn_in, keep_zeros, sparsity,
+                  teacher, augment, prefix, resume, seed, force):
     """Train or fine-tune CFG on a YOLO-format dataset with Darknet's YOLOv3 loss and SGD schedule."""
     from .train.loop import Checkpoints, TrainConfig, train
     from .train.sparsity import format_gamma_summary
@@ -614,7 +616,7 @@ def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, l
     cfg_batch, cfg_subdivisions = (net.net_section.get_int(k, 1) for k in ("batch", "subdivisions"))
     if batch is None:
         batch, subdivisions = (cfg_batch, subdivisions or cfg_subdivisions) if cfg_batch > 1 else (8, subdivisions)
-    config = TrainConfig(epochs, batch, min(subdivisions or 1, batch), sparsity, augment, seed)
+    config = TrainConfig(epochs, batch, min(subdivisions or 1, batch), sparsity, augment, seed, keep_zeros)
     bar = None
 
     def on_step(log):

@@ -45,6 +45,21 @@ def test_sparsity_drives_gammas_toward_zero():
     assert np.mean(sparse < 0.1) > 2 * np.mean(plain < 0.1)
 
 
+def test_keep_zeros_fine_tunes_a_weight_pruned_model_without_refilling_it():
+    def after(keep_zeros: bool):
+        net = tiny_network(lr=0.01)
+        layer = net.layers[2]
+        zero = np.random.default_rng(0).random(layer.params["weights"].shape) < 0.5
+        layer.set_params(weights=np.where(zero, 0, layer.params["weights"]).astype(np.float32))
+        before = layer.params["weights"].copy()
+        train(net, coco_subset(2), TrainConfig(epochs=2, batch=2, augment=False, keep_zeros=keep_zeros))
+        return net.layers[2].params["weights"], before, zero
+    kept, before, zero = after(True)
+    assert np.all(kept[zero] == 0) and not np.allclose(kept[~zero], before[~zero])
+    refilled, _, _ = after(False)
+    assert np.count_nonzero(refilled[zero]) > 0.9 * zero.sum()
+
+
 def test_prunable_layers_exclude_convs_feeding_heads():
     net = tiny_network()
     assert prunable_bn_layers(net) == [0, 2, 4, 11]

@@ -32,6 +32,7 @@ class TrainConfig:
     sparsity: float = 0.0
     augment: bool = True
     seed: int = 0
+    keep_zeros: bool = False  # conv weights that are zero at the start stay zero (weight-pruned models)
 
 
 @dataclasses.dataclass
@@ -123,6 +124,8 @@ def train(net: Network, dataset: Dataset, config: TrainConfig, checkpoints: Chec
         # models) would otherwise put the schedule past every step
         net.header.seen = 0
     run = TrainRun(net)
+    zeros = {layer.index: layer.params["weights"] == 0 for layer in net.layers
+             if config.keep_zeros and "weights" in layer.params and not layer.params["weights"].all()}
     aug = Augment.from_network(net) if config.augment else None
     use_labels = teacher is None or dataset.num_boxes > 0
     batch = min(config.batch, len(dataset))  # a set smaller than --batch trains on all of it per update
@@ -141,6 +144,8 @@ def train(net: Network, dataset: Dataset, config: TrainConfig, checkpoints: Chec
                 add_l1_subgradient(net, grads, config.sparsity, batch)
             net.header.seen += batch
             rate = optimizer.step(grads, net.header.seen // batch, batch)
+            for index, zero in zeros.items():
+                net.layers[index].set_params(weights=np.where(zero, 0, net.layers[index].params["weights"]))
             for name, value in parts.items():
                 totals[name] = totals.get(name, 0.0) + value / batch
             if on_step:
