@@ -472,6 +472,13 @@ def run_search(net: Network, dataset, config: SearchConfig, bn_batch: np.ndarray
     """Pruning-as-search, then the searched widths applied, BN statistics re-estimated on bn_batch."""
     check_heads(net.heads, net.file)
     dataset.check_classes(net.heads[0].classes)
+    if not dataset.num_boxes:
+        raise DncompressError("--search trains the indicators with the YOLO loss on labels, and --data has none",
+                              dataset.source)
+    full = summary(net)["bflops"]
+    if config.target_bflops >= full:
+        raise DncompressError(f"--target-bflops {config.target_bflops:g} is not below the network's {full:.3f} "
+                              "BFLOPs: nothing to prune")
     original = net.copy()
     with click.progressbar(length=config.epochs * (len(dataset) // min(config.batch, len(dataset))), label="search",
                            file=sys.stderr, item_show_func=lambda text: text, hidden=not sys.stderr.isatty()) as bar:
@@ -480,6 +487,10 @@ def run_search(net: Network, dataset, config: SearchConfig, bn_batch: np.ndarray
                           f"{log.images_per_s:.1f} img/s")
         indicators = search(net, dataset, config, on_step)
     threshold = indicators.threshold_for(config.target_bflops)
+    if indicators.bflops()[0] > 1.1 * config.target_bflops:
+        click.echo(f"warning: the search stopped {indicators.bflops()[0] / config.target_bflops - 1:.0%} above "
+                   "--target-bflops; the widths read at a higher threshold rank channels by barely trained "
+                   "indicators (more --epochs or a larger --gate-lr let the search get there)", err=True)
     click.echo(f"indicators > 0.5: {indicators.bflops()[0]:.3f} BFLOPs; read at {threshold:.3f} (the lowest "
                f"threshold within --target-bflops): {indicators.bflops(threshold)[0]:.3f} BFLOPs")
     pruned = apply_search(net, indicators, bn_batch, threshold)

@@ -114,3 +114,24 @@ def test_threshold_for_is_the_lowest_threshold_within_the_target():
     within = [t for t in candidates if indicators.bflops(t)[0] <= target]
     assert threshold == within[0]
     assert indicators.bflops(threshold)[0] <= target < indicators.bflops(candidates[candidates < threshold][-1])[0]
+
+
+def test_search_cli_refuses_unlabelled_data_and_unreachable_targets(tmp_path):
+    small_network().save(tmp_path / "small.cfg", tmp_path / "small.weights")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes((COCO_FEW / "images" / "000000000009.jpg").read_bytes())
+    runner = CliRunner()
+    base = ["prune", str(tmp_path / "small.cfg"), str(tmp_path / "small.weights"), "--search", "-o", str(tmp_path / "o")]
+    unlabelled = runner.invoke(main, base + ["--data", str(tmp_path), "--target-bflops", "0.001"])
+    assert unlabelled.exit_code == 2 and "has none" in unlabelled.output
+    too_big = runner.invoke(main, base + ["--data", str(COCO_FEW), "--target-bflops", "100"])
+    assert too_big.exit_code == 2 and "nothing to prune" in too_big.output
+    assert not (tmp_path / "o.cfg").exists()
+
+
+def test_threshold_for_a_target_above_the_network_keeps_everything():
+    net = random_network("yolov3-tiny", width=64, height=64)
+    indicators = Indicators(net)
+    indicators.values = np.random.default_rng(6).random(len(indicators.values))
+    threshold = indicators.threshold_for(10 * indicators.bflops(-1.0)[0])
+    assert indicators.bflops(threshold)[0] == pytest.approx(summary(net)["bflops"], rel=1e-9)

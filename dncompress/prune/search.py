@@ -111,10 +111,10 @@ class Indicators:
         return self.to_positions(channel_grad)
 
     def threshold_for(self, target: float) -> float:
-        """The lowest threshold (among the indicator values, and 0.5) whose binarized network costs at most
+        """The lowest threshold (among the indicator values, 0.5 and -1) whose binarized network costs at most
         `target` BFLOPs: the search stops near its target, often a little past it as many indicators
         cross 0.5 in the same step; reading them at this threshold lands on it."""
-        candidates = np.unique(np.append(self.values, THRESHOLD))
+        candidates = np.unique(np.append(self.values, [THRESHOLD, -1.0]))  # -1: every position on
         lo, hi = 0, len(candidates) - 1
         if self.bflops(candidates[hi])[0] > target:
             return float(candidates[hi])
