@@ -1,7 +1,8 @@
 """Pruning-as-Search (Li et al., IJCAI 2022): after every prunable conv a depth-wise 1x1 binary
 convolution (one indicator per channel position, shared by coupled convs), binarized at 0.5 in the
 forward pass with a straight-through estimator, trained with the task loss +
-penalty * ((BFLOPs(indicators) - target) / target)^2. The indicators left on are the per-layer widths."""
+penalty * ((BFLOPs(indicators) - target) / target)^2. Read at the threshold that meets the target, the
+indicators give the per-layer widths."""
 from __future__ import annotations
 
 import dataclasses
