@@ -41,6 +41,8 @@ from .stats import summary
 from .weights import weights_payload
 from .zoo import DEFAULT_MODEL, fetch, find_weights, resolve_cfg
 
+# model files that hold their cfg and weights together (quantize --format packed, sparsify)
+SELF_CONTAINED = (".dnq", ".dns")
 # images of --data on which `prune --search` re-estimates BN statistics of the pruned network
 SEARCH_BN_IMAGES = 16
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -304,9 +306,9 @@ def stats_command(cfg, weights, imgsz, skip_zeros, as_json):
     weights are counted (with the MACs a zero-skipping engine would skip)."""
     width, height = imgsz if imgsz else (None, None)
     cfg_path = resolve_cfg(cfg or DEFAULT_MODEL)
-    if skip_zeros and not weights and cfg_path.suffix not in (".dnq", ".dns"):
+    if skip_zeros and not weights and cfg_path.suffix not in SELF_CONTAINED:
         raise DncompressError("--skip-zeros counts nonzero weights: give WEIGHTS too")
-    if cfg_path.suffix in (".dnq", ".dns"):
+    if cfg_path.suffix in SELF_CONTAINED:
         net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
     else:
         net = Network.from_cfg(cfg_path, find_weights(cfg_path, weights) if weights else None, width, height,
@@ -365,14 +367,14 @@ def print_pruning_report(report: dict) -> None:
     print_comparison(report)
 
 
-def print_comparison(report: dict) -> None:
+def print_comparison(report: dict, reference: str = "the original") -> None:
     """mAP before/after (with labels) and fidelity, as `compare_models` returns them."""
     if "map50" in report:
         a, b = report["map50"]
         click.echo(f"mAP@0.5 {a:.4f} -> {b:.4f}; mAP@0.5:0.95 {report['map50_95'][0]:.4f} -> "
                    f"{report['map50_95'][1]:.4f}")
     if "fidelity_map50" in report:
-        click.echo(f"fidelity to the original (mAP@0.5 of its detections): {report['fidelity_map50']:.4f}")
+        click.echo(f"fidelity to {reference} (mAP@0.5 of its detections): {report['fidelity_map50']:.4f}")
 
 
 @main.command("prune")
@@ -487,11 +489,12 @@ def run_search(net: Network, dataset, config: SearchConfig, bn_batch: np.ndarray
                           f"{log.images_per_s:.1f} img/s")
         indicators = search(net, dataset, config, on_step)
     threshold = indicators.threshold_for(config.target_bflops)
-    if indicators.bflops()[0] > 1.1 * config.target_bflops:
-        click.echo(f"warning: the search stopped {indicators.bflops()[0] / config.target_bflops - 1:.0%} above "
+    searched = indicators.bflops()[0]
+    if searched > 1.1 * config.target_bflops:
+        click.echo(f"warning: the search stopped {searched / config.target_bflops - 1:.0%} above "
                    "--target-bflops; the widths read at a higher threshold rank channels by barely trained "
                    "indicators (more --epochs or a larger --gate-lr let the search get there)", err=True)
-    click.echo(f"indicators > 0.5: {indicators.bflops()[0]:.3f} BFLOPs; read at {threshold:.3f} (the lowest "
+    click.echo(f"indicators > 0.5: {searched:.3f} BFLOPs; read at {threshold:.3f} (the lowest "
                f"threshold within --target-bflops): {indicators.bflops(threshold)[0]:.3f} BFLOPs")
     pruned = apply_search(net, indicators, bn_batch, threshold)
     pruned.save(*outputs)
@@ -705,11 +708,7 @@ def quantize_command(cfg, weights, bits, act_bits, per_channel, calib, calib_ima
     click.echo(f"wrote {' and '.join(outputs)}: {sum(Path(o).stat().st_size for o in outputs) / 1e6:.2f} MB on disk "
                f"(float32 model {fp32_mb:.2f} MB; packed integers {packed_size(quantized) / 1e6:.2f} MB)")
     if data_path:
-        report = compare_models(net, quantized, load_dataset(data_path))
-        if "map50" in report:
-            click.echo(f"mAP@0.5 {report['map50'][0]:.4f} -> {report['map50'][1]:.4f}; mAP@0.5:0.95 "
-                       f"{report['map50_95'][0]:.4f} -> {report['map50_95'][1]:.4f}")
-        click.echo(f"fidelity to the float model (mAP@0.5 of its detections): {report['fidelity_map50']:.4f}")
+        print_comparison(compare_models(net, quantized, load_dataset(data_path)), "the float model")
 
 
 @main.command("reparam")
@@ -722,7 +721,7 @@ def reparam_command(cfg, weights, prefix, force):
     """Fold batchnorm, parallel linear conv branches (RepVGG) and stacked linear convs into single convs;
     the outputs stay the same (checked in the numpy engine before writing)."""
     cfg_path = resolve_cfg(cfg or DEFAULT_MODEL)
-    weights_path = None if cfg_path.suffix == ".dnq" else find_weights(cfg_path, weights)
+    weights_path = None if cfg_path.suffix in SELF_CONTAINED else find_weights(cfg_path, weights)
     net = open_network(str(cfg_path), weights_path)
     prefix = prefix or f"{cfg_path.stem}-reparam"
     outputs = [f"{prefix}.cfg", f"{prefix}.weights"]
@@ -875,8 +874,4 @@ def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_firs
             before = activation_stats(net, x)
             print_activation_sparsity(before, activation_stats(sparse, x) if sparse is not net else before, len(x))
         if sparse is not net:
-            report = compare_models(net, sparse, dataset)
-            if "map50" in report:
-                click.echo(f"mAP@0.5 {report['map50'][0]:.4f} -> {report['map50'][1]:.4f}; mAP@0.5:0.95 "
-                           f"{report['map50_95'][0]:.4f} -> {report['map50_95'][1]:.4f}")
-            click.echo(f"fidelity to the original (mAP@0.5 of its detections): {report['fidelity_map50']:.4f}")
+            print_comparison(compare_models(net, sparse, dataset))

@@ -85,9 +85,9 @@ class Network:
             net.load_weights(weights_path)
         return net
 
-    def copy(self) -> "Network":
-        """An independent copy: copied sections and parameters, same header."""
-        clone = Network([s.copy() for s in self.sections], self.file)
+    def copy(self, sections: list[Section] | None = None) -> "Network":
+        """An independent copy: copied (or the given) sections, copied parameters, same header."""
+        clone = Network(sections or [s.copy() for s in self.sections], self.file)
         clone.header = self.header
         for source, layer in zip(self.layers, clone.layers):
             layer.set_params(**{name: value.copy() for name, value in source.params.items()})

@@ -69,9 +69,6 @@ class ConvKeys(Layer):
             shapes[name] = (n, c // self.groups, self.size, self.size)
         return shapes
 
-    def set_params(self, **params: np.ndarray) -> None:
-        self.params.update(params)
-
     def output_affine(self) -> tuple[np.ndarray, np.ndarray]:
         """(scale, shift) per output channel, float64: batchnorm (running statistics) and bias as one
         `scale * z + shift` on the raw (kernel) output z."""

@@ -10,7 +10,6 @@ import numpy as np
 
 from ..engine.conv import conv2d, im2col
 from ..layers import Layer
-from ..layers.conv import BN_EPS
 from ..network import Network
 from .apply import CONV_TYPES
 from .groups import Channel, channel_maps
@@ -18,10 +17,7 @@ from .groups import Channel, channel_maps
 
 def bn_scale(layer) -> np.ndarray:
     """Per-filter factor BN applies to the raw conv output (1 without BN)."""
-    p = layer.params
-    if not layer.batch_normalize:
-        return np.ones(layer.filters)
-    return p["scales"].astype(np.float64) / np.sqrt(p["rolling_variance"].astype(np.float64) + BN_EPS)
+    return layer.output_affine()[0]
 
 
 def least_squares(cols: np.ndarray, target: np.ndarray, prior: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,6 @@ import numpy as np
 
 from ..engine.conv import conv2d
 from ..network import Network
-from .weights import copy_network
 
 NEAR_ZERO = 0.01
 CONV_TYPES = ("convolutional", "quantize_convolutional")
@@ -88,4 +87,4 @@ def with_activation_masks(net: Network, threshold: float = 0.0, winner_rate: flo
                 section.options["activation_threshold"] = f"{threshold:g}"
             if winner_rate < 1:
                 section.options["winner_rate"] = f"{winner_rate:g}"
-    return copy_network(net, sections)
+    return net.copy(sections)

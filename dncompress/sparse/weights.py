@@ -11,7 +11,7 @@ import numpy as np
 from ..cfg import Section
 from ..engine.conv import conv2d
 from ..errors import DncompressError
-from ..layers.conv import BN_EPS, Convolutional
+from ..layers.conv import Convolutional
 from ..network import Network
 from ..stats import zero_weights
 
@@ -90,21 +90,11 @@ def lowest_removed(scores: np.ndarray, ratio: float) -> np.ndarray:
     return keep.reshape(scores.shape)
 
 
-def copy_network(net: Network, sections: list[Section] | None = None) -> Network:
-    """An independent copy: the same (or the given) sections, header and parameters, all copied."""
-    copy = Network(sections or [s.copy() for s in net.sections], net.file)
-    copy.header = net.header
-    for old, new in zip(net.layers, copy.layers):
-        if old.params:
-            new.set_params(**{name: value.copy() for name, value in old.params.items()})
-    return copy
-
-
 def sparsify_network(net: Network, config: SparsifyConfig) -> tuple[Network, dict[int, np.ndarray]]:
     """A copy of `net` with the planned groups' raw weights set to +0 (BN parameters untouched, so the folded
     weights are zero there too), and the group keep-masks; `net` is left unchanged."""
     keep = plan_groups(net, config)
-    sparse = copy_network(net)
+    sparse = net.copy()
     for index, mask in keep.items():
         layer = sparse.layers[index]
         weights = layer.params["weights"]
@@ -129,7 +119,7 @@ def correct_bias(original: Network, sparse: Network, calib: np.ndarray) -> list[
         shift = conv2d(inputs[old.inputs[0]], removed, None, old.stride, old.pad, old.groups).mean(axis=(0, 2, 3))
         p = new.params
         if new.batch_normalize:
-            scale = p["scales"] / np.sqrt(p["rolling_variance"].astype(np.float64) + BN_EPS)
+            scale = new.output_affine()[0]
             moved = np.divide(shift, scale, out=np.zeros_like(scale), where=scale != 0)
             new.set_params(rolling_mean=(p["rolling_mean"] + moved).astype(np.float32))
         else:
