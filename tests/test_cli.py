@@ -1,5 +1,6 @@
 """The `dncompress` command end to end: detect, errors as one line with exit 2, no overwrites."""
 import json
+import re
 import subprocess
 import sys
 
@@ -67,3 +68,40 @@ def test_bad_cfg_through_console_script(tmp_path):
     assert done.returncode == 2
     assert done.stderr == f"error: {cfg}:line 7 [convolutional] activation: layer 0: unknown activation 'gelu'; " \
                           "supported: leaky, linear, logistic, mish, relu, swish\n"
+
+
+def test_detect_takes_cfg_and_weights_as_leading_arguments(tmp_path, tiny_weights):
+    by_option = run("detect", DOG, "--cfg", CFGS / "yolov3-tiny.cfg", "--weights", tiny_weights,
+                    "--out", tmp_path / "a", "--json")
+    positional = run("detect", CFGS / "yolov3-tiny.cfg", tiny_weights, DOG, "--out", tmp_path / "b", "--json")
+    assert by_option.exit_code == positional.exit_code == 0, positional.output
+    strip = (lambda out: [e["detections"] for e in json.loads(out)])
+    assert strip(positional.stdout) == strip(by_option.stdout) and strip(positional.stdout)[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{cfg}"], "no image given"),
+    (["{cfg}", "{dog}", "--cfg", "{cfg}"], "two cfgs given"),
+])
+def test_detect_positional_cfg_mistakes_are_one_line(tmp_path, args, message):
+    args = [a.format(cfg=CFGS / "yolov3-tiny.cfg", dog=DOG) for a in args]
+    result = CliRunner().invoke(main, ["detect", *args, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_every_command_help_has_examples():
+    from dncompress.cli import COMMANDS
+    for name in COMMANDS:
+        result = CliRunner().invoke(main, [name, "--help"])
+        assert result.exit_code == 0 and re.search(rf"Examples:\n\s+dncompress {name}\b", result.output), name
+
+
+def test_help_and_errors_load_neither_opencv_nor_onnx(tmp_path):
+    """`--help` and an error path import only what they need (the command layer imports lazily)."""
+    code = ("import sys; from dncompress.cli import main\n"
+            "for args in (['--help'], ['prune', '--help'], ['stats', 'missing.cfg']):\n"
+            "    try: main(args)\n"
+            "    except SystemExit: pass\n"
+            "print(sorted(m for m in ('cv2', 'onnx', 'onnxruntime') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr

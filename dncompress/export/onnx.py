@@ -75,7 +75,7 @@ def emit_summax(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
     """[summax_convolutional] from standard ops: the k*k strided Slices of the -inf (+inf) padded input
     concatenated into im2col columns, plus W+ (W-), ReduceMax (ReduceMin) over the taps; then BN and bias
     as Mul/Add. Materializes (N, filters, C/groups*k*k, Ho, Wo) sums: fine for small layers only."""
-    (c, h, w), (o, ho, wo), k, s, p = layer.in_shapes[0], layer.out_shape, layer.size, layer.stride, layer.pad
+    (c, _, _), (o, ho, wo), k, s, p = layer.in_shapes[0], layer.out_shape, layer.size, layer.stride, layer.pad
     groups, taps = layer.groups, c // layer.groups * k * k
     name = f"summax{layer.index}"
     halves = []

@@ -7,7 +7,6 @@ activation. .weights: biases, [scales, rolling_mean, rolling_variance], weights_
 which is why every window must hold an input cell (padding < size)."""
 from __future__ import annotations
 
-import numpy as np
 
 from ..engine.activations import ACTIVATIONS
 from ..engine.summax import CHUNK_ELEMENTS, summax2d

@@ -8,7 +8,6 @@ import dataclasses
 
 import numpy as np
 
-from ..cfg import Section
 from ..engine.conv import conv2d
 from ..errors import DncompressError
 from ..layers.conv import Convolutional

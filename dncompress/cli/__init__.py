@@ -1,0 +1,72 @@
+"""The `dncompress` command: one module per command, loaded only when that command runs.
+
+Each module parses options, calls the library and prints; nothing below `cli/` imports click for its
+user interface. Heavy libraries (OpenCV, onnx, onnxruntime) are imported inside the commands, so that
+`dncompress --help` and the error paths stay fast.
+"""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from .. import __version__
+from ..errors import DncompressError
+from .common import MAX_ACTIVATION_ENV, DEFAULT_MAX_ACTIVATION_MB, open_network  # noqa: F401 (re-exported)
+
+# command name -> (module in dncompress.cli, function); the order is the order of `dncompress --help`
+COMMANDS = {
+    "detect": ("detect", "detect"),
+    "eval": ("eval", "eval_command"),
+    "stats": ("stats", "stats_command"),
+    "prune": ("prune", "prune_command"),
+    "quantize": ("quantize", "quantize_command"),
+    "sparsify": ("sparsify", "sparsify_command"),
+    "reparam": ("reparam", "reparam_command"),
+    "export": ("export", "export_command"),
+    "train": ("train", "train_command"),
+    "fetch": ("detect", "fetch_command"),
+}
+
+
+class Group(click.Group):
+    """Loads each command's module on demand; prints DncompressError as one `error: ...` line with exit
+    code 2 (no traceback for user errors) and Ctrl-C as one line with exit code 130."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DncompressError as err:
+            click.echo(f"error: {err}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; no partial output was written", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dncompress")
+@click.option("--max-activation-mb", type=float, metavar="MB",
+              help=f"Refuse networks whose peak activation memory for one image exceeds MB "
+              f"(default: ${MAX_ACTIVATION_ENV}, else {DEFAULT_MAX_ACTIVATION_MB:.0f}).")
+def main(max_activation_mb):
+    """Compress Darknet/YOLO detectors: prune, quantize, export, measure.
+
+    A CFG may be a path or a packaged model name (yolov3-tiny, yolov4-tiny, yolov3, yolov2-tiny);
+    without one, the default model yolov3-tiny is used and its COCO weights fetched on first use.
+
+    \b
+    Examples:
+      dncompress detect samples/dog.jpg
+      dncompress prune yolov3-tiny.cfg --ratio 0.7
+      dncompress quantize yolov3-tiny.cfg --bits 4
+    """

@@ -1,0 +1,105 @@
+"""What several commands share: opening a model, option decorators, the comparison lines."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import DncompressError
+from ..network import DEFAULT_MAX_ACTIVATION_MB, MAX_ACTIVATION_ENV, Network  # noqa: F401 (used by cli/__init__)
+from ..zoo import DEFAULT_MODEL, find_weights, resolve_cfg
+
+# model files that hold their cfg and weights together (quantize --format packed, sparsify)
+SELF_CONTAINED = (".dnq", ".dns")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def model_arguments(command):
+    """CFG (path or packaged name; default yolov3-tiny) and WEIGHTS (default: beside the cfg, then the cache)."""
+    command = click.argument("weights", required=False, type=click.Path())(command)
+    return click.argument("cfg", required=False)(command)
+
+
+def imgsz_option(command):
+    return click.option("--imgsz", nargs=2, type=click.IntRange(1, 16384),
+                        help="Network input W H (default: the cfg's).")(command)
+
+
+def force_option(command):
+    return click.option("--force", is_flag=True, help="Overwrite existing outputs.")(command)
+
+
+def data_option(help_text: str = "Dataset: report mAP before/after and fidelity.", required: bool = False):
+    return click.option("--data", "data_path", type=click.Path(), required=required, help=help_text)
+
+
+def prefix_option(default_text: str):
+    return click.option("-o", "--output", "prefix", help=f"Output prefix (default {default_text}).")
+
+
+def open_network(cfg: str | None, weights: str | None, imgsz: tuple[int, int] | None = None) -> Network:
+    """Resolve a cfg name, find (or fetch) its weights, and build the network (a .dnq packed or .dns sparse
+    model holds both)."""
+    cfg_path = resolve_cfg(cfg or DEFAULT_MODEL)
+    if cfg_path.suffix in SELF_CONTAINED:
+        kind = "packed" if cfg_path.suffix == ".dnq" else "sparse"
+        if imgsz:
+            raise DncompressError(f"--imgsz does not apply to a {kind} model; it keeps the input size it was made "
+                                  "with", str(cfg_path))
+        if kind == "packed":
+            from ..quant.packed import read_packed
+            return read_packed(cfg_path)
+        from ..sparse.format import read_sparse
+        return read_sparse(cfg_path)
+    weights_path = find_weights(cfg_path, weights)
+    width, height = imgsz if imgsz else (None, None)
+    return Network.from_cfg(cfg_path, weights_path, width, height, activation_limit())
+
+
+def activation_limit() -> float | None:
+    """The global --max-activation-mb, if given (else Network falls back to the environment)."""
+    ctx = click.get_current_context(silent=True)
+    limit = ctx.find_root().params.get("max_activation_mb") if ctx else None
+    if limit is not None and not 0 < limit < float("inf"):
+        raise DncompressError(f"--max-activation-mb {limit} must be a positive number")
+    return limit
+
+
+def expand_images(paths: tuple[str, ...]) -> list[Path]:
+    """Image files from arguments; a directory contributes its images, sorted."""
+    images: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DncompressError("folder holds no images (.jpg, .png, ...)", str(path))
+            images.extend(found)
+        elif path.exists():
+            images.append(path)
+        else:
+            raise DncompressError("image not found", str(path))
+    return images
+
+
+def backend_forward(net: Network, backend: str):
+    """The forward callable of the chosen backend: the numpy engine, or onnxruntime on an export of it
+    (batch dimension symbolic, since eval runs several images per pass)."""
+    if backend == "numpy":
+        return net.forward
+    from ..export.onnx import build_onnx, onnx_forward
+    return onnx_forward(build_onnx(net, dynamic_batch=True))
+
+
+def print_comparison(report: dict, reference: str = "the original") -> None:
+    """mAP before/after (with labels) and fidelity, as `compare_models` returns them."""
+    if "map50" in report:
+        a, b = report["map50"]
+        click.echo(f"mAP@0.5 {a:.4f} -> {b:.4f}; mAP@0.5:0.95 {report['map50_95'][0]:.4f} -> "
+                   f"{report['map50_95'][1]:.4f}")
+    if "fidelity_map50" in report:
+        click.echo(f"fidelity to {reference} (mAP@0.5 of its detections): {report['fidelity_map50']:.4f}")
+
+
+def echo_err(text: str) -> None:
+    click.echo(text, err=True)

@@ -1,0 +1,144 @@
+"""`dncompress prune`: remove channels (or, with --criterion energy, weights) and write a smaller model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import DncompressError
+from ..prune.criteria import CRITERIA
+from .common import model_arguments, open_network, print_comparison
+
+
+def parse_ratios(text: str) -> list[float]:
+    try:
+        ratios = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise DncompressError(f"--ratios '{text}' must be comma-separated numbers like 0.25,0.5,0.75") from None
+    if not ratios or not all(0 < r < 1 for r in ratios):
+        raise DncompressError(f"--ratios '{text}' must be numbers between 0 and 1")
+    return ratios
+
+
+def print_pruning_report(report: dict) -> None:
+    click.echo(f"{'layer':>5} {'filters':>13} {'params':>21} {'BFLOPs':>15}")
+    for row in report["layers"]:
+        f, p, b = row["filters"], row["params"], row["bflops"]
+        click.echo(f"{row['index']:>5} {f[0]:>5} -> {f[1]:<5} {p[0]:>9,} -> {p[1]:<9,} {b[0]:6.3f} -> {b[1]:<6.3f}")
+
+    def change(key: str, fmt: str) -> str:
+        a, b = report[key]
+        return f"{a:{fmt}} -> {b:{fmt}} ({1 - b / a:.1%} less)"
+    click.echo(f"prunable channels {change('prunable_channels', ',')}; all conv channels {change('channels', ',')}")
+    click.echo(f"params {change('params', ',')}")
+    click.echo(f"BFLOPs {change('bflops', '.3f')}; size MB {change('size_mb', '.2f')}; energy {change('energy', '.3g')}")
+    print_comparison(report)
+
+
+@click.command("prune")
+@model_arguments
+@click.option("--ratio", type=float, help="Fraction of prunable channels to remove (0.7 = 70%).")
+@click.option("--criterion", type=click.Choice(sorted(CRITERIA) + ["energy"]), default="bn", show_default=True,
+              help="Channel importance: |BN gamma| (network slimming), filter L1/L2 norm, mean activation, random; "
+              "or 'energy': energy-aware weight pruning (RATIO of each conv's weights zeroed, highest-energy "
+              "convs first, restore + least-squares refit on --calib, stop past --max-drop).")
+@click.option("--min-keep", default=0.1, show_default=True,
+              help="Per-layer floor: fraction of each layer's channels kept (and at least 1 channel).")
+@click.option("--round", "multiple", type=click.Choice(["1", "8", "16"]), default="1", show_default=True,
+              help="Round kept filter counts up to a multiple (hardware-regular widths).")
+@click.option("--scope", type=click.Choice(["global", "layer"]), default="global", show_default=True,
+              help="One threshold over the whole network, or RATIO of every layer.")
+@click.option("--compensate/--no-compensate", default=True, show_default=True,
+              help="Fold removed channels' constant output act(beta) into their consumers.")
+@click.option("--reconstruct", is_flag=True, help="Refit consumers by least squares on --calib images.")
+@click.option("--calib", type=click.Path(), help="Calibration images (folder or dataset) for --reconstruct "
+              "and --criterion activation.")
+@click.option("--calib-images", default=16, type=click.IntRange(min=1), show_default=True,
+              help="How many calibration images to use.")
+@click.option("-o", "--output", "prefix", help="Output prefix: writes PREFIX.cfg and PREFIX.weights "
+              "(default <stem>-pruned<RATIO>).")
+@click.option("--data", "data_path", type=click.Path(), help="Dataset: report mAP before/after and fidelity.")
+@click.option("--sensitivity", is_flag=True, help="With --data: prune each layer group alone at --ratios and "
+              "write a table and a PNG plot instead of a pruned model.")
+@click.option("--ratios", default="0.25,0.5,0.75,0.9", show_default=True, help="Ratios for --sensitivity.")
+@click.option("--max-drop", default=0.05, show_default=True, type=click.FloatRange(0, 1),
+              help="--criterion energy: stop when fidelity to the original (mAP@0.5 of its detections on the "
+              "--calib images after the first --calib-images, held out from the fit) falls below 1 - MAX_DROP.")
+@click.option("--search", is_flag=True, help="Pruning-as-Search: learn per-layer widths by training binary "
+              "channel indicators (and the weights) on --data towards --target-bflops.")
+@click.option("--target-bflops", type=click.FloatRange(min=0, min_open=True), help="--search: BFLOPs to reach.")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(1), help="--search: epochs over --data.")
+@click.option("--penalty", default=200.0, show_default=True, type=click.FloatRange(0),
+              help="--search: weight of ((BFLOPs - target) / target)^2 beside the YOLO loss per image.")
+@click.option("--gate-lr", default=0.3, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="--search: SGD rate of the indicators (they start at 1 and switch off below 0.5).")
+@click.option("--weight-lr", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="--search: constant SGD rate of the weights during the search (0: frozen; fine-tune the result "
+              "with `train`, whose burn-in protects pretrained weights).")
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(1), help="--search: images per step.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, compensate, reconstruct, calib,
+                  calib_images, prefix, data_path, sensitivity, ratios, max_drop, search, target_bflops, epochs,
+                  penalty, gate_lr, weight_lr, batch, force):
+    """Remove channels (network slimming and friends) and write a smaller cfg + weights that Darknet and
+    OpenCV load.
+
+    \b
+    Examples:
+      dncompress prune yolov3-tiny.cfg --ratio 0.3 --reconstruct --calib images/ --data val/
+      dncompress prune yolov3-tiny --criterion energy --ratio 0.5 --calib images/
+      dncompress prune yolov3-tiny --search --target-bflops 3 --data train/
+    """
+    from ..data import calibration_batch, load_dataset
+    from ..eval import compare_models
+    from ..fsutil import check_outputs
+    from ..prune.apply import prune_network
+    from ..prune.groups import channel_groups
+    from ..prune.plan import plan_pruning
+    from ..prune.reconstruct import reconstruct as reconstruct_layers
+    from ..prune.report import pruning_report
+    from ..prune.search import SearchConfig
+    from .prune_modes import SEARCH_BN_IMAGES, run_energy_pruning, run_search, run_sensitivity
+    net = open_network(cfg, weights)
+    stem = Path(net.file).stem
+    size = (net.info.width, net.info.height)
+    if sensitivity:
+        if not data_path:
+            raise DncompressError("--sensitivity needs --data")
+        prefix = prefix or f"{stem}-sensitivity"
+        check_outputs([f"{prefix}.png", f"{prefix}.json"], [net.file, weights], force)
+        run_sensitivity(net, criterion, parse_ratios(ratios), load_dataset(data_path), prefix,
+                        calibration_batch(calib, calib_images, *size) if calib else None)
+        return
+    if search:
+        if not data_path or target_bflops is None:
+            raise DncompressError("--search needs a labelled --data set and --target-bflops")
+        prefix = prefix or f"{stem}-search{target_bflops:g}"
+        outputs = [f"{prefix}.cfg", f"{prefix}.weights"]
+        check_outputs(outputs, [net.file, weights, data_path], force)
+        run_search(net, load_dataset(data_path), SearchConfig(target_bflops, epochs, batch, penalty, gate_lr,
+                                                              weight_lr),
+                   calibration_batch(data_path, SEARCH_BN_IMAGES, *size), outputs)
+        return
+    if ratio is None:
+        raise DncompressError("--ratio is required (e.g. --ratio 0.7)")
+    if reconstruct and not calib:
+        raise DncompressError("--reconstruct needs calibration images (--calib DIR)")
+    prefix = prefix or f"{stem}-pruned{ratio:g}"
+    outputs = [f"{prefix}.cfg", f"{prefix}.weights"]
+    check_outputs(outputs, [net.file, weights], force)
+    if criterion == "energy":
+        run_energy_pruning(net, ratio, calib, calib_images, max_drop, outputs, data_path)
+        return
+    calib_batch = calibration_batch(calib, calib_images, *size) if calib else None
+    keep = plan_pruning(channel_groups(net), CRITERIA[criterion](net, calib=calib_batch), ratio, scope, min_keep,
+                        int(multiple))
+    pruned = prune_network(net, keep, compensate)
+    if reconstruct:
+        reconstruct_layers(net, pruned, keep, calib_batch)
+    pruned.save(*outputs)
+    report = pruning_report(net, pruned)
+    if data_path:
+        report.update(compare_models(net, pruned, load_dataset(data_path)))
+    print_pruning_report(report)
+    click.echo(f"wrote {outputs[0]} and {outputs[1]}")

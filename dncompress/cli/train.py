@@ -1,0 +1,93 @@
+"""`dncompress train`: Darknet's YOLOv3 loss and SGD schedule, with sparsity, distillation and kept zeros."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..network import Network
+from .common import model_arguments, open_network
+
+
+def set_net_keys(net: Network, **values) -> None:
+    """Override [net] training keys given on the command line (None = keep the cfg's)."""
+    for key, value in values.items():
+        if value is not None:
+            net.net_section.options[key] = str(value)
+
+
+@click.command("train")
+@model_arguments
+@click.option("--data", "data_path", required=True, type=click.Path(),
+              help="Training set: folder with images/ and labels/, a list of image paths, or a .data file.")
+@click.option("--epochs", required=True, type=click.IntRange(1), help="Epochs to train (in total, when resuming).")
+@click.option("--imgsz", type=click.IntRange(32), help="Square network input size (default: the cfg's).")
+@click.option("--batch", type=click.IntRange(1), help="Images per weight update (default: [net] batch if the "
+              "cfg is a training cfg, batch > 1; else 8).")
+@click.option("--subdivisions", type=click.IntRange(1), help="Forward/backward passes per update "
+              "(batch/subdivisions images each) to bound memory (default: [net] subdivisions with its batch, else 1).")
+@click.option("--lr", type=float, help="learning_rate (default: the cfg's [net]).")
+@click.option("--burn-in", type=click.IntRange(0), help="burn_in updates (default: the cfg's [net]).")
+@click.option("--keep-zeros", is_flag=True, help="Conv weights that are zero at the start stay zero: fine-tune a "
+              "weight-pruned model (prune --criterion energy, sparsify) without refilling its zeros.")
+@click.option("--sparsity", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Network Slimming: add S*sign(gamma) to every prunable BN gamma's gradient.")
+@click.option("--teacher", nargs=2, metavar="CFG W", help="Distil the head outputs of this model (labels are "
+              "used too when the dataset has any).")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Flip, HSV and scale/translate jitter (strengths from the cfg); else plain letterbox.")
+@click.option("-o", "--output", "prefix", help="Checkpoint prefix: PREFIX.cfg/.weights each epoch, "
+              "PREFIX_last.weights/.npz to resume (default <stem>-trained).")
+@click.option("--resume", is_flag=True, help="Continue from PREFIX_last.weights (and its momentum).")
+@click.option("--seed", default=0, show_default=True, help="Shuffling and augmentation seed.")
+@click.option("--force", is_flag=True, help="Overwrite existing checkpoints.")
+def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, lr, burn_in, keep_zeros, sparsity,
+                  teacher, augment, prefix, resume, seed, force):
+    """Train or fine-tune CFG on a YOLO-format dataset with Darknet's YOLOv3 loss and SGD schedule.
+
+    \b
+    Examples:
+      dncompress train yolov3-tiny --data train/ --epochs 3 --imgsz 320 --lr 0.0005
+      dncompress train small.cfg small.weights --data train/ --epochs 2 --teacher yolov3-tiny.cfg yolov3-tiny.weights
+      dncompress train yolov3-tiny --data train/ --epochs 5 --sparsity 0.001 -o slim
+    """
+    from ..data import load_dataset
+    from ..detect import check_heads
+    from ..fsutil import check_outputs
+    from ..train.loop import Checkpoints, TrainConfig, train
+    from ..train.sparsity import format_gamma_summary
+    dataset = load_dataset(data_path)
+    net = open_network(cfg, weights, (imgsz, imgsz) if imgsz else None)
+    check_heads(net.heads, net.file)
+    dataset.check_classes(net.heads[0].classes)
+    set_net_keys(net, learning_rate=lr, burn_in=burn_in)
+    teacher_net = open_network(teacher[0], teacher[1], (net.info.width, net.info.height)) if teacher else None
+    checkpoints = Checkpoints(prefix or f"{Path(net.file).stem}-trained")
+    if not resume:
+        check_outputs(checkpoints.files, [net.file, weights, data_path], force)
+    cfg_batch, cfg_subdivisions = (net.net_section.get_int(k, 1) for k in ("batch", "subdivisions"))
+    if batch is None:
+        batch, subdivisions = (cfg_batch, subdivisions or cfg_subdivisions) if cfg_batch > 1 else (8, subdivisions)
+    config = TrainConfig(epochs, batch, min(subdivisions or 1, batch), sparsity, augment, seed, keep_zeros)
+    bar = None
+
+    def on_step(log):
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=log.steps, label=f"epoch {log.epoch + 1}/{epochs}", file=sys.stderr,
+                                    item_show_func=lambda text: text, hidden=not sys.stderr.isatty())
+            bar.__enter__()
+        parts = " ".join(f"{k} {v:.3f}" for k, v in log.loss.items())
+        bar.update(1, f"{parts} | {log.images_per_s:.1f} img/s lr {log.rate:.2g}")
+
+    def on_epoch(epoch, record):
+        nonlocal bar
+        if bar is not None:
+            bar.__exit__(None, None, None)
+            bar = None
+        parts = " ".join(f"{k} {v:.3f}" for k, v in record["loss"].items())
+        click.echo(f"epoch {epoch + 1}: loss/image {parts}; seen {net.header.seen}")
+        click.echo(f"  {format_gamma_summary(record['gamma'])}")
+    train(net, dataset, config, checkpoints, teacher_net, resume, on_step, on_epoch)
+    click.echo(f"wrote {checkpoints.files[0]} and {checkpoints.files[1]}")
