@@ -1,6 +1,7 @@
 """Network: typed layers built from cfg sections, loaded from .weights, run forward on NCHW batches."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable
@@ -85,10 +86,16 @@ class Network:
             net.load_weights(weights_path)
         return net
 
+    def derive(self, sections: list[Section]) -> "Network":
+        """A new network from transformed sections, with this one's file name and a copy of its header
+        (training the derived network must not change this one's `seen`); parameters are the caller's."""
+        derived = Network(sections, self.file)
+        derived.header = dataclasses.replace(self.header)
+        return derived
+
     def copy(self, sections: list[Section] | None = None) -> "Network":
-        """An independent copy: copied (or the given) sections, copied parameters, same header."""
-        clone = Network(sections or [s.copy() for s in self.sections], self.file)
-        clone.header = self.header
+        """An independent copy: copied (or the given) sections, copied parameters, a copy of the header."""
+        clone = self.derive(sections or [s.copy() for s in self.sections])
         for source, layer in zip(self.layers, clone.layers):
             layer.set_params(**{name: value.copy() for name, value in source.params.items()})
         return clone

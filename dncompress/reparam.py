@@ -286,8 +286,7 @@ def apply_match(net: Network, match: Match) -> Network:
     new_index = {layer.index: i for i, layer in enumerate(kept)}
     sections = [net.net_section.copy()] + [match.section if layer.index == match.at else renumbered(layer, new_index)
                                            for layer in kept]
-    out = Network(sections, net.file)
-    out.header = net.header
+    out = net.derive(sections)
     for layer, new in zip(kept, out.layers):
         params = match.params if layer.index == match.at else layer.params
         if params:
@@ -306,8 +305,7 @@ def fold_batchnorm(net: Network) -> tuple[Network, list[int]]:
             section.options["batch_normalize"] = "0"
             folded.append(layer.index)
         sections.append(section)
-    out = Network(sections, net.file)
-    out.header = net.header
+    out = net.derive(sections)
     for old, new in zip(net.layers, out.layers):
         if old.index in folded:
             w, b = old.folded()

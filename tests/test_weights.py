@@ -56,3 +56,19 @@ def test_garbage_header_is_rejected(tmp_path):
     bad.write_bytes(np.array([123456, 7, 9, 0, 0], "<i4").tobytes())
     with pytest.raises(DncompressError, match="not a Darknet"):
         read_weights(bad)
+
+
+def test_derived_networks_copy_the_header():
+    """Training a pruned/quantized/copied network advances its own `seen`, never the original's."""
+    from dncompress.prune.apply import prune_network
+    from dncompress.prune.criteria import CRITERIA
+    from dncompress.prune.groups import channel_groups
+    from dncompress.prune.plan import plan_pruning
+    from dncompress.quant.apply import QuantConfig, quantize_network
+    net = random_network("yolov3-tiny", width=64, height=64)
+    net.header.seen = 1000
+    derived = [net.copy(), prune_network(net, plan_pruning(channel_groups(net), CRITERIA['l1'](net), 0.3, 'layer', 0.1, 1)), quantize_network(net, QuantConfig(8, None), None, progress=False)]
+    for other in derived:
+        assert other.header == net.header and other.header is not net.header
+        other.header.seen += 64
+    assert net.header.seen == 1000

@@ -60,8 +60,7 @@ def prune_network(net: Network, keep: set[Channel], with_compensation: bool = Tr
         if layer.type in CONV_TYPES:
             section.options["filters"] = str(len(kept[layer.index]))
         sections.append(section)
-    pruned = Network(sections, net.file)
-    pruned.header = net.header
+    pruned = net.derive(sections)
     input_kept = np.arange(net.input_shape[0])
     for old, new in zip(net.layers, pruned.layers):
         if old.type not in CONV_TYPES:

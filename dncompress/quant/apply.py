@@ -82,8 +82,7 @@ def quantize_network(net: Network, config: QuantConfig, calib: np.ndarray | None
             section = quantized_section(layer, bits[layer.index], config.act_bits, act_range, config.per_channel)
             sections.append(section)
             new_params[layer.index] = {"biases": b.copy(), "weights": w_q}
-    quantized = Network(sections, net.file)
-    quantized.header = net.header
+    quantized = net.derive(sections)
     for layer in quantized.layers:
         if layer.param_shapes():
             layer.set_params(**new_params.get(layer.index, net.layers[layer.index].params))
@@ -116,8 +115,7 @@ def plain_convolutional(quantized: Network) -> Network:
             for key in ("bitw", "bita", "act_min", "act_max", "quant_weights", "quant_scheme"):
                 section.options.pop(key, None)
         sections.append(section)
-    plain = Network(sections, quantized.file)
-    plain.header = quantized.header
+    plain = quantized.derive(sections)
     for old, new in zip(quantized.layers, plain.layers):
         if old.param_shapes():
             new.set_params(**old.params)
