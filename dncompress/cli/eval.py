@@ -19,6 +19,7 @@ def print_eval(result, names: list[str], label: str) -> None:
     click.echo(f"mAP@0.5 (VOC all-point)      {result.map50:.4f}")
     click.echo(f"mAP@0.5:0.95 (COCO 101-pt)   {result.map50_95:.4f}")
     click.echo(f"precision / recall @ conf 0.25, IoU 0.5: {result.precision:.3f} / {result.recall:.3f}")
+    click.echo(result.scoring_note())
 
 
 @click.command("eval")
