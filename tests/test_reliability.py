@@ -1,0 +1,67 @@
+"""Issue 17: failures an outside corpus found, one test each (export tolerance, corrupt weights, ...)."""
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dncompress.cli import main
+from dncompress.export.onnx import PARITY_RTOL, build_onnx, parity
+
+from conftest import small_network
+
+
+def scaled_network(factor: float):
+    """SMALL_CFG whose head convs output values of magnitude ~factor (YOLOv4's heads reach |x| ~ 40)."""
+    net = small_network(1)
+    for head in net.heads:
+        conv = net.layers[head.inputs[0]]
+        conv.set_params(weights=conv.params["weights"] * factor, biases=conv.params["biases"] * factor)
+    return net
+
+
+def test_export_parity_is_relative_to_the_output_scale(tmp_path):
+    """float32 round-off grows with the output: at |x| ~ 1e4 it exceeds an absolute 1e-4 (the old check
+    refused such networks), but stays far below 1e-4 of the scale."""
+    net = scaled_network(1e4)
+    x = np.random.default_rng(0).random((1, *net.input_shape), dtype=np.float32)
+    from dncompress.export.onnx import onnx_forward
+    model = build_onnx(net)
+    absolute = max(float(np.abs(a - b).max()) for a, b in zip(net.forward(x), onnx_forward(model)(x)))
+    assert absolute > 1e-4
+    assert parity(net, model) < PARITY_RTOL / 10
+    net.save(tmp_path / "big.cfg", tmp_path / "big.weights")
+    out = CliRunner().invoke(main, ["export", str(tmp_path / "big.cfg"), str(tmp_path / "big.weights"),
+                                    "-o", str(tmp_path / "big.onnx")])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "big.onnx").is_file() and "of the output scale" in out.stdout
+
+
+def test_export_parity_catches_a_real_difference_and_nan():
+    net = small_network(1)
+    model = build_onnx(net)
+    conv = net.layers[0]
+    conv.set_params(weights=conv.params["weights"] * 1.01)      # 1% off: an export bug of that size
+    assert parity(net, model) > PARITY_RTOL
+    w = conv.params["weights"].copy()
+    w[0, 0, 0, 0] = np.nan
+    conv.set_params(weights=w)
+    assert parity(net, model) == float("inf")                     # NaN never compares greater than 1e-4
+
+
+def test_quantize_onnx_is_checked_like_export(tmp_path):
+    """quantize --format onnx runs the same relative parity check (it wrote without any check before)."""
+    net = scaled_network(1e3)
+    net.save(tmp_path / "n.cfg", tmp_path / "n.weights")
+    out = CliRunner().invoke(main, ["quantize", str(tmp_path / "n.cfg"), str(tmp_path / "n.weights"), "--bits", "8",
+                                    "--act-bits", "none", "--format", "onnx", "-o", str(tmp_path / "q")])
+    assert out.exit_code == 0, out.output
+    from dncompress.export.onnx import check_parity
+    from dncompress.quant.apply import QuantConfig, quantize_network
+    from dncompress.quant.qdq import build_qdq_onnx
+    quantized = quantize_network(net, QuantConfig(8, None, True, "minmax", 8, False), None)
+    model = build_qdq_onnx(quantized)
+    assert check_parity(quantized, model, "q.onnx") < PARITY_RTOL
+    w = quantized.layers[0].params["weights"].copy()
+    w[0, 0, 0, 0] = np.nan
+    quantized.layers[0].set_params(weights=w)
+    with pytest.raises(Exception, match="non-finite"):
+        check_parity(quantized, model, "q.onnx")
