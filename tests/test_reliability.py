@@ -65,3 +65,74 @@ def test_quantize_onnx_is_checked_like_export(tmp_path):
     quantized.layers[0].set_params(weights=w)
     with pytest.raises(Exception, match="non-finite"):
         check_parity(quantized, model, "q.onnx")
+
+
+DEPTHWISE_CFG = """[net]
+width=64
+height=64
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=16
+groups=16
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=32
+size=1
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=18
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58
+classes=1
+num=3
+"""
+
+
+def depthwise_files(tmp_path):
+    from dncompress.cfg import parse_cfg
+    from dncompress.network import Network
+    net = Network(parse_cfg(DEPTHWISE_CFG))
+    net.init_random(0)
+    net.save(tmp_path / "dw.cfg", tmp_path / "dw.weights")
+    return net
+
+
+def test_prune_keeps_a_depthwise_conv_whole(tmp_path):
+    """groups=filters: was an IndexError traceback (weights sliced by input channel on an axis of size 1)."""
+    net = depthwise_files(tmp_path)
+    out = CliRunner().invoke(main, ["prune", str(tmp_path / "dw.cfg"), str(tmp_path / "dw.weights"),
+                                    "--ratio", "0.5", "-o", str(tmp_path / "p")])
+    assert out.exit_code == 0, out.output
+    from dncompress.network import Network
+    pruned = Network.from_cfg(tmp_path / "p.cfg", tmp_path / "p.weights")
+    assert [layer.filters for layer in pruned.layers[:2]] == [16, 16] and pruned.layers[2].filters < 32
+    # keeping every channel gives the same network
+    from dncompress.prune.apply import prune_network
+    from dncompress.prune.groups import channel_maps
+    everything = {ch for m in channel_maps(net) for ch in m}
+    x = np.random.default_rng(0).random((1, *net.input_shape), dtype=np.float32)
+    np.testing.assert_array_equal(prune_network(net, everything).forward(x)[0], net.forward(x)[0])
