@@ -136,3 +136,42 @@ def test_prune_keeps_a_depthwise_conv_whole(tmp_path):
     everything = {ch for m in channel_maps(net) for ch in m}
     x = np.random.default_rng(0).random((1, *net.input_shape), dtype=np.float32)
     np.testing.assert_array_equal(prune_network(net, everything).forward(x)[0], net.forward(x)[0])
+
+
+def failing_second_replace(monkeypatch):
+    """os.replace fails on its second call (as a full disk or a vanished folder would)."""
+    import os
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device", str(src), None, str(dst))
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_a_failed_pair_write_leaves_the_old_pair(tmp_path, monkeypatch):
+    """cfg + weights with --force: the weights rename fails after the cfg was replaced; the old cfg must
+    come back (a new cfg beside old weights is a mismatched pair), and no temp stays behind."""
+    from dncompress.errors import DncompressError
+    from dncompress.fsutil import atomic_write_many
+    a, b = tmp_path / "m.cfg", tmp_path / "m.weights"
+    a.write_text("old cfg")
+    b.write_text("old weights")
+    failing_second_replace(monkeypatch)
+    with pytest.raises(DncompressError, match="m.weights: cannot write: No space left"):
+        atomic_write_many({a: b"new cfg", b: b"new weights"})
+    assert a.read_text() == "old cfg" and b.read_text() == "old weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.cfg", "m.weights"]
+
+
+def test_a_failed_pair_write_leaves_nothing_new(tmp_path, monkeypatch):
+    from dncompress.errors import DncompressError
+    from dncompress.fsutil import StagedWrites
+    failing_second_replace(monkeypatch)
+    with pytest.raises(DncompressError):
+        with StagedWrites(tmp_path / "out") as staged:
+            staged.write(tmp_path / "out" / "1.jpg", b"one")
+            staged.write(tmp_path / "out" / "2.jpg", b"two")
+    assert list(tmp_path.iterdir()) == []
