@@ -131,6 +131,16 @@ class Network:
                                     for name, shape in shapes.items()})
         reader.finish()
         self.header = header
+        self.check_params(file)
+
+    def check_params(self, file: str | None = None) -> None:
+        """Refuse parameters that give non-finite outputs (NaN/inf, negative BN variance, overflowing
+        folds), naming the layer and tensor; called after reading and before writing any model file."""
+        for layer in self.layers:
+            problem = layer.param_problem()
+            if problem:
+                message, name = problem
+                raise DncompressError(message, file or self.file, f"layer {layer.index} [{layer.type}] {name}")
 
     def init_random(self, seed: int = 0) -> None:
         """Plausible random weights (He-scaled conv, BN near identity) for tests and cost studies."""
@@ -170,6 +180,7 @@ class Network:
 
     def save(self, cfg_path: str | Path, weights_path: str | Path) -> None:
         """Write cfg and weights together: both appear, or (interrupted) neither."""
+        self.check_params(str(weights_path))
         atomic_write_many({cfg_path: write_cfg(self.sections).encode(),
                            weights_path: weights_payload(self.header, self.weight_tensors())})
 

@@ -103,9 +103,9 @@ def weights_case(name: str, content: Callable[[bytes], bytes | None], where: str
                                            where, message))
 
 
-def with_nan(data: bytes, index: int) -> bytes:
+def with_nan(data: bytes, index: int, value: float = np.nan) -> bytes:
     floats = np.frombuffer(data[20:], "<f4").copy()
-    floats[index] = np.nan
+    floats[index] = value
     return data[:20] + floats.tobytes()
 
 
@@ -122,6 +122,12 @@ WEIGHTS_CASES = [
     weights_case("short_header", lambda d: d[:18], "header", "shorter than the 20-byte header"),
     weights_case("cfg_as_weights", lambda d: VALID_CFG.read_bytes(), "header", "implausible header version"),
     weights_case("nan", lambda d: with_nan(d, 10), "layer 0 [convolutional] scales", "non-finite values"),
+    # layer 0: 8 biases, 8 scales, 8 means, then the variances (float 26 = channel 2)
+    weights_case("negative_variance", lambda d: with_nan(d, 26, -1.0), "layer 0 [convolutional] rolling_variance",
+                 "batchnorm variance -1 < 0 in channel 2"),
+    # gamma 1e36 over sqrt(0 + 1e-6): 1e39 > float32's largest
+    weights_case("fold_overflows", lambda d: with_nan(with_nan(d, 10, 1e36), 26, 0.0), "layer 0 [convolutional] scales",
+                 "overflows float32"),
     weights_case("missing", lambda d: None, "", "weights file not found"),
     Case("weights", "directory", lambda i, tmp: (weights_dir(tmp), dataclasses.replace(i, weights=tmp / "bad.weights"),
                                                   tmp / "bad.weights", "", "weights file not found")[1:]),

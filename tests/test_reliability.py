@@ -175,3 +175,20 @@ def test_a_failed_pair_write_leaves_nothing_new(tmp_path, monkeypatch):
             staged.write(tmp_path / "out" / "1.jpg", b"one")
             staged.write(tmp_path / "out" / "2.jpg", b"two")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_parameters_are_refused_on_write(tmp_path):
+    """A negative variance set in memory (as a transform or a corrupt input could) never reaches a file:
+    .weights, .dnq and .dns writers refuse it, naming the layer and tensor."""
+    from dncompress.errors import DncompressError
+    from dncompress.quant.packed import write_packed
+    from dncompress.sparse.format import write_sparse
+    net = small_network(0)
+    var = net.layers[0].params["rolling_variance"].copy()
+    var[3] = -0.5
+    net.layers[0].set_params(rolling_variance=var)
+    for write in (lambda: net.save(tmp_path / "a.cfg", tmp_path / "a.weights"),
+                  lambda: write_packed(net, tmp_path / "a.dnq"), lambda: write_sparse(net, tmp_path / "a.dns")):
+        with pytest.raises(DncompressError, match=r"layer 0 \[convolutional\] rolling_variance.*channel 3"):
+            write()
+    assert list(tmp_path.iterdir()) == []

@@ -60,6 +60,14 @@ class Layer:
         """Replace parameters (layers caching derived arrays override this to drop them)."""
         self.params.update(params)
 
+    def param_problem(self) -> tuple[str, str] | None:
+        """(what is wrong, tensor name) when the parameters cannot give finite outputs, else None."""
+        for name, value in self.params.items():
+            bad = ~np.isfinite(value)
+            if bad.any():
+                return f"{int(bad.sum())} non-finite values (nan/inf)", name
+        return None
+
     def forward(self, xs: list[np.ndarray]) -> np.ndarray:
         """xs: the outputs of `self.inputs`, each (N, C, H, W)."""
         raise NotImplementedError

@@ -69,6 +69,24 @@ class ConvKeys(Layer):
             shapes[name] = (n, c // self.groups, self.size, self.size)
         return shapes
 
+    def param_problem(self) -> tuple[str, str] | None:
+        """Also a batchnorm variance Darknet would take the root of below zero (NaN outputs), and a fold
+        (gamma / sqrt(var + eps) times the weights) that overflows float32."""
+        problem = super().param_problem()
+        if problem or not self.params:
+            return problem
+        if self.batch_normalize:
+            var = self.params["rolling_variance"]
+            if (var + BN_EPS <= 0).any():
+                channel = int(np.flatnonzero(var + BN_EPS <= 0)[0])
+                return (f"batchnorm variance {float(var[channel]):.3g} < 0 in channel {channel} "
+                        "(the file is corrupt)", "rolling_variance")
+        scale, shift = self.output_affine()
+        peak = max(float(np.abs(self.params[name]).max(initial=0)) for name in self.weight_names)
+        if not (np.isfinite(shift).all() and np.abs(scale).max(initial=0) * peak < np.finfo(np.float32).max):
+            return "batchnorm folded into the weights overflows float32 (the file is corrupt)", "scales"
+        return None
+
     def output_affine(self) -> tuple[np.ndarray, np.ndarray]:
         """(scale, shift) per output channel, float64: batchnorm (running statistics) and bias as one
         `scale * z + shift` on the raw (kernel) output z."""
