@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,21 +28,87 @@ class Detection:
                 "box": [round(v, 2) for v in self.box]}
 
 
+# Decoding needs ~15 bytes per pixel (uint8 BGR, RGB, float32): the limit keeps a 30000x30000 PNG of 0.9 MB
+# from a MemoryError; 64 megapixels admits every camera photo (a 48 MP phone image is 8000x6000).
+MAX_IMAGE_PIXELS_ENV = "DNCOMPRESS_MAX_IMAGE_PIXELS"
+MAX_IMAGE_PIXELS = 64_000_000
+# Darknet (stb_image) ignores EXIF orientation; OpenCV's imdecode would rotate the pixels
+DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+def max_image_pixels() -> int:
+    value = os.environ.get(MAX_IMAGE_PIXELS_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else MAX_IMAGE_PIXELS
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) a PNG, JPEG, BMP, GIF or WebP header declares, read without decoding; None for
+    other formats or headers too short to say."""
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            return struct.unpack(">II", data[16:24])
+        if data[:2] == b"BM":
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(w), abs(h)
+        if data[:4] == b"GIF8":
+            return struct.unpack("<HH", data[6:10])
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            kind = data[12:16]
+            if kind == b"VP8 ":
+                w, h = struct.unpack("<HH", data[26:30])
+                return w & 0x3FFF, h & 0x3FFF
+            if kind == b"VP8L":
+                bits = int.from_bytes(data[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if kind == b"VP8X":
+                return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+            return None
+        if data[:2] == b"\xff\xd8":
+            at = 2
+            while at + 9 < len(data):
+                if data[at] != 0xFF:
+                    return None
+                marker, length = data[at + 1], struct.unpack(">H", data[at + 2:at + 4])[0]
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):   # start of frame
+                    h, w = struct.unpack(">HH", data[at + 5:at + 9])
+                    return w, h
+                at += 2 + length
+    except struct.error:
+        return None
+    return None
+
+
 def load_image(path: str | Path) -> np.ndarray:
-    """RGB float32 (H, W, 3) in [0, 1]; unreadable or empty files raise a DncompressError."""
+    """RGB float32 (H, W, 3) in [0, 1], decoded as Darknet does (EXIF orientation ignored); unreadable,
+    empty or oversized (> DNCOMPRESS_MAX_IMAGE_PIXELS, checked on the header before decoding) files raise
+    a DncompressError."""
     path = Path(path)
     if not path.is_file():
         raise DncompressError("image not found", str(path))
+    limit = max_image_pixels()
     try:
         data = np.fromfile(path, dtype=np.uint8)
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     except OSError as err:
         raise DncompressError(f"cannot read image: {err.strerror}", str(path)) from None
+    size = declared_size(data[:1 << 16].tobytes())
+    try:
+        if size and size[0] * size[1] > limit:
+            raise MemoryError
+        bgr = cv2.imdecode(data, DECODE_FLAGS) if data.size else None
     except cv2.error:
         bgr = None
+    except MemoryError:
+        if not size:
+            raise DncompressError("not enough memory to decode this image", str(path)) from None
+        raise DncompressError(f"image is {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:,.0f} megapixels), over "
+                              f"the {limit / 1e6:g} megapixel limit of decoding (set {MAX_IMAGE_PIXELS_ENV} to "
+                              "raise it)", str(path)) from None
     if bgr is None:
         raise DncompressError("cannot decode image (empty, truncated or not an image format OpenCV reads)",
                               str(path))
+    if bgr.shape[0] * bgr.shape[1] > limit:  # a format whose header declared_size does not read
+        raise DncompressError(f"image is {bgr.shape[1]}x{bgr.shape[0]}, over the {limit / 1e6:g} megapixel "
+                              f"limit (set {MAX_IMAGE_PIXELS_ENV} to raise it)", str(path))
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / np.float32(255)
 
 

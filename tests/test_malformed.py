@@ -154,7 +154,22 @@ def image_dir(valid: Inputs, tmp: Path):
 
 # a PNG signature and an IHDR chunk declaring a 0 x 0 image
 ZERO_SIZE_PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000000000000008020000000000000000")
+# a PNG header declaring 30000 x 30000 (27 GB decoded as float32; the outside corpus had a 0.87 MB file)
+HUGE_PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452") + (30000).to_bytes(4, "big") * 2 + bytes(13)
+
+
+def huge_jpeg(valid: Inputs) -> bytes:
+    """dog.jpg with its frame header (SOF0) claiming 40000 x 40000 pixels."""
+    data = bytearray(DOG.read_bytes())
+    at = data.index(b"\xff\xc0")
+    data[at + 5:at + 9] = (40000).to_bytes(2, "big") * 2
+    return bytes(data)
+
+
 IMAGE_CASES = [
+    Case("image", "huge_png", with_file("images", "huge.png", lambda i: HUGE_PNG, "",
+                                        "image is 30000x30000 (900 megapixels), over the 64 megapixel limit")),
+    Case("image", "huge_jpeg", with_file("images", "huge.jpg", huge_jpeg, "", "image is 40000x40000")),
     Case("image", "empty", with_file("images", "bad.jpg", lambda i: b"", "", "cannot decode image")),
     Case("image", "garbage", with_file("images", "bad.jpg", lambda i: b"GIF89a nonsense", "",
                                        "cannot decode image")),
@@ -180,6 +195,11 @@ def label_case(name: str, text: bytes, where: str, message: str) -> Case:
     return Case("labels", name, make)
 
 
+def write_bytes(path: Path, data: bytes) -> tuple[Path]:
+    path.write_bytes(data)
+    return (path,)
+
+
 def bad_dataset_image(valid: Inputs, tmp: Path):
     bad = valid.data / "images" / "bad.jpg"
     bad.write_bytes(DOG.read_bytes()[:300])
@@ -194,6 +214,8 @@ LABEL_CASES = [
     label_case("class_out_of_range", b"95 0.5 0.5 0.2 0.2\n", "line 1", "class 95 but the network has 80 classes"),
     label_case("non_utf8", b"16 0.5 0.5 0.2 0.2 \xff\n", "", "cannot read label file"),
     Case("data-image", "corrupt_image_in_dataset", bad_dataset_image),
+    Case("data-image", "huge_image_in_dataset", lambda valid, tmp: (
+        valid, *write_bytes(valid.data / "images" / "big.png", HUGE_PNG), "", "over the 64 megapixel limit")),
 ]
 def out_under_a_file(valid: Inputs, tmp: Path):
     """The output folder given is inside a regular file."""

@@ -192,3 +192,40 @@ def test_corrupt_parameters_are_refused_on_write(tmp_path):
         with pytest.raises(DncompressError, match=r"layer 0 \[convolutional\] rolling_variance.*channel 3"):
             write()
     assert list(tmp_path.iterdir()) == []
+
+
+def jpeg_with_orientation(img, orientation: int) -> bytes:
+    """A JPEG of `img` (H, W, 3 uint8 BGR) with an EXIF APP1 segment saying Orientation=`orientation`."""
+    import cv2
+    import struct
+    ok, buf = cv2.imencode(".jpg", img)
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1) \
+        + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
+    app1 = b"Exif\x00\x00" + tiff
+    data = buf.tobytes()
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:]
+
+
+def test_exif_orientation_is_ignored_as_darknet_does(tmp_path):
+    """Orientation 6 (rotate 90): OpenCV's default imdecode turns a 40x64 photo into 64x40; Darknet's
+    stb_image, and so dncompress, keep the stored pixels."""
+    import cv2
+    from dncompress.detect import load_image
+    img = np.zeros((40, 64, 3), np.uint8)
+    img[:, :32] = 255
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(jpeg_with_orientation(img, 6))
+    assert cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (64, 40)   # the trap
+    loaded = load_image(path)
+    assert loaded.shape == (40, 64, 3) and loaded[:, :20].mean() > 0.9 and loaded[:, 44:].mean() < 0.1
+
+
+def test_declared_size_reads_headers_without_decoding():
+    import cv2
+    from dncompress.detect import declared_size
+    img = (np.random.default_rng(0).random((37, 53, 3)) * 255).astype(np.uint8)
+    for ext, params in ((".jpg", []), (".png", []), (".bmp", []), (".webp", []),
+                        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101])):
+        ok, buf = cv2.imencode(ext, img, params)
+        assert declared_size(buf.tobytes()) == (53, 37), ext
+    assert declared_size(b"II*\x00 a tiff") is None and declared_size(b"") is None
