@@ -42,16 +42,15 @@ def max_image_pixels() -> int:
 
 
 def declared_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) a PNG, JPEG, BMP, GIF or WebP header declares, read without decoding; None for
-    other formats or headers too short to say."""
+    """(width, height) a PNG, JPEG, BMP or WebP header declares, read without decoding; None for other
+    formats (GIF's 6-byte signature is followed by the size with no check, so any text after "GIF89a"
+    would read as a size) or headers too short to say."""
     try:
         if data[:8] == b"\x89PNG\r\n\x1a\n":
             return struct.unpack(">II", data[16:24])
         if data[:2] == b"BM":
             w, h = struct.unpack("<ii", data[18:26])
             return abs(w), abs(h)
-        if data[:4] == b"GIF8":
-            return struct.unpack("<HH", data[6:10])
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
             kind = data[12:16]
             if kind == b"VP8 ":
