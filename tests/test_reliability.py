@@ -229,3 +229,61 @@ def test_declared_size_reads_headers_without_decoding():
         ok, buf = cv2.imencode(ext, img, params)
         assert declared_size(buf.tobytes()) == (53, 37), ext
     assert declared_size(b"II*\x00 a tiff") is None and declared_size(b"") is None
+
+
+def cfg_with(tmp_path, name, edit):
+    """tests/corpus/valid.cfg edited by `edit(text)`."""
+    from pathlib import Path
+    text = edit((Path(__file__).parent / "corpus" / "valid.cfg").read_text())
+    cfg = tmp_path / f"{name}.cfg"
+    cfg.write_text(text)
+    return cfg
+
+
+def test_unknown_keys_are_warned_like_darknets_unused_field(tmp_path):
+    """A typo (`szie=3`) fell back to size=1 without a word; now a warning naming file, line and key,
+    with the likely key, and the command still runs (Darknet also runs, printing "Unused field")."""
+    cfg = cfg_with(tmp_path, "typo", lambda t: t.replace("filters=8\nsize=3", "filters=8\nszie=3", 1))
+    out = CliRunner().invoke(main, ["stats", str(cfg)])
+    assert out.exit_code == 0, out.output
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    assert f"{cfg}:line 10 [convolutional] szie: unused field 'szie=3'" in warnings[0]
+    assert "did you mean 'size'?" in warnings[0]
+    from dncompress.network import Network
+    assert len(Network.from_cfg(cfg).warnings) == 1              # collected by the library, printed by the CLI
+
+
+def test_packaged_cfgs_have_no_unused_fields():
+    from pathlib import Path
+    from dncompress.network import Network
+    for cfg in sorted((Path(__file__).parents[1] / "darknet_cfgs").glob("*.cfg")):
+        assert Network.from_cfg(cfg).warnings == [], cfg
+
+
+def test_keys_that_change_the_network_are_refused(tmp_path):
+    """[region] tree= (YOLO9000's class hierarchy) printed wrong detections with exit 0."""
+    region = """[net]
+width=64
+height=64
+channels=3
+[convolutional]
+filters=30
+size=1
+stride=32
+activation=linear
+[region]
+anchors=1,1
+classes=1
+num=5
+tree=data/9k.tree
+"""
+    cfg = tmp_path / "tree.cfg"
+    cfg.write_text(region.replace("anchors=1,1", "anchors=1,1,2,2,3,3,4,4,5,5"))
+    out = CliRunner().invoke(main, ["stats", str(cfg)])
+    assert out.exit_code == 2
+    assert f"error: {cfg}:line 14 [region] tree: tree=data/9k.tree changes the network" in out.stderr
+    for off in ("xnor=0", "stride_x=2", "antialiasing=0"):     # the default values are accepted
+        cfg2 = cfg_with(tmp_path, "off", lambda t: t.replace("filters=8\n", f"filters=8\n{off}\n", 1))
+        out = CliRunner().invoke(main, ["stats", str(cfg2)])
+        assert out.exit_code == 0 and "warning" not in out.stderr, (off, out.output)

@@ -37,6 +37,11 @@ class Layer:
     """Base class. `inputs` are absolute indices of the layers read (-1 = the network input)."""
 
     type: ClassVar[str] = ""
+    # cfg keys: implemented, read by Darknet for training only, and unsupported (layers/keys.py)
+    keys: ClassVar[frozenset[str]] = frozenset()
+    training_keys: ClassVar[frozenset[str]] = frozenset()
+    unsupported_keys: ClassVar[dict[str, tuple[str, ...]]] = {}
+    approximated_keys: ClassVar[dict[str, tuple[tuple[str, ...], str]]] = {}
     # Darknet's .weights order; empty for layers without parameters
     param_names: ClassVar[tuple[str, ...]] = ()
 

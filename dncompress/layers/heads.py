@@ -16,6 +16,15 @@ def _anchors(layer: Layer) -> np.ndarray:
 
 @register("yolo")
 class Yolo(Layer):
+    keys = frozenset({"classes", "anchors", "num", "mask", "ignore_thresh", "scale_x_y", "new_coords"})
+    training_keys = frozenset({
+        "jitter", "truth_thresh", "random", "iou_normalizer", "cls_normalizer", "obj_normalizer", "iou_loss",
+        "iou_thresh_kind", "iou_thresh", "max_delta", "counters_per_class", "label_smooth_eps", "resize",
+        "focal_loss", "objectness_smooth", "uc_normalizer", "delta_normalizer", "beta1", "beta_nms",
+        "track_history_size", "sim_thresh", "dets_for_track", "dets_for_show", "track_ciou_norm",
+        "embedding_layer", "show_details", "max"})
+    unsupported_keys = {"map": ()}  # remaps class ids
+    approximated_keys = {"nms_kind": (("greedynms", "default"), "detect and eval use greedy IoU NMS")}
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
         s = section
@@ -45,6 +54,12 @@ class Yolo(Layer):
 @register("region")
 class Region(Layer):
     """YOLOv2 head: anchors in grid units, softmax over classes."""
+
+    keys = frozenset({"classes", "coords", "num", "anchors", "softmax"})
+    training_keys = frozenset({"jitter", "rescore", "thresh", "bias_match", "absolute", "random", "object_scale",
+                               "noobject_scale", "class_scale", "coord_scale", "max", "log", "sqrt", "focal_loss"})
+    # YOLO9000's class hierarchy (softmax over a word tree) and class-id remapping
+    unsupported_keys = {"tree": (), "map": ()}
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
