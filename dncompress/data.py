@@ -45,6 +45,13 @@ class Dataset:
     def num_difficult(self) -> int:
         return sum(len(s.difficult) for s in self.items)
 
+    def require_labels(self, alternative: str) -> None:
+        """Raise when no image has a labelled object (a missing labels/ folder reads as all background)."""
+        if not self.num_boxes:
+            example = label_path(self.items[0].image) if self.items and self.items[0].image else "labels/*.txt"
+            raise DncompressError("no image has a labelled object (labels are looked for by the images->labels "
+                                  f"rule, e.g. {example}); {alternative}", self.source)
+
     def check_classes(self, num_classes: int) -> None:
         """Raise naming the label file and line of the first class id >= num_classes."""
         for sample in self.items:
@@ -90,6 +97,8 @@ def difficult_label_path(image: Path) -> Path:
 
 def parse_labels(path: Path) -> np.ndarray:
     """(M, 5) float32 from a YOLO txt file; a missing or empty file means no objects."""
+    if path.is_dir():
+        raise DncompressError("label path is a folder, not a label file", str(path))
     if not path.is_file():
         return np.zeros((0, 5), np.float32)
     try:

@@ -206,7 +206,24 @@ def bad_dataset_image(valid: Inputs, tmp: Path):
     return valid, bad, "", "cannot decode image"
 
 
+def label_folder(valid: Inputs, tmp: Path):
+    """The label path of the dataset's image is a folder (was read as 'no objects')."""
+    path = valid.data / "labels" / "dog.txt"
+    path.unlink()
+    path.mkdir()
+    return valid, path, "", "label path is a folder"
+
+
+def no_labels_folder(valid: Inputs, tmp: Path):
+    """No labels/ at all: train learned that everything is background, without a word."""
+    (valid.data / "labels" / "dog.txt").unlink()
+    (valid.data / "labels").rmdir()
+    return valid, valid.data, "", "no image has a labelled object"
+
+
 LABEL_CASES = [
+    Case("labels", "label_path_is_a_folder", label_folder),
+    Case("labels", "no_labels_folder", no_labels_folder),
     label_case("too_few_fields", b"16 0.5 0.5 0.2\n", "line 1", "malformed label '16 0.5 0.5 0.2'"),
     label_case("not_a_number", b"16 0.5 0.5 0.2 0.2\n1 0.5 x 0.2 0.2\n", "line 2", "malformed label"),
     label_case("negative_class", b"-1 0.5 0.5 0.2 0.2\n", "line 1", "malformed label"),
