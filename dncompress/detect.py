@@ -155,8 +155,23 @@ def letterbox(img: np.ndarray, net_w: int, net_h: int) -> np.ndarray:
     return canvas
 
 
-def preprocess(img: np.ndarray, net_w: int, net_h: int, use_letterbox: bool = True) -> np.ndarray:
-    """RGB (H, W, 3) in [0, 1] -> (1, 3, net_h, net_w) float32 blob."""
+def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """RGB (H, W, 3) in [0, 1] -> (H, W, channels): unchanged for 3; for 1 (grayscale models) the luma
+    Darknet's stb_image computes when it loads an image with 1 channel, (77 R + 150 G + 29 B) >> 8 on bytes."""
+    if channels == 3:
+        return img
+    if channels != 1:
+        raise DncompressError(f"the network takes {channels}-channel input; images are read as RGB (channels=3) "
+                              "or grey (channels=1)")
+    rgb = np.rint(img * 255).astype(np.int32)
+    luma = (rgb[..., 0] * 77 + rgb[..., 1] * 150 + rgb[..., 2] * 29) >> 8
+    return (luma[..., None] / np.float32(255)).astype(np.float32)
+
+
+def preprocess(img: np.ndarray, net_w: int, net_h: int, use_letterbox: bool = True,
+               channels: int = 3) -> np.ndarray:
+    """RGB (H, W, 3) in [0, 1] -> (1, channels, net_h, net_w) float32 blob."""
+    img = to_channels(img, channels)
     sized = letterbox(img, net_w, net_h) if use_letterbox else darknet_resize(img, net_w, net_h)
     return np.ascontiguousarray(sized.transpose(2, 0, 1)[None])
 
@@ -336,7 +351,7 @@ def detect_image(forward: Forward, heads: Sequence[Layer], img: np.ndarray, net_
                  thresh: float = 0.25, nms_threshold: float = 0.45, use_letterbox: bool = True,
                  names: Sequence[str] | None = None) -> list[Detection]:
     """Run `forward` (numpy engine or onnxruntime) on one RGB image and return its detections."""
-    outputs = forward(preprocess(img, net_w, net_h, use_letterbox))
+    outputs = forward(preprocess(img, net_w, net_h, use_letterbox, heads[0].net_channels))
     return postprocess(heads, [o[0] for o in outputs], img.shape[1], img.shape[0], thresh,
                        nms_threshold, use_letterbox, names)
 

@@ -57,7 +57,8 @@ def predict(forward: Forward, heads: Sequence[Layer], dataset: Dataset, net_w: i
         for start in range(0, len(dataset), batch):
             samples = dataset.items[start:start + batch]
             images = [load_image(s.image) for s in samples]
-            blob = np.concatenate([preprocess(img, net_w, net_h, use_letterbox) for img in images])
+            blob = np.concatenate([preprocess(img, net_w, net_h, use_letterbox, heads[0].net_channels)
+                                   for img in images])
             outputs = forward(blob)
             for i, img in enumerate(images):
                 dets = postprocess(heads, [o[i] for o in outputs], img.shape[1], img.shape[0], conf, nms,

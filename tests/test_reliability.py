@@ -322,3 +322,34 @@ def test_a_9000_class_head_is_not_one_nms_loop_per_class(monkeypatch):
     scores = rng.random((100, 9000)).astype(np.float32)
     rows, classes = detect.nms_per_class(boxes, scores, 0.99, 0.45)
     assert len(np.unique(classes)) > 3000 and calls == []
+
+
+def test_grayscale_networks_run_detect_eval_and_train(tmp_path):
+    """channels=1 (grayscale models): detect/eval blamed the cfg (a 3-channel blob), train raised a
+    traceback. Images are now read as Darknet's stb_image reads them with 1 channel: (77R+150G+29B)>>8."""
+    from pathlib import Path
+    from dncompress.detect import load_image, preprocess, to_channels
+    from dncompress.network import Network
+    cfg = cfg_with(tmp_path, "gray", lambda t: t.replace("channels=3", "channels=1"))
+    net = Network.from_cfg(cfg)
+    net.init_random(0)
+    net.save(cfg, tmp_path / "gray.weights")
+    dog = Path(__file__).parents[1] / "samples" / "dog.jpg"
+    img = load_image(dog)
+    gray = to_channels(img, 1)
+    r, g, b = (np.rint(img[..., i] * 255).astype(int) for i in range(3))
+    np.testing.assert_array_equal(np.rint(gray[..., 0] * 255), (77 * r + 150 * g + 29 * b) >> 8)
+    assert preprocess(img, 64, 64, True, 1).shape == (1, 1, 64, 64)
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    (data / "images" / "dog.jpg").write_bytes(dog.read_bytes())
+    (data / "labels" / "dog.txt").write_text("16 0.29 0.66 0.26 0.54\n")
+    runner = CliRunner()
+    for args in (["detect", str(dog), "--cfg", str(cfg), "--weights", str(tmp_path / "gray.weights"),
+                  "--out", str(tmp_path / "out"), "--thresh", "0.01"],
+                 ["eval", str(cfg), str(tmp_path / "gray.weights"), "--data", str(data)],
+                 ["train", str(cfg), str(tmp_path / "gray.weights"), "--data", str(data), "--epochs", "1",
+                  "--batch", "1", "-o", str(tmp_path / "t")]):
+        out = runner.invoke(main, args)
+        assert out.exit_code == 0, (args[0], out.output, out.exception)

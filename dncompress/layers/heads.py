@@ -41,6 +41,7 @@ class Yolo(Layer):
         if s.get_int("new_coords", 0):
             raise self.error("new_coords=1 (scaled-YOLOv4 decode) is not supported", "new_coords")
         self.net_size = (net.width, net.height)
+        self.net_channels = net.channels  # images are read with this many channels (detect, eval)
         c = self.in_shapes[0][0]
         expected = len(self.mask) * (5 + self.classes)
         if c != expected:
@@ -72,6 +73,7 @@ class Region(Layer):
             raise self.error(f"num={self.num} but anchors= has only {len(self.anchors)} pairs", "anchors")
         self.softmax = bool(s.get_int("softmax", 0))
         self.net_size = (net.width, net.height)
+        self.net_channels = net.channels  # images are read with this many channels (detect, eval)
         if self.coords != 4:
             raise self.error("only coords=4 is supported", "coords")
         c = self.in_shapes[0][0]
