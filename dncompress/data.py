@@ -16,10 +16,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 @dataclasses.dataclass
 class Sample:
-    """One image and its boxes: labels (M, 5) float32 rows [class, cx, cy, w, h], normalized."""
+    """One image and its boxes: labels (M, 5) float32 rows [class, cx, cy, w, h], normalized;
+    difficult (D, 5) the same for VOC `difficult` objects (ignore regions in eval, from labels_difficult/)."""
 
     image: Path
     labels: np.ndarray
+    difficult: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 5), np.float32))
 
 
 @dataclasses.dataclass
@@ -39,15 +41,27 @@ class Dataset:
     def num_boxes(self) -> int:
         return sum(len(s.labels) for s in self.items)
 
+    @property
+    def num_difficult(self) -> int:
+        return sum(len(s.difficult) for s in self.items)
+
+    def require_labels(self, alternative: str) -> None:
+        """Raise when no image has a labelled object (a missing labels/ folder reads as all background)."""
+        if not self.num_boxes:
+            example = label_path(self.items[0].image) if self.items and self.items[0].image else "labels/*.txt"
+            raise DncompressError("no image has a labelled object (labels are looked for by the images->labels "
+                                  f"rule, e.g. {example}); {alternative}", self.source)
+
     def check_classes(self, num_classes: int) -> None:
         """Raise naming the label file and line of the first class id >= num_classes."""
         for sample in self.items:
-            classes = sample.labels[:, 0]
-            if len(classes) and classes.max() >= num_classes:
-                bad = int(classes[classes >= num_classes][0])
-                path = label_path(sample.image) if sample.image else None
-                raise DncompressError(f"class {bad} but the network has {num_classes} classes "
-                                      f"(0..{num_classes - 1})", path, _line_of_class(path, bad))
+            for rows, path_of in ((sample.labels, label_path), (sample.difficult, difficult_label_path)):
+                classes = rows[:, 0]
+                if len(classes) and classes.max() >= num_classes:
+                    bad = int(classes[classes >= num_classes][0])
+                    path = path_of(sample.image) if sample.image else None
+                    raise DncompressError(f"class {bad} but the network has {num_classes} classes "
+                                          f"(0..{num_classes - 1})", path, _line_of_class(path, bad))
 
 
 def _line_of_class(path: Path | None, class_id: int) -> str | None:
@@ -71,8 +85,20 @@ def label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
+def difficult_label_path(image: Path) -> Path:
+    """AlexeyAB Darknet's `difficult=` convention: `labels_difficult/` beside `labels/` (same file name)."""
+    parts = list(label_path(image).parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "labels":
+            parts[i] = "labels_difficult"
+            return Path(*parts)
+    return Path(*parts[:-1], "labels_difficult", parts[-1])
+
+
 def parse_labels(path: Path) -> np.ndarray:
     """(M, 5) float32 from a YOLO txt file; a missing or empty file means no objects."""
+    if path.is_dir():
+        raise DncompressError("label path is a folder, not a label file", str(path))
     if not path.is_file():
         return np.zeros((0, 5), np.float32)
     try:
@@ -175,7 +201,8 @@ def load_dataset(path: str | Path) -> Dataset:
                               "paths, or a Darknet .data file", str(path))
     if not images:
         raise DncompressError("dataset holds no images", str(path))
-    return Dataset([Sample(img, parse_labels(label_path(img))) for img in images], names, str(path), classes)
+    return Dataset([Sample(img, parse_labels(label_path(img)), parse_labels(difficult_label_path(img)))
+                    for img in images], names, str(path), classes)
 
 
 def calibration_batch(path: str | Path, count: int, net_w: int, net_h: int, use_letterbox: bool = True) -> np.ndarray:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,21 +28,86 @@ class Detection:
                 "box": [round(v, 2) for v in self.box]}
 
 
+# Decoding needs ~15 bytes per pixel (uint8 BGR, RGB, float32): the limit keeps a 30000x30000 PNG of 0.9 MB
+# from a MemoryError; 64 megapixels admits every camera photo (a 48 MP phone image is 8000x6000).
+MAX_IMAGE_PIXELS_ENV = "DNCOMPRESS_MAX_IMAGE_PIXELS"
+MAX_IMAGE_PIXELS = 64_000_000
+# Darknet (stb_image) ignores EXIF orientation; OpenCV's imdecode would rotate the pixels
+DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+def max_image_pixels() -> int:
+    value = os.environ.get(MAX_IMAGE_PIXELS_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else MAX_IMAGE_PIXELS
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) a PNG, JPEG, BMP or WebP header declares, read without decoding; None for other
+    formats (GIF's 6-byte signature is followed by the size with no check, so any text after "GIF89a"
+    would read as a size) or headers too short to say."""
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            return struct.unpack(">II", data[16:24])
+        if data[:2] == b"BM":
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(w), abs(h)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            kind = data[12:16]
+            if kind == b"VP8 ":
+                w, h = struct.unpack("<HH", data[26:30])
+                return w & 0x3FFF, h & 0x3FFF
+            if kind == b"VP8L":
+                bits = int.from_bytes(data[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if kind == b"VP8X":
+                return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+            return None
+        if data[:2] == b"\xff\xd8":
+            at = 2
+            while at + 9 < len(data):
+                if data[at] != 0xFF:
+                    return None
+                marker, length = data[at + 1], struct.unpack(">H", data[at + 2:at + 4])[0]
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):   # start of frame
+                    h, w = struct.unpack(">HH", data[at + 5:at + 9])
+                    return w, h
+                at += 2 + length
+    except struct.error:
+        return None
+    return None
+
+
 def load_image(path: str | Path) -> np.ndarray:
-    """RGB float32 (H, W, 3) in [0, 1]; unreadable or empty files raise a DncompressError."""
+    """RGB float32 (H, W, 3) in [0, 1], decoded as Darknet does (EXIF orientation ignored); unreadable,
+    empty or oversized (> DNCOMPRESS_MAX_IMAGE_PIXELS, checked on the header before decoding) files raise
+    a DncompressError."""
     path = Path(path)
     if not path.is_file():
         raise DncompressError("image not found", str(path))
+    limit = max_image_pixels()
     try:
         data = np.fromfile(path, dtype=np.uint8)
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     except OSError as err:
         raise DncompressError(f"cannot read image: {err.strerror}", str(path)) from None
+    size = declared_size(data[:1 << 16].tobytes())
+    try:
+        if size and size[0] * size[1] > limit:
+            raise MemoryError
+        bgr = cv2.imdecode(data, DECODE_FLAGS) if data.size else None
     except cv2.error:
         bgr = None
+    except MemoryError:
+        if not size:
+            raise DncompressError("not enough memory to decode this image", str(path)) from None
+        raise DncompressError(f"image is {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:,.0f} megapixels), over "
+                              f"the {limit / 1e6:g} megapixel limit of decoding (set {MAX_IMAGE_PIXELS_ENV} to "
+                              "raise it)", str(path)) from None
     if bgr is None:
         raise DncompressError("cannot decode image (empty, truncated or not an image format OpenCV reads)",
                               str(path))
+    if bgr.shape[0] * bgr.shape[1] > limit:  # a format whose header declared_size does not read
+        raise DncompressError(f"image is {bgr.shape[1]}x{bgr.shape[0]}, over the {limit / 1e6:g} megapixel "
+                              f"limit (set {MAX_IMAGE_PIXELS_ENV} to raise it)", str(path))
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / np.float32(255)
 
 
@@ -88,8 +155,23 @@ def letterbox(img: np.ndarray, net_w: int, net_h: int) -> np.ndarray:
     return canvas
 
 
-def preprocess(img: np.ndarray, net_w: int, net_h: int, use_letterbox: bool = True) -> np.ndarray:
-    """RGB (H, W, 3) in [0, 1] -> (1, 3, net_h, net_w) float32 blob."""
+def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """RGB (H, W, 3) in [0, 1] -> (H, W, channels): unchanged for 3; for 1 (grayscale models) the luma
+    Darknet's stb_image computes when it loads an image with 1 channel, (77 R + 150 G + 29 B) >> 8 on bytes."""
+    if channels == 3:
+        return img
+    if channels != 1:
+        raise DncompressError(f"the network takes {channels}-channel input; images are read as RGB (channels=3) "
+                              "or grey (channels=1)")
+    rgb = np.rint(img * 255).astype(np.int32)
+    luma = (rgb[..., 0] * 77 + rgb[..., 1] * 150 + rgb[..., 2] * 29) >> 8
+    return (luma[..., None] / np.float32(255)).astype(np.float32)
+
+
+def preprocess(img: np.ndarray, net_w: int, net_h: int, use_letterbox: bool = True,
+               channels: int = 3) -> np.ndarray:
+    """RGB (H, W, 3) in [0, 1] -> (1, channels, net_h, net_w) float32 blob."""
+    img = to_channels(img, channels)
     sized = letterbox(img, net_w, net_h) if use_letterbox else darknet_resize(img, net_w, net_h)
     return np.ascontiguousarray(sized.transpose(2, 0, 1)[None])
 
@@ -194,6 +276,46 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return np.array(keep, dtype=np.int64)
 
 
+# the (M, M) overlap matrix of nms_per_class is built when it stays below this many elements (M <= 4096)
+MAX_OVERLAP_ELEMENTS = 1 << 24
+
+
+def nms_per_class(boxes: np.ndarray, scores: np.ndarray, score_thresh: float,
+                  iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy NMS within every class, as Darknet's do_nms_sort: boxes (M, 4) x1 y1 x2 y2, scores (M, K);
+    candidates score > score_thresh. Returns (box indices, class ids) of the kept pairs.
+    All classes advance together, one rank at a time, over one overlap matrix: a step costs O(C * M) numpy
+    work, so a 9000-class head needs as many steps as its busiest class has candidates, not one Python
+    loop per class (> 300 s before)."""
+    live = scores > score_thresh
+    classes = np.flatnonzero(live.any(axis=0))
+    m = len(boxes)
+    if not len(classes):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if m * m > MAX_OVERLAP_ELEMENTS:   # many boxes: one class at a time keeps memory at O(M)
+        kept_rows, kept_classes = [], []
+        for c in classes:
+            candidates = np.flatnonzero(live[:, c])
+            kept_rows.append(candidates[nms(boxes[candidates], scores[candidates, c], iou_threshold)])
+            kept_classes.append(np.full(len(kept_rows[-1]), c))
+        return np.concatenate(kept_rows), np.concatenate(kept_classes)
+    over = iou_matrix(boxes, boxes) > iou_threshold                       # (M, M)
+    alive = live[:, classes].T.copy()                                     # (C, M)
+    ranked = np.where(alive, scores[:, classes].T, -np.inf)
+    depth = int(alive.sum(axis=1).max())
+    order = np.argsort(-ranked, axis=1, kind="stable")[:, :depth]         # (C, depth) best first
+    valid = np.take_along_axis(alive, order, axis=1)
+    kept = np.zeros_like(valid)
+    rows = np.arange(len(classes))
+    for t in range(depth):
+        box = order[:, t]
+        now = valid[:, t] & alive[rows, box]
+        kept[:, t] = now
+        alive &= ~(over[box] & now[:, None])   # a kept box suppresses its overlaps (suppressed ones do not)
+    which, rank = np.nonzero(kept)
+    return order[which, rank], classes[which]
+
+
 def decode_image(heads: Sequence[Layer], outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raw head outputs of ONE image -> boxes (M, 4), objectness (M,), class scores (M, K), all heads
     concatenated in cfg order."""
@@ -213,14 +335,12 @@ def postprocess(heads: Sequence[Layer], outputs: Sequence[np.ndarray], img_w: in
         return []
     net_w, net_h = heads[0].net_size
     pixels = to_pixels(boxes, img_w, img_h, net_w, net_h, use_letterbox)
-    detections = []
-    for class_id in np.flatnonzero((scores > thresh).any(axis=0)):
-        candidates = np.flatnonzero(scores[:, class_id] > thresh)
-        for i in candidates[nms(pixels[candidates], scores[candidates, class_id], nms_threshold)]:
-            name = names[class_id] if names and class_id < len(names) else str(class_id)
-            detections.append(Detection(int(class_id), name, float(scores[i, class_id]),
-                                        tuple(float(v) for v in pixels[i])))
-    detections.sort(key=lambda d: -d.confidence)
+    rows, classes = nms_per_class(pixels, scores, thresh, nms_threshold)
+    confidence = scores[rows, classes]
+    order = np.argsort(-confidence, kind="stable")
+    rows, classes, confidence = rows[order], classes[order], confidence[order]
+    detections = [Detection(int(c), names[c] if names and c < len(names) else str(c), float(p), tuple(box))
+                  for c, p, box in zip(classes.tolist(), confidence.tolist(), pixels[rows].tolist())]
     return detections
 
 
@@ -231,7 +351,7 @@ def detect_image(forward: Forward, heads: Sequence[Layer], img: np.ndarray, net_
                  thresh: float = 0.25, nms_threshold: float = 0.45, use_letterbox: bool = True,
                  names: Sequence[str] | None = None) -> list[Detection]:
     """Run `forward` (numpy engine or onnxruntime) on one RGB image and return its detections."""
-    outputs = forward(preprocess(img, net_w, net_h, use_letterbox))
+    outputs = forward(preprocess(img, net_w, net_h, use_letterbox, heads[0].net_channels))
     return postprocess(heads, [o[0] for o in outputs], img.shape[1], img.shape[0], thresh,
                        nms_threshold, use_letterbox, names)
 

@@ -57,7 +57,8 @@ def predict(forward: Forward, heads: Sequence[Layer], dataset: Dataset, net_w: i
         for start in range(0, len(dataset), batch):
             samples = dataset.items[start:start + batch]
             images = [load_image(s.image) for s in samples]
-            blob = np.concatenate([preprocess(img, net_w, net_h, use_letterbox) for img in images])
+            blob = np.concatenate([preprocess(img, net_w, net_h, use_letterbox, heads[0].net_channels)
+                                   for img in images])
             outputs = forward(blob)
             for i, img in enumerate(images):
                 dets = postprocess(heads, [o[i] for o in outputs], img.shape[1], img.shape[0], conf, nms,
@@ -67,12 +68,22 @@ def predict(forward: Forward, heads: Sequence[Layer], dataset: Dataset, net_w: i
     return predictions
 
 
-def ground_truth_pixels(sample: Sample, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """(boxes (M, 4) x1 y1 x2 y2 in pixels, classes (M,)) of a sample."""
-    cls, cx, cy, w, h = sample.labels.astype(np.float64).T
+def labels_to_pixels(labels: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes (M, 4) x1 y1 x2 y2 in pixels, classes (M,)) of label rows (M, 5) [class, cx, cy, w, h]."""
+    cls, cx, cy, w, h = labels.astype(np.float64).reshape(-1, 5).T
     boxes = np.stack([(cx - w / 2) * width, (cy - h / 2) * height,
                       (cx + w / 2) * width, (cy + h / 2) * height], axis=1)
     return boxes.reshape(-1, 4), cls.astype(np.int64)
+
+
+def ground_truth_pixels(sample: Sample, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes (M, 4) x1 y1 x2 y2 in pixels, classes (M,)) of a sample."""
+    return labels_to_pixels(sample.labels, width, height)
+
+
+def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(K, 4) x1 y1 x2 y2 clipped to the image, as Darknet's COCO/VOC result writers do before scoring."""
+    return np.clip(boxes, 0, [width, height, width, height])
 
 
 def match_image(det_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
@@ -95,25 +106,57 @@ def match_image(det_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
     return matched
 
 
-def average_precision(tp: np.ndarray, scores: np.ndarray, n_gt: int) -> tuple[np.ndarray, float]:
-    """tp: (T, K) over all detections of a class. Returns (COCO 101-point AP per threshold (T,),
-    VOC all-point AP at the first threshold)."""
+def ignored_detections(det_boxes: np.ndarray, difficult_boxes: np.ndarray, matched: np.ndarray) -> np.ndarray:
+    """(T, K) bool: detections that matched no ordinary ground truth at threshold t but overlap a VOC
+    `difficult` box of their class with IoU >= t. They are neither true nor false positives, and any
+    number of detections may fall on one difficult box (AlexeyAB Darknet `validate_detector_map`, VOC devkit)."""
+    if not len(det_boxes) or not len(difficult_boxes):
+        return np.zeros_like(matched)
+    best = iou_matrix(det_boxes, difficult_boxes).max(axis=1)            # (K,)
+    return ~matched & (best[None, :] >= IOU_THRESHOLDS[:, None])
+
+
+def voc_match(det_boxes: np.ndarray, gt_boxes: np.ndarray, difficult_boxes: np.ndarray,
+              threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """The VOC devkit's rule (`voc_eval.py`) for detections (sorted by score) of one class in one image:
+    each takes the box of highest IoU among ordinary AND difficult boxes; IoU >= threshold with a
+    difficult box -> ignored, with an ordinary box not yet taken -> true positive, else false positive.
+    Returns (tp (K,), ignored (K,)) bool."""
+    tp = np.zeros(len(det_boxes), bool)
+    ignored = np.zeros(len(det_boxes), bool)
+    boxes = np.concatenate([gt_boxes, difficult_boxes]).reshape(-1, 4)
+    if not len(det_boxes) or not len(boxes):
+        return tp, ignored
+    ious = iou_matrix(det_boxes, boxes)
+    best = ious.argmax(axis=1)
+    hit = ious[np.arange(len(det_boxes)), best] >= threshold
+    ignored[:] = hit & (best >= len(gt_boxes))
+    taken = np.zeros(len(gt_boxes), bool)
+    for k in np.flatnonzero(hit & ~ignored):   # first (highest-scored) detection on a box wins it
+        tp[k] = not taken[best[k]]
+        taken[best[k]] = True
+    return tp, ignored
+
+
+def average_precision(tp: np.ndarray, scores: np.ndarray, n_gt: int,
+                      ignored: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """tp: (R, K) over all detections of a class, one row per matching (IoU threshold); ignored (R, K):
+    detections on difficult boxes, left out. Returns (COCO 101-point AP (R,), VOC all-point AP (R,))."""
     order = np.argsort(-scores, kind="mergesort")
     tp = tp[:, order]
-    tps = np.cumsum(tp, axis=1)
-    fps = np.cumsum(~tp, axis=1)
-    recall = tps / n_gt
-    precision = tps / np.maximum(tps + fps, np.finfo(np.float64).eps)
-    envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
-    coco = np.zeros(len(tp))
+    ignored = np.zeros_like(tp) if ignored is None else ignored[:, order]
+    coco, voc = np.zeros(len(tp)), np.zeros(len(tp))
     for t in range(len(tp)):
-        idx = np.searchsorted(recall[t], RECALL_POINTS, side="left")
-        valid = idx < recall.shape[1]
-        coco[t] = envelope[t, idx[valid]].sum() / len(RECALL_POINTS)
-    if not tp.shape[1]:
-        return coco, 0.0
-    r = np.concatenate([[0.0], recall[0]])
-    voc = float(np.sum((r[1:] - r[:-1]) * envelope[0]))
+        kept = tp[t, ~ignored[t]]
+        tps = np.cumsum(kept)
+        fps = np.cumsum(~kept)
+        recall = tps / n_gt
+        precision = tps / np.maximum(tps + fps, np.finfo(np.float64).eps)
+        envelope = np.maximum.accumulate(precision[::-1])[::-1]
+        idx = np.searchsorted(recall, RECALL_POINTS, side="left")
+        coco[t] = envelope[idx[idx < len(recall)]].sum() / len(RECALL_POINTS)
+        r = np.concatenate([[0.0], recall])
+        voc[t] = np.sum((r[1:] - r[:-1]) * envelope)
     return coco, voc
 
 
@@ -124,11 +167,14 @@ class EvalResult:
     map50_coco: float                 # COCO 101-point AP at IoU 0.5 (pycocotools' AP50)
     ap50_per_class: dict[int, float]  # VOC AP@0.5 of each class with ground truth
     ap_per_class: np.ndarray          # (K, 10) COCO AP per class and IoU threshold; NaN without ground truth
-    precision: float                  # at conf >= 0.25, IoU 0.5, over all classes
+    precision: float                  # at conf >= 0.25, IoU 0.5, over the scored classes
     recall: float
     n_images: int
     n_boxes: int
     images_per_s: float = 0.0
+    n_difficult: int = 0              # VOC difficult boxes (ignore regions), not counted in n_boxes
+    scored_classes: list[int] = dataclasses.field(default_factory=list)  # classes with ground truth
+    num_classes: int = 0              # classes of the network
 
     def to_dict(self) -> dict:
         """JSON-ready: ap_per_class as K lists, None for classes without ground truth."""
@@ -136,39 +182,59 @@ class EvalResult:
         fields["ap_per_class"] = [None if np.isnan(row).all() else row.tolist() for row in self.ap_per_class]
         return fields
 
+    def scoring_note(self) -> str:
+        """One sentence saying which classes were scored and what was ignored (printed by eval)."""
+        note = (f"scored on the {len(self.scored_classes)} of {self.num_classes} classes with ground truth; "
+                "detections of other classes are not counted")
+        if self.n_difficult:
+            note += f"; detections on the {self.n_difficult} difficult boxes are ignored (VOC)"
+        return note
+
 
 def evaluate(predictions: Sequence[ImagePrediction], dataset: Dataset, num_classes: int,
              pr_conf: float = 0.25) -> EvalResult:
-    """mAP@0.5 (VOC all-point), mAP@0.5:0.95 (COCO 101-point), and P/R at `pr_conf`; predictions[i]
-    belongs to dataset.items[i]. Classes without ground truth are left out of the means, as in COCO."""
+    """mAP@0.5 (VOC devkit: its matching and all-point AP), mAP@0.5:0.95 (COCO greedy matching,
+    101-point AP), and P/R at `pr_conf` (VOC matching); predictions[i] belongs to dataset.items[i]. Boxes are clipped to the image first (as Darknet's result writers do).
+    Only classes with ground truth (ordinary boxes) are scored: a dataset labelling a subset of the
+    network's classes (voc765: 20 of 80) says nothing about detections of the others, so they count
+    neither in the means nor in P/R. Detections on `difficult` boxes are ignored (`ignored_detections`)."""
     if len(predictions) != len(dataset):
         raise ValueError(f"{len(predictions)} predictions for {len(dataset)} images")
     dataset.check_classes(num_classes)
     per_class_tp = [[] for _ in range(num_classes)]
+    per_class_ignored = [[] for _ in range(num_classes)]
     per_class_scores = [[] for _ in range(num_classes)]
     n_gt = np.zeros(num_classes, np.int64)
+    n_difficult = 0
     for pred, sample in zip(predictions, dataset.items):
         gt_boxes, gt_classes = ground_truth_pixels(sample, pred.width, pred.height)
+        dif_boxes, dif_classes = labels_to_pixels(sample.difficult, pred.width, pred.height)
+        n_difficult += len(dif_boxes)
+        det_boxes = clip_boxes(pred.boxes, pred.width, pred.height)
         n_gt += np.bincount(gt_classes, minlength=num_classes)
         for c in np.union1d(np.unique(pred.classes), np.unique(gt_classes)):
             mine = np.flatnonzero(pred.classes == c)
             mine = mine[np.argsort(-pred.scores[mine], kind="mergesort")][:MAX_DETECTIONS]
-            per_class_tp[c].append(match_image(pred.boxes[mine], gt_boxes[gt_classes == c]))
+            dets, gts, difs = det_boxes[mine], gt_boxes[gt_classes == c], dif_boxes[dif_classes == c]
+            matched = match_image(dets, gts)
+            voc_tp, voc_ignored = voc_match(dets, gts, difs)
+            # rows 0..9: COCO greedy matching at each IoU threshold; row 10: the VOC devkit's at 0.5
+            per_class_tp[c].append(np.vstack([matched, voc_tp]))
+            per_class_ignored[c].append(np.vstack([ignored_detections(dets, difs, matched), voc_ignored]))
             per_class_scores[c].append(pred.scores[mine])
     ap50, tp_at_conf, det_at_conf = {}, 0, 0
     ap_all = np.full((num_classes, len(IOU_THRESHOLDS)), np.nan)
-    for c in range(num_classes):
+    for c in np.flatnonzero(n_gt > 0):
         if not per_class_tp[c]:
             continue
         tp = np.concatenate(per_class_tp[c], axis=1)
+        ignored = np.concatenate(per_class_ignored[c], axis=1)
         scores = np.concatenate(per_class_scores[c])
-        confident = scores >= pr_conf
-        tp_at_conf += int(tp[0, confident].sum())
-        det_at_conf += int(confident.sum())
-        if n_gt[c] == 0:
-            continue
-        coco, voc = average_precision(tp, scores, int(n_gt[c]))
-        ap50[c], ap_all[c] = voc, coco
+        counted = (scores >= pr_conf) & ~ignored[-1]
+        tp_at_conf += int(tp[-1, counted].sum())
+        det_at_conf += int(counted.sum())
+        coco, voc = average_precision(tp, scores, int(n_gt[c]), ignored)
+        ap50[int(c)], ap_all[c] = float(voc[-1]), coco[:-1]
     total_gt = int(n_gt.sum())
     scored = ap_all[n_gt > 0]
     return EvalResult(
@@ -178,7 +244,8 @@ def evaluate(predictions: Sequence[ImagePrediction], dataset: Dataset, num_class
         ap50_per_class=ap50, ap_per_class=ap_all,
         precision=tp_at_conf / det_at_conf if det_at_conf else 0.0,
         recall=tp_at_conf / total_gt if total_gt else 0.0,
-        n_images=len(predictions), n_boxes=total_gt)
+        n_images=len(predictions), n_boxes=total_gt, n_difficult=n_difficult,
+        scored_classes=[int(c) for c in np.flatnonzero(n_gt > 0)], num_classes=num_classes)
 
 
 def fidelity_dataset(reference: Sequence[ImagePrediction], dataset: Dataset, conf: float = 0.25) -> Dataset:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import struct
 import tempfile
@@ -27,6 +28,45 @@ def publish(tmp: str | Path, path: str | Path) -> None:
     rename it onto `path` in one step."""
     os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
+
+
+def _keep_aside(path: Path) -> str | None:
+    """A second name (hard link, else a copy) for an existing file about to be replaced, so that the
+    replacement can be undone; None when there is no such file."""
+    if not path.is_file():
+        return None
+    fd, backup = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
+    os.close(fd)
+    os.unlink(backup)  # a unique free name for the link
+    try:
+        os.link(path, backup)
+    except OSError:  # no hard links on this file system
+        shutil.copy2(path, backup)
+    return backup
+
+
+def publish_all(pairs: list[tuple[str, Path]]) -> None:
+    """Rename every (temp, target) pair, all or nothing: when one rename fails, the targets already
+    replaced get their previous file back (or disappear if they did not exist) and the temps are removed
+    by the caller. Ctrl-C is held meanwhile."""
+    with deferred_interrupt():
+        backups = [_keep_aside(Path(path)) for _, path in pairs]
+        done = 0
+        try:
+            for tmp, path in pairs:
+                publish(tmp, path)
+                done += 1
+        except BaseException:
+            for (_, path), backup in zip(pairs[:done], backups):
+                if backup is None:
+                    Path(path).unlink(missing_ok=True)
+                else:
+                    os.replace(backup, path)
+            raise
+        finally:
+            for backup in backups:
+                if backup is not None:
+                    Path(backup).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -67,14 +107,12 @@ def atomic_write_many(files: dict[str | Path, bytes | Iterable[bytes | np.ndarra
             with os.fdopen(fd, "wb") as out:
                 for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
                     out.write(chunk if isinstance(chunk, bytes) else np.ascontiguousarray(chunk).tobytes())
-        with deferred_interrupt():
-            for tmp, path in temps:
-                publish(tmp, path)
+        publish_all(temps)
     except BaseException as err:
         for tmp, _ in temps:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
-            raise write_error(err, path) from None
+            raise write_error(err, Path(err.filename2 or path)) from None
         raise
 
 
@@ -141,10 +179,19 @@ class StagedWrites:
 
     def __exit__(self, kind, error, trace) -> None:
         if kind is None:
-            with deferred_interrupt():
-                for tmp, path in self.staged:
-                    publish(tmp, path)
-            return
+            try:
+                publish_all(self.staged)
+                return
+            except OSError as err:
+                self._discard()
+                raise write_error(err, Path(err.filename2 or err.filename or self.folder)) from None
+            except BaseException:
+                self._discard()
+                raise
+        self._discard()
+
+    def _discard(self) -> None:
+        """Remove the temps, and the folders this made if they are empty again."""
         for tmp, _ in self.staged:
             Path(tmp).unlink(missing_ok=True)
         if self.created is not None:

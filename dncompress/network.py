@@ -13,6 +13,7 @@ from .cfg import Section, read_cfg, write_cfg
 from .errors import DncompressError
 from .fsutil import atomic_write_many
 from .layers import HEAD_TYPES, LAYERS, Layer, NetInfo
+from .layers.keys import check_keys
 from .weights import WeightsHeader, WeightsReader, read_weights, weights_payload
 
 
@@ -32,6 +33,20 @@ def max_activation_mb() -> float:
     if not 0 < value < math.inf:
         raise DncompressError(f"{MAX_ACTIVATION_ENV}={raw} must be a positive number of megabytes")
     return value
+
+
+NET_KEYS = frozenset({"width", "height", "channels"})
+# [net] keys Darknet reads for training (or preprocessing options `detect`/`eval` take as flags)
+NET_TRAINING_KEYS = frozenset({
+    "batch", "subdivisions", "momentum", "decay", "angle", "saturation", "exposure", "hue", "aspect",
+    "learning_rate", "burn_in", "max_batches", "max_epochs", "policy", "steps", "scales", "step", "gamma",
+    "power", "rate", "seen", "mosaic", "mosaic_bound", "cutmix", "mixup", "blur", "gaussian_noise", "flip",
+    "letter_box", "track", "augment_speed", "sequential_subdivisions", "init_sequential_subdivisions",
+    "try_fix_nan", "min_crop", "max_crop", "adam", "B1", "B2", "eps", "loss_scale", "dynamic_minibatch",
+    "optimized_memory", "workspace_size_limit_MB", "max_chart_loss", "label_smooth_eps", "resize_step",
+    "attention", "adversarial_lr", "contrastive", "contrastive_jit_flip", "contrastive_color", "unsupervised",
+    "time_steps", "inputs", "ema_alpha", "use_cuda_graph", "sgdr_cycle", "sgdr_mult", "num_sequences",
+    "show_receptive_field", "equidistant_point", "max"})
 
 
 def net_info(section: Section) -> NetInfo:
@@ -55,6 +70,8 @@ class Network:
         self.file = file
         self.net_section = sections[0]
         self.info = net_info(self.net_section)
+        # unused cfg fields (layers/keys.py), for the caller to show; unsupported ones raised already
+        self.warnings: list[str] = check_keys(self.net_section, NET_KEYS, NET_TRAINING_KEYS, {})
         self.layers: list[Layer] = []
         shapes = []
         for index, section in enumerate(sections[1:]):
@@ -62,6 +79,8 @@ class Network:
             if cls is None:
                 raise section.error(f"unknown section [{section.type}]; supported: "
                                     + ", ".join(f"[{t}]" for t in sorted(LAYERS)))
+            self.warnings += check_keys(section, cls.keys, cls.training_keys, cls.unsupported_keys,
+                                        cls.approximated_keys)
             layer = cls(section, index, shapes, self.info)
             self.layers.append(layer)
             shapes.append(layer.out_shape)
@@ -131,6 +150,16 @@ class Network:
                                     for name, shape in shapes.items()})
         reader.finish()
         self.header = header
+        self.check_params(file)
+
+    def check_params(self, file: str | None = None) -> None:
+        """Refuse parameters that give non-finite outputs (NaN/inf, negative BN variance, overflowing
+        folds), naming the layer and tensor; called after reading and before writing any model file."""
+        for layer in self.layers:
+            problem = layer.param_problem()
+            if problem:
+                message, name = problem
+                raise DncompressError(message, file or self.file, f"layer {layer.index} [{layer.type}] {name}")
 
     def init_random(self, seed: int = 0) -> None:
         """Plausible random weights (He-scaled conv, BN near identity) for tests and cost studies."""
@@ -170,6 +199,7 @@ class Network:
 
     def save(self, cfg_path: str | Path, weights_path: str | Path) -> None:
         """Write cfg and weights together: both appear, or (interrupted) neither."""
+        self.check_params(str(weights_path))
         atomic_write_many({cfg_path: write_cfg(self.sections).encode(),
                            weights_path: weights_payload(self.header, self.weight_tensors())})
 

@@ -89,7 +89,8 @@ def test_voc_ap_matches_brute_force_on_random_single_class():
     assert result.map50 == pytest.approx(brute_voc_ap(list(scores), [True] * 20 + [False] * 20, 30))
 
 
-def coco_reference(preds, ds, num_classes):
+def coco_reference(preds, ds, num_classes, clip=True):
+    """pycocotools on our labels; detections clipped to the image first, as Darknet's COCO writer does."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
     images, anns, dets = [], [], []
@@ -99,7 +100,8 @@ def coco_reference(preds, ds, num_classes):
         for b, c in zip(boxes, classes):
             anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(c), "iscrowd": 0,
                          "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "area": (b[2] - b[0]) * (b[3] - b[1])})
-        for b, score, c in zip(p.boxes, p.scores, p.classes):
+        boxes = np.clip(p.boxes, 0, [p.width, p.height] * 2) if clip else p.boxes
+        for b, score, c in zip(boxes, p.scores, p.classes):
             dets.append({"image_id": i, "category_id": int(c), "score": float(score),
                          "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
     gt = COCO()
@@ -138,7 +140,8 @@ def coco_json_reference(preds, ds):
     category = sorted(gt.getCatIds())
     dets = [{"image_id": int(item.image.stem), "category_id": category[c], "score": float(score),
              "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
-            for p, item in zip(preds, ds) for b, score, c in zip(p.boxes, p.scores, p.classes)]
+            for p, item in zip(preds, ds)
+            for b, score, c in zip(np.clip(p.boxes, 0, [p.width, p.height] * 2), p.scores, p.classes)]
     with contextlib.redirect_stdout(io.StringIO()):
         run = COCOeval(gt, gt.loadRes(dets), "bbox")
         run.evaluate()

@@ -127,7 +127,8 @@ WEIGHTS_NET = Network(parse_cfg("\n".join(BASE_CFGS["yolov3-tiny"])))
 
 def weights_bytes(seed: int) -> bytes:
     rng = np.random.default_rng(seed)
-    payload = rng.normal(0, 1, WEIGHTS_NET.param_count()).astype("<f4")
+    # positive, so that batchnorm variances are valid (a negative one is refused on read)
+    payload = np.abs(rng.normal(0, 1, WEIGHTS_NET.param_count())).astype("<f4")
     return WEIGHTS_NET.header.to_bytes() + payload.tobytes()
 
 

@@ -103,9 +103,9 @@ def weights_case(name: str, content: Callable[[bytes], bytes | None], where: str
                                            where, message))
 
 
-def with_nan(data: bytes, index: int) -> bytes:
+def with_nan(data: bytes, index: int, value: float = np.nan) -> bytes:
     floats = np.frombuffer(data[20:], "<f4").copy()
-    floats[index] = np.nan
+    floats[index] = value
     return data[:20] + floats.tobytes()
 
 
@@ -122,6 +122,12 @@ WEIGHTS_CASES = [
     weights_case("short_header", lambda d: d[:18], "header", "shorter than the 20-byte header"),
     weights_case("cfg_as_weights", lambda d: VALID_CFG.read_bytes(), "header", "implausible header version"),
     weights_case("nan", lambda d: with_nan(d, 10), "layer 0 [convolutional] scales", "non-finite values"),
+    # layer 0: 8 biases, 8 scales, 8 means, then the variances (float 26 = channel 2)
+    weights_case("negative_variance", lambda d: with_nan(d, 26, -1.0), "layer 0 [convolutional] rolling_variance",
+                 "batchnorm variance -1 < 0 in channel 2"),
+    # gamma 1e36 over sqrt(0 + 1e-6): 1e39 > float32's largest
+    weights_case("fold_overflows", lambda d: with_nan(with_nan(d, 10, 1e36), 26, 0.0), "layer 0 [convolutional] scales",
+                 "overflows float32"),
     weights_case("missing", lambda d: None, "", "weights file not found"),
     Case("weights", "directory", lambda i, tmp: (weights_dir(tmp), dataclasses.replace(i, weights=tmp / "bad.weights"),
                                                   tmp / "bad.weights", "", "weights file not found")[1:]),
@@ -148,7 +154,22 @@ def image_dir(valid: Inputs, tmp: Path):
 
 # a PNG signature and an IHDR chunk declaring a 0 x 0 image
 ZERO_SIZE_PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000000000000008020000000000000000")
+# a PNG header declaring 30000 x 30000 (27 GB decoded as float32; the outside corpus had a 0.87 MB file)
+HUGE_PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452") + (30000).to_bytes(4, "big") * 2 + bytes(13)
+
+
+def huge_jpeg(valid: Inputs) -> bytes:
+    """dog.jpg with its frame header (SOF0) claiming 40000 x 40000 pixels."""
+    data = bytearray(DOG.read_bytes())
+    at = data.index(b"\xff\xc0")
+    data[at + 5:at + 9] = (40000).to_bytes(2, "big") * 2
+    return bytes(data)
+
+
 IMAGE_CASES = [
+    Case("image", "huge_png", with_file("images", "huge.png", lambda i: HUGE_PNG, "",
+                                        "image is 30000x30000 (900 megapixels), over the 64 megapixel limit")),
+    Case("image", "huge_jpeg", with_file("images", "huge.jpg", huge_jpeg, "", "image is 40000x40000")),
     Case("image", "empty", with_file("images", "bad.jpg", lambda i: b"", "", "cannot decode image")),
     Case("image", "garbage", with_file("images", "bad.jpg", lambda i: b"GIF89a nonsense", "",
                                        "cannot decode image")),
@@ -174,13 +195,35 @@ def label_case(name: str, text: bytes, where: str, message: str) -> Case:
     return Case("labels", name, make)
 
 
+def write_bytes(path: Path, data: bytes) -> tuple[Path]:
+    path.write_bytes(data)
+    return (path,)
+
+
 def bad_dataset_image(valid: Inputs, tmp: Path):
     bad = valid.data / "images" / "bad.jpg"
     bad.write_bytes(DOG.read_bytes()[:300])
     return valid, bad, "", "cannot decode image"
 
 
+def label_folder(valid: Inputs, tmp: Path):
+    """The label path of the dataset's image is a folder (was read as 'no objects')."""
+    path = valid.data / "labels" / "dog.txt"
+    path.unlink()
+    path.mkdir()
+    return valid, path, "", "label path is a folder"
+
+
+def no_labels_folder(valid: Inputs, tmp: Path):
+    """No labels/ at all: train learned that everything is background, without a word."""
+    (valid.data / "labels" / "dog.txt").unlink()
+    (valid.data / "labels").rmdir()
+    return valid, valid.data, "", "no image has a labelled object"
+
+
 LABEL_CASES = [
+    Case("labels", "label_path_is_a_folder", label_folder),
+    Case("labels", "no_labels_folder", no_labels_folder),
     label_case("too_few_fields", b"16 0.5 0.5 0.2\n", "line 1", "malformed label '16 0.5 0.5 0.2'"),
     label_case("not_a_number", b"16 0.5 0.5 0.2 0.2\n1 0.5 x 0.2 0.2\n", "line 2", "malformed label"),
     label_case("negative_class", b"-1 0.5 0.5 0.2 0.2\n", "line 1", "malformed label"),
@@ -188,6 +231,8 @@ LABEL_CASES = [
     label_case("class_out_of_range", b"95 0.5 0.5 0.2 0.2\n", "line 1", "class 95 but the network has 80 classes"),
     label_case("non_utf8", b"16 0.5 0.5 0.2 0.2 \xff\n", "", "cannot read label file"),
     Case("data-image", "corrupt_image_in_dataset", bad_dataset_image),
+    Case("data-image", "huge_image_in_dataset", lambda valid, tmp: (
+        valid, *write_bytes(valid.data / "images" / "big.png", HUGE_PNG), "", "over the 64 megapixel limit")),
 ]
 def out_under_a_file(valid: Inputs, tmp: Path):
     """The output folder given is inside a regular file."""

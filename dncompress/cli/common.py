@@ -38,6 +38,18 @@ def prefix_option(default_text: str):
 
 
 def open_network(cfg: str | None, weights: str | None, imgsz: tuple[int, int] | None = None) -> Network:
+    """_open_network, printing the cfg's warnings (unused fields) on stderr."""
+    return echo_warnings(_open_network(cfg, weights, imgsz))
+
+
+def echo_warnings(net: Network) -> Network:
+    """Print what the library collected while reading the model (Network.warnings) as `warning:` lines."""
+    for warning in net.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return net
+
+
+def _open_network(cfg: str | None, weights: str | None, imgsz: tuple[int, int] | None = None) -> Network:
     """Resolve a cfg name, find (or fetch) its weights, and build the network (a .dnq packed or .dns sparse
     model holds both)."""
     cfg_path = resolve_cfg(cfg or DEFAULT_MODEL)

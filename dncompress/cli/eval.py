@@ -19,6 +19,7 @@ def print_eval(result, names: list[str], label: str) -> None:
     click.echo(f"mAP@0.5 (VOC all-point)      {result.map50:.4f}")
     click.echo(f"mAP@0.5:0.95 (COCO 101-pt)   {result.map50_95:.4f}")
     click.echo(f"precision / recall @ conf 0.25, IoU 0.5: {result.precision:.3f} / {result.recall:.3f}")
+    click.echo(result.scoring_note())
 
 
 @click.command("eval")
@@ -50,14 +51,12 @@ def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold,
       dncompress eval small.cfg small.weights --data coco128 --imgsz 320 320
       dncompress eval small.cfg small.weights --data photos/ --reference yolov3-tiny.cfg yolov3-tiny.weights
     """
-    from ..data import label_path, load_dataset
+    from ..data import load_dataset
     from ..detect import check_heads, read_names
     from ..eval import evaluate, fidelity_dataset, predict, timed_predict
     dataset = load_dataset(data_path)
-    if not reference and not dataset.num_boxes:
-        raise DncompressError("no image has a labelled object (labels are looked for by the images->labels "
-                              f"rule, e.g. {label_path(dataset.items[0].image)}); to compare against "
-                              "another model without labels, pass --reference CFG2 WEIGHTS2", str(data_path))
+    if not reference:
+        dataset.require_labels("to compare against another model without labels, pass --reference CFG2 WEIGHTS2")
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
     check_heads(net.heads, net.file)
     classes = net.heads[0].classes

@@ -27,7 +27,7 @@ def export_command(cfg, weights, output, opset, decode, nms, dynamic_batch, imgs
       dncompress export yolov3-tiny -o yolov3-tiny.onnx
       dncompress export small.cfg small.weights --decode --nms --dynamic-batch
     """
-    from ..export.onnx import build_onnx, parity, save_onnx
+    from ..export.onnx import build_onnx, check_parity, save_onnx
     from ..fsutil import check_outputs
     from ..quant.qdq import build_qdq_onnx
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
@@ -36,10 +36,7 @@ def export_command(cfg, weights, output, opset, decode, nms, dynamic_batch, imgs
     quantized = any(layer.type == "quantize_convolutional" for layer in net.layers)
     model = (build_qdq_onnx if quantized else build_onnx)(net, opset, decode=decode, nms=nms,
                                                           dynamic_batch=dynamic_batch)
-    diff = parity(net, model, decode, 2 if dynamic_batch else 1)
-    if diff > 1e-4:
-        raise DncompressError(f"onnxruntime differs from the numpy engine by {diff:.3g} (> 1e-4); not written",
-                              str(output))
+    diff = check_parity(net, model, output, decode, 2 if dynamic_batch else 1)
     save_onnx(model, output)
     click.echo(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, opset {opset}); onnxruntime vs numpy "
-               f"engine max abs diff {diff:.2e}")
+               f"engine max diff {diff:.2e} of the output scale")

@@ -52,7 +52,7 @@ def quantize_command(cfg, weights, bits, act_bits, per_channel, calib, calib_ima
     """
     from ..data import calibration_batch, load_dataset
     from ..eval import compare_models
-    from ..export.onnx import save_onnx
+    from ..export.onnx import check_parity, save_onnx
     from ..fsutil import check_outputs
     from ..quant.apply import QuantConfig, plain_convolutional, quantize_network
     from ..quant.packed import packed_size, write_packed
@@ -77,7 +77,9 @@ def quantize_command(cfg, weights, bits, act_bits, per_channel, calib, calib_ima
     elif fmt == "darknet":
         plain_convolutional(quantized).save(*outputs)
     elif fmt == "onnx":
-        save_onnx(build_qdq_onnx(quantized, opset), outputs[0])
+        model = build_qdq_onnx(quantized, opset)
+        check_parity(quantized, model, outputs[0])
+        save_onnx(model, outputs[0])
     else:
         write_packed(quantized, outputs[0])
     fp32_mb = net.param_count() * 4 / 1e6

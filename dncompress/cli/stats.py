@@ -8,7 +8,7 @@ import click
 from ..errors import DncompressError
 from ..network import Network
 from ..zoo import DEFAULT_MODEL, find_weights, resolve_cfg
-from .common import SELF_CONTAINED, activation_limit, imgsz_option, model_arguments, open_network
+from .common import SELF_CONTAINED, activation_limit, echo_warnings, imgsz_option, model_arguments, open_network
 
 
 def print_stats(figures: dict, skip_zeros: bool) -> None:
@@ -62,8 +62,8 @@ def stats_command(cfg, weights, imgsz, skip_zeros, as_json):
     if cfg_path.suffix in SELF_CONTAINED:
         net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
     else:
-        net = Network.from_cfg(cfg_path, find_weights(cfg_path, weights) if weights else None, width, height,
-                               activation_limit())
+        net = echo_warnings(Network.from_cfg(cfg_path, find_weights(cfg_path, weights) if weights else None,
+                                             width, height, activation_limit()))
     figures = summary(net, skip_zeros=skip_zeros)
     if as_json:
         click.echo(json.dumps(figures, indent=1))

@@ -58,6 +58,9 @@ def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, l
     from ..train.loop import Checkpoints, TrainConfig, train
     from ..train.sparsity import format_gamma_summary
     dataset = load_dataset(data_path)
+    if not teacher:
+        dataset.require_labels("training on it would learn that every image is background; to distill from "
+                               "a model without labels, pass --teacher CFG W")
     net = open_network(cfg, weights, (imgsz, imgsz) if imgsz else None)
     check_heads(net.heads, net.file)
     dataset.check_classes(net.heads[0].classes)

@@ -37,6 +37,11 @@ class Layer:
     """Base class. `inputs` are absolute indices of the layers read (-1 = the network input)."""
 
     type: ClassVar[str] = ""
+    # cfg keys: implemented, read by Darknet for training only, and unsupported (layers/keys.py)
+    keys: ClassVar[frozenset[str]] = frozenset()
+    training_keys: ClassVar[frozenset[str]] = frozenset()
+    unsupported_keys: ClassVar[dict[str, tuple[str, ...]]] = {}
+    approximated_keys: ClassVar[dict[str, tuple[tuple[str, ...], str]]] = {}
     # Darknet's .weights order; empty for layers without parameters
     param_names: ClassVar[tuple[str, ...]] = ()
 
@@ -59,6 +64,14 @@ class Layer:
     def set_params(self, **params: np.ndarray) -> None:
         """Replace parameters (layers caching derived arrays override this to drop them)."""
         self.params.update(params)
+
+    def param_problem(self) -> tuple[str, str] | None:
+        """(what is wrong, tensor name) when the parameters cannot give finite outputs, else None."""
+        for name, value in self.params.items():
+            bad = ~np.isfinite(value)
+            if bad.any():
+                return f"{int(bad.sum())} non-finite values (nan/inf)", name
+        return None
 
     def forward(self, xs: list[np.ndarray]) -> np.ndarray:
         """xs: the outputs of `self.inputs`, each (N, C, H, W)."""

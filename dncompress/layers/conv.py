@@ -36,6 +36,15 @@ class ConvKeys(Layer):
 
     # kernel tensors, (filters, C/groups, size, size) each, after biases and BN parameters in .weights
     weight_names: ClassVar[tuple[str, ...]] = ("weights",)
+    keys = frozenset({"filters", "size", "stride", "stride_x", "stride_y", "pad", "padding", "groups",
+                      "batch_normalize", "activation", "dilation"})
+    training_keys = frozenset({"bin_output", "use_bin_output", "dot"})
+    # Darknet: XNOR/binary weights, weights shared with another layer, blur pooling, deformable and
+    # rotation-invariant kernels, coordinate channels, assisted excitation, cross-iteration BN
+    unsupported_keys = {"xnor": ("0",), "binary": ("0",), "share_index": (), "antialiasing": ("0",),
+                        "deform": ("0",), "sway": ("0",), "rotate": ("0",), "stretch": ("0",),
+                        "stretch_sway": ("0",), "coordconv": ("0",), "assisted_excitation": ("0",),
+                        "cbn": ("0",)}
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
@@ -44,6 +53,10 @@ class ConvKeys(Layer):
         self.filters = positive(self, "filters", s.get_int("filters", 1))
         self.size = positive(self, "size", s.get_int("size", 1), 64)
         self.stride = positive(self, "stride", s.get_int("stride", 1), 64)
+        for key in ("stride_x", "stride_y"):
+            if s.get_int(key, self.stride) != self.stride:
+                raise self.error(f"{key}={s.get_int(key)} differs from stride={self.stride}; non-square "
+                                 "strides are not supported", key)
         self.pad = self.size // 2 if s.get_int("pad", 0) else s.get_int("padding", 0)
         if not 0 <= self.pad <= 64:
             raise self.error(f"padding={self.pad} must be between 0 and 64", "padding")
@@ -69,6 +82,24 @@ class ConvKeys(Layer):
             shapes[name] = (n, c // self.groups, self.size, self.size)
         return shapes
 
+    def param_problem(self) -> tuple[str, str] | None:
+        """Also a batchnorm variance Darknet would take the root of below zero (NaN outputs), and a fold
+        (gamma / sqrt(var + eps) times the weights) that overflows float32."""
+        problem = super().param_problem()
+        if problem or not self.params:
+            return problem
+        if self.batch_normalize:
+            var = self.params["rolling_variance"]
+            if (var + BN_EPS <= 0).any():
+                channel = int(np.flatnonzero(var + BN_EPS <= 0)[0])
+                return (f"batchnorm variance {float(var[channel]):.3g} < 0 in channel {channel} "
+                        "(the file is corrupt)", "rolling_variance")
+        scale, shift = self.output_affine()
+        peak = max(float(np.abs(self.params[name]).max(initial=0)) for name in self.weight_names)
+        if not (np.isfinite(shift).all() and np.abs(scale).max(initial=0) * peak < np.finfo(np.float32).max):
+            return "batchnorm folded into the weights overflows float32 (the file is corrupt)", "scales"
+        return None
+
     def output_affine(self) -> tuple[np.ndarray, np.ndarray]:
         """(scale, shift) per output channel, float64: batchnorm (running statistics) and bias as one
         `scale * z + shift` on the raw (kernel) output z."""
@@ -87,6 +118,7 @@ class ConvKeys(Layer):
 @register("convolutional")
 class Convolutional(ConvKeys):
     param_names = ("biases", "scales", "rolling_mean", "rolling_variance", "weights")
+    keys = ConvKeys.keys | {"activation_threshold", "winner_rate"}
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
@@ -172,6 +204,8 @@ class QuantizeConvolutional(Convolutional):
     with bit keys, written by dncompress: symmetric weights per channel or tensor, activations over
     [act_min, act_max]),
     quant_scheme = per_channel | per_tensor (affine weights)."""
+
+    keys = Convolutional.keys | {"bitw", "bita", "quant_weights", "quant_scheme", "act_min", "act_max"}
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)

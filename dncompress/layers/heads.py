@@ -16,6 +16,15 @@ def _anchors(layer: Layer) -> np.ndarray:
 
 @register("yolo")
 class Yolo(Layer):
+    keys = frozenset({"classes", "anchors", "num", "mask", "ignore_thresh", "scale_x_y", "new_coords"})
+    training_keys = frozenset({
+        "jitter", "truth_thresh", "random", "iou_normalizer", "cls_normalizer", "obj_normalizer", "iou_loss",
+        "iou_thresh_kind", "iou_thresh", "max_delta", "counters_per_class", "label_smooth_eps", "resize",
+        "focal_loss", "objectness_smooth", "uc_normalizer", "delta_normalizer", "beta1", "beta_nms",
+        "track_history_size", "sim_thresh", "dets_for_track", "dets_for_show", "track_ciou_norm",
+        "embedding_layer", "show_details", "max"})
+    unsupported_keys = {"map": ()}  # remaps class ids
+    approximated_keys = {"nms_kind": (("greedynms", "default"), "detect and eval use greedy IoU NMS")}
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
         s = section
@@ -32,6 +41,7 @@ class Yolo(Layer):
         if s.get_int("new_coords", 0):
             raise self.error("new_coords=1 (scaled-YOLOv4 decode) is not supported", "new_coords")
         self.net_size = (net.width, net.height)
+        self.net_channels = net.channels  # images are read with this many channels (detect, eval)
         c = self.in_shapes[0][0]
         expected = len(self.mask) * (5 + self.classes)
         if c != expected:
@@ -46,6 +56,12 @@ class Yolo(Layer):
 class Region(Layer):
     """YOLOv2 head: anchors in grid units, softmax over classes."""
 
+    keys = frozenset({"classes", "coords", "num", "anchors", "softmax"})
+    training_keys = frozenset({"jitter", "rescore", "thresh", "bias_match", "absolute", "random", "object_scale",
+                               "noobject_scale", "class_scale", "coord_scale", "max", "log", "sqrt", "focal_loss"})
+    # YOLO9000's class hierarchy (softmax over a word tree) and class-id remapping
+    unsupported_keys = {"tree": (), "map": ()}
+
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
         s = section
@@ -57,6 +73,7 @@ class Region(Layer):
             raise self.error(f"num={self.num} but anchors= has only {len(self.anchors)} pairs", "anchors")
         self.softmax = bool(s.get_int("softmax", 0))
         self.net_size = (net.width, net.height)
+        self.net_channels = net.channels  # images are read with this many channels (detect, eval)
         if self.coords != 4:
             raise self.error("only coords=4 is supported", "coords")
         c = self.in_shapes[0][0]

@@ -10,6 +10,7 @@ from .conv import activation_of
 
 @register("route")
 class Route(Layer):
+    keys = frozenset({"layers", "groups", "group_id"})
     """Concatenates along channels; with groups/group_id takes slice group_id of each input first."""
 
     def __init__(self, section, index, shapes, net):
@@ -51,6 +52,10 @@ class Route(Layer):
 @register("shortcut")
 class Shortcut(Layer):
     """out = activation(previous + from)."""
+
+    keys = frozenset({"from", "activation"})
+    # Darknet's weighted shortcut (per-feature or per-channel weights in the .weights file)
+    unsupported_keys = {"weights_type": ("none",), "weights_normalization": ("none",)}
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)

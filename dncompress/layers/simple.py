@@ -7,11 +7,17 @@ from .base import Layer, register, positive
 
 @register("maxpool")
 class Maxpool(Layer):
+    keys = frozenset({"size", "stride", "stride_x", "stride_y", "padding", "maxpool_depth", "antialiasing"})
+    training_keys = frozenset({"out_channels"})  # only read with maxpool_depth, which is refused
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
         s = section
         self.stride = positive(self, "stride", s.get_int("stride", 1), 64)
         self.size = positive(self, "size", s.get_int("size", self.stride), 64)
+        for key in ("stride_x", "stride_y"):
+            if s.get_int(key, self.stride) != self.stride:
+                raise self.error(f"{key}={s.get_int(key)} differs from stride={self.stride}; non-square "
+                                 "strides are not supported", key)
         self.padding = s.get_int("padding", self.size - 1)
         if not 0 <= self.padding < 2 * self.size:
             raise self.error(f"padding={self.padding} must be between 0 and {2 * self.size - 1}", "padding")
@@ -47,6 +53,7 @@ class Avgpool(Layer):
 
 @register("upsample")
 class Upsample(Layer):
+    keys = frozenset({"stride", "scale"})
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
         self.stride = positive(self, "stride", section.get_int("stride", 2), 64)
@@ -62,6 +69,8 @@ class Upsample(Layer):
 @register("dropout")
 class Dropout(Layer):
     """Identity at inference."""
+
+    training_keys = frozenset({"probability", "dropblock", "dropblock_size_rel", "dropblock_size_abs"})
 
     def forward(self, xs):
         return xs[0]

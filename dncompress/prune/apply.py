@@ -70,6 +70,10 @@ def prune_network(net: Network, keep: set[Channel], with_compensation: bool = Tr
         if consts is not None and source >= 0 and consts[source].any():
             params.update(compensate(old, consts[source]))
         rows, cols = kept[old.index], kept[source] if source >= 0 else input_kept
+        if old.groups > 1:
+            # weights (filters, in/groups, k, k): channel_groups keeps a grouped conv's inputs and filters
+            # whole, so its weights are copied as they are (slicing axis 1 by input channel was an IndexError)
+            cols = np.arange(params["weights"].shape[1])
         new.set_params(**{name: (value[rows][:, cols] if name == "weights" else value[rows]).copy()
                           for name, value in params.items()})
     return pruned

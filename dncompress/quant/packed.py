@@ -62,6 +62,7 @@ def packed_chunks(net: Network) -> list[bytes]:
 
 def write_packed(net: Network, path: str | Path) -> int:
     """Write `net` packed; returns the file size in bytes."""
+    net.check_params(str(path))
     atomic_write(path, packed_chunks(net))
     return Path(path).stat().st_size
 
@@ -98,6 +99,7 @@ def read_packed(path: str | Path) -> Network:
             layer.set_params(**{name: take(int(np.prod(shape))).reshape(shape).copy() for name, shape in shapes.items()})
     if offset != len(data):
         raise DncompressError(f"{len(data) - offset} bytes left over after the last layer", str(path))
+    net.check_params(str(path))
     return net
 
 

@@ -84,6 +84,7 @@ def sparse_chunks(net: Network, group: int = 1, encodings: dict[int, str] | None
 
 def write_sparse(net: Network, path: str | Path, group: int = 1) -> int:
     """Write `net` in the sparse format; returns the file size in bytes."""
+    net.check_params(str(path))
     atomic_write(path, sparse_chunks(net, group))
     return Path(path).stat().st_size
 
@@ -152,4 +153,5 @@ def read_sparse(path: str | Path) -> Network:
             layer.set_params(**params)
     if reader.offset != len(data):
         raise DncompressError(f"{len(data) - reader.offset} bytes left over after the last layer", str(path))
+    net.check_params(str(path))
     return net

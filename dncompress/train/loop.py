@@ -12,7 +12,7 @@ import numpy as np
 
 from ..cfg import write_cfg
 from ..data import Dataset
-from ..detect import load_image
+from ..detect import load_image, to_channels
 from ..errors import DncompressError
 from ..fsutil import atomic_write_many
 from ..network import Network
@@ -54,7 +54,7 @@ def load_batch(net: Network, dataset: Dataset, indices: np.ndarray, aug: Augment
         sample = dataset.items[i]
         img = load_image(sample.image)
         img, lab = augment(img, sample.labels, w, h, aug, rng) if aug else place(img, sample.labels, w, h)
-        images.append(img.transpose(2, 0, 1))
+        images.append(to_channels(img, net.info.channels).transpose(2, 0, 1))
         labels.append(lab)
     return np.stack(images), labels
 
