@@ -1,7 +1,6 @@
 """Evaluation as Darknet and VOC do it: boxes clipped to the image, `labels_difficult/` as ignore regions,
 only labelled classes scored. References: a loop-by-loop VOC devkit (`voc_eval.py`) implementation and
 pycocotools."""
-import json
 from pathlib import Path
 
 import numpy as np

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import click
 
-from ..errors import DncompressError
 from .common import imgsz_option, model_arguments, open_network
 
 
