@@ -194,16 +194,19 @@ def decode_yolo(layer: Layer, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     t = out.reshape(a, 5 + k, h * w)
     col, row = _grid(h, w, a)
     s = layer.scale_x_y
-    xy = _sigmoid(t[:, :2]) * s - (s - 1) / 2
+    # new_coords: the conv already applied logistic to every channel (Darknet's yolo_layer.c)
+    act = (lambda v: v) if layer.new_coords else _sigmoid
+    xy = act(t[:, :2]) * s - (s - 1) / 2
     net_w, net_h = layer.net_size
     boxes = np.empty((a * h * w, 4), dtype=np.float32)
     boxes[:, 0] = (col + xy[:, 0].ravel()) / w
     boxes[:, 1] = (row + xy[:, 1].ravel()) / h
     with np.errstate(over="ignore"):
-        boxes[:, 2] = (np.exp(t[:, 2]) * layer.anchors[:, :1]).ravel() / net_w
-        boxes[:, 3] = (np.exp(t[:, 3]) * layer.anchors[:, 1:]).ravel() / net_h
-    objectness = _sigmoid(t[:, 4]).ravel()
-    scores = _sigmoid(t[:, 5:]).transpose(0, 2, 1).reshape(-1, k)
+        wh = 4 * t[:, 2:4] ** 2 if layer.new_coords else np.exp(t[:, 2:4])
+        boxes[:, 2] = (wh[:, 0] * layer.anchors[:, :1]).ravel() / net_w
+        boxes[:, 3] = (wh[:, 1] * layer.anchors[:, 1:]).ravel() / net_h
+    objectness = act(t[:, 4]).ravel()
+    scores = act(t[:, 5:]).transpose(0, 2, 1).reshape(-1, k)
     return boxes, objectness, scores
 
 

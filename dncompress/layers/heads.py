@@ -38,8 +38,9 @@ class Yolo(Layer):
         self.all_anchors = all_anchors
         self.ignore_thresh = s.get_float("ignore_thresh", 0.5)
         self.scale_x_y = s.get_float("scale_x_y", 1.0)
-        if s.get_int("new_coords", 0):
-            raise self.error("new_coords=1 (scaled-YOLOv4 decode) is not supported", "new_coords")
+        # scaled-YOLOv4 / YOLOv7: the conv before applies logistic to every channel, the head only scales
+        # x, y by scale_x_y and decodes w, h as (2 t)^2 * anchor (yolo_layer.c get_yolo_box)
+        self.new_coords = bool(s.get_int("new_coords", 0))
         self.net_size = (net.width, net.height)
         self.net_channels = net.channels  # images are read with this many channels (detect, eval)
         c = self.in_shapes[0][0]
