@@ -232,7 +232,28 @@ def decode_region(layer: Layer, out: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return boxes, objectness, probs.transpose(0, 2, 1).reshape(-1, k)
 
 
-DECODERS = {"yolo": decode_yolo, "region": decode_region}
+def decode_gaussian_yolo(layer: Layer, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[Gaussian_yolo]: channels per anchor x, ux, y, uy, w, uw, h, uh, objectness, classes. Boxes from the
+    means as [yolo]; class scores times (1 - mean of the four sigmoid uncertainties), as Darknet's
+    get_gaussian_yolo_detections (objectness alone is compared with the threshold)."""
+    a, k = len(layer.anchors), layer.classes
+    _, h, w = out.shape
+    t = out.reshape(a, 9 + k, h * w)
+    col, row = _grid(h, w, a)
+    net_w, net_h = layer.net_size
+    boxes = np.empty((a * h * w, 4), dtype=np.float32)
+    boxes[:, 0] = (col + _sigmoid(t[:, 0]).ravel()) / w
+    boxes[:, 1] = (row + _sigmoid(t[:, 2]).ravel()) / h
+    with np.errstate(over="ignore"):
+        boxes[:, 2] = (np.exp(t[:, 4]) * layer.anchors[:, :1]).ravel() / net_w
+        boxes[:, 3] = (np.exp(t[:, 6]) * layer.anchors[:, 1:]).ravel() / net_h
+    certainty = 1 - _sigmoid(t[:, [1, 3, 5, 7]]).mean(axis=1)          # (A, H*W)
+    objectness = _sigmoid(t[:, 8]).ravel()
+    scores = (_sigmoid(t[:, 9:]) * certainty[:, None]).transpose(0, 2, 1).reshape(-1, k)
+    return boxes, objectness, scores
+
+
+DECODERS = {"yolo": decode_yolo, "region": decode_region, "gaussian_yolo": decode_gaussian_yolo}
 
 
 def to_pixels(boxes: np.ndarray, img_w: int, img_h: int, net_w: int, net_h: int,

@@ -17,6 +17,7 @@ from .common import MAX_ACTIVATION_ENV, DEFAULT_MAX_ACTIVATION_MB, open_network 
 # command name -> (module in dncompress.cli, function); the order is the order of `dncompress --help`
 COMMANDS = {
     "detect": ("detect", "detect"),
+    "classify": ("classify", "classify_command"),
     "eval": ("eval", "eval_command"),
     "stats": ("stats", "stats_command"),
     "prune": ("prune", "prune_command"),

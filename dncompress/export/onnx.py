@@ -262,7 +262,7 @@ DARKNET_EMITTERS = {
     "shortcut": emit_shortcut, "softmax": emit_softmax, "cost": emit_identity, "detection": emit_identity,
     "contrastive": emit_identity, "connected": emit_connected, "crop": emit_crop, "batchnorm": emit_batchnorm,
     "reorg": emit_reorg, "reorg3d": emit_reorg, "sam": emit_attention, "scale_channels": emit_attention,
-    "local": emit_local, "local_avgpool": emit_local_avgpool,
+    "local": emit_local, "local_avgpool": emit_local_avgpool, "gaussian_yolo": emit_identity,
 }
 # --- end of the Darknet-world block ---
 
@@ -278,6 +278,8 @@ EMITTERS: dict[str, Callable[[GraphBuilder, Layer, list[str]], str]] = {
 def emit_decode(g: GraphBuilder, layer: Layer, raw: str) -> tuple[str, str]:
     """Raw head (N, A*(5+K), H, W) -> boxes (N, A*H*W, 4) cx cy w h relative to the input, and scores
     (N, A*H*W, K) = objectness * class score; the same order and formulas as detect.decode_yolo/region."""
+    if layer.type == "gaussian_yolo":
+        raise DncompressError(f"layer {layer.index} [Gaussian_yolo] has no ONNX decode; export without --decode")
     a, k = len(layer.anchors), layer.classes
     _, h, w = layer.in_shapes[0]
     t = g.op("Reshape", [raw, g.const("shape", np.array([-1, a, 5 + k, h * w]))], f"head{layer.index}")
@@ -337,6 +339,8 @@ def build_onnx(net: Network, opset: int = 13, decode: bool = False, nms: bool = 
             raise DncompressError(f"layer {layer.index} [{layer.type}] has no ONNX export", net.file)
         names[layer.index] = emitter(g, layer, [names[i] if i >= 0 else "images" for i in layer.inputs])
     heads = net.heads
+    if decode and not heads:
+        raise DncompressError("the cfg has no [yolo] or [region] layer, so there is nothing to decode", net.file)
     if decode:
         decoded = [emit_decode(g, head, names[head.index]) for head in heads]
         boxes = g.op("Concat", [b for b, _ in decoded], "boxes", axis=1)
@@ -350,7 +354,8 @@ def build_onnx(net: Network, opset: int = 13, decode: bool = False, nms: bool = 
                             "selected", center_point_box=1)
             out_names.append(("selected_indices", selected, [None, 3]))
     else:
-        out_names = [(f"head{hd.index}", names[hd.index], [batch, *hd.in_shapes[0]]) for hd in heads]
+        out_names = [(f"head{hd.index}", names[hd.index], [batch, *hd.in_shapes[0]]) for hd in heads] or \
+            [("output", names[len(net.layers) - 1], [batch, *net.layers[-1].out_shape])]
     outputs = []
     for public, internal, shape in out_names:
         g.nodes.append(helper.make_node("Identity", [internal], [public], name=f"out_{public}"))

@@ -2,6 +2,6 @@
 from . import attention, classifier, conv, heads, local, reorg, route, simple, summax  # noqa: F401  (registration)
 from .base import LAYERS, Layer, NetInfo, Shape, register
 
-HEAD_TYPES = ("yolo", "region")
+HEAD_TYPES = ("yolo", "region", "gaussian_yolo")
 
 __all__ = ["LAYERS", "Layer", "NetInfo", "Shape", "register", "HEAD_TYPES"]

@@ -85,3 +85,32 @@ class Region(Layer):
 
     def forward(self, xs):
         return xs[0]
+
+
+@register("gaussian_yolo")
+class GaussianYolo(Layer):
+    """Gaussian YOLOv3 head: per anchor x, y, w, h each as (mean, uncertainty), then objectness and classes
+    (9 + classes channels). Decoded by detect.decode_gaussian_yolo (gaussian_yolo_layer.c)."""
+
+    def __init__(self, section, index, shapes, net):
+        super().__init__(section, index, shapes, net)
+        s = section
+        self.classes = positive(self, "classes", s.get_int("classes", 20), 100000)
+        all_anchors = _anchors(self)
+        total = s.get_int("num", len(all_anchors))
+        self.mask = s.get_ints("mask", list(range(total)))
+        if any(not 0 <= m < len(all_anchors) for m in self.mask):
+            raise self.error(f"mask {self.mask} refers past the {len(all_anchors)} anchors", "mask")
+        self.anchors = all_anchors[self.mask]
+        self.scale_x_y = s.get_float("scale_x_y", 1.0)
+        if self.scale_x_y != 1.0:
+            raise self.error("scale_x_y other than 1 is not supported for [Gaussian_yolo]", "scale_x_y")
+        self.net_size = (net.width, net.height)
+        c = self.in_shapes[0][0]
+        expected = len(self.mask) * (9 + self.classes)
+        if c != expected:
+            raise self.error(f"input has {c} channels but {len(self.mask)} anchors x (9 + {self.classes} "
+                             f"classes) = {expected}; fix filters= of the conv before it")
+
+    def forward(self, xs):
+        return xs[0]
