@@ -18,7 +18,9 @@ def opencv_layer_names(cv_net, layers: int) -> dict[int, str]:
     """For each Darknet layer index, the OpenCV layer holding its final output."""
     names, prev = {}, None
     for name in cv_net.getLayerNames():
-        prefix, suffix = name.rsplit("_", 1)
+        prefix, _, suffix = name.rpartition("_")
+        if not suffix.isdigit():
+            continue            # e.g. OpenCV's detection_out
         owner = int(suffix)
         if prefix in OPENCV_ACTIVATIONS and prev == owner - 1:
             owner = prev
