@@ -212,6 +212,8 @@ def decode_yolo(layer: Layer, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 
 def decode_region(layer: Layer, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """YOLOv2 [region]: anchors in grid cells, class scores softmax (or logistic) over classes."""
+    if layer.tree:
+        raise layer.error("tree= (YOLO9000's hierarchical softmax) cannot be decoded into detections", "tree")
     a, k = len(layer.anchors), layer.classes
     _, h, w = out.shape
     t = out.reshape(a, 5 + k, h * w)

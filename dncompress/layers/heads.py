@@ -73,6 +73,9 @@ class Region(Layer):
         if len(self.anchors) < self.num:
             raise self.error(f"num={self.num} but anchors= has only {len(self.anchors)} pairs", "anchors")
         self.softmax = bool(s.get_int("softmax", 0))
+        # YOLO9000's hierarchical softmax: the raw output (stats, export, prune) is unaffected; decoding
+        # it into classes is not supported (detect.decode_region refuses)
+        self.tree = s.get_str("tree", "")
         self.net_size = (net.width, net.height)
         self.net_channels = net.channels  # images are read with this many channels (detect, eval)
         if self.coords != 4:
