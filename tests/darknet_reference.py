@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dncompress.engine.conv import conv2d
 from dncompress.network import Network
 
 # OpenCV's Darknet importer names a layer's activation after the NEXT layer index (conv_0, bn_0, leaky_1)
@@ -14,10 +15,13 @@ OPENCV_ACTIVATIONS = {"leaky", "relu", "logistic", "mish", "swish", "tanh", "rel
                       "sigmoid", "ramp"}
 
 
-def opencv_layer_names(cv_net, layers: int) -> dict[int, str]:
-    """For each Darknet layer index, the OpenCV layer holding its final output."""
+def opencv_layer_names(cv_net, layers: int, pre_activation: bool = False) -> dict[int, str]:
+    """For each Darknet layer index, the OpenCV layer holding its final output (`pre_activation`: its
+    conv/BN output before the activation)."""
     names, prev = {}, None
     for name in cv_net.getLayerNames():
+        if pre_activation and name.rpartition("_")[0] in OPENCV_ACTIVATIONS:
+            continue
         prefix, _, suffix = name.rpartition("_")
         if not suffix.isdigit():
             continue            # e.g. OpenCV's detection_out
@@ -60,10 +64,21 @@ def opencv_relative_diff(net: Network, x: np.ndarray) -> float:
         net.save(cfg, weights)
         cv_net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
     keep = compared_layers(net)
+    # a logistic head conv is compared on its logits: after the squashing, an error relative to the
+    # output's largest value (1) is an absolute error on logits of any size
+    logits = [k for k in keep if getattr(net.layers[k], "activation", "") == "logistic"
+              and net.layers[k].type == "convolutional"]
     names = opencv_layer_names(cv_net, len(net.layers))
+    names.update({k: v for k, v in opencv_layer_names(cv_net, len(net.layers), True).items() if k in logits})
     cv_net.enableFusion(False)
     cv_net.setInput(x)
     theirs = cv_net.forward([names[k] for k in keep])
-    ours = net.forward(x, keep=set(keep))
+    ours = net.forward(x, keep=set(keep) | {net.layers[k].inputs[0] for k in logits})
+    ours = {k: v for k, v in zip(sorted(set(keep) | {net.layers[k].inputs[0] for k in logits}), ours)}
+    for k in logits:
+        layer = net.layers[k]
+        w, b = layer.folded()
+        ours[k] = conv2d(ours[layer.inputs[0]], w, b, layer.stride, layer.pad, layer.groups)
+    ours = [ours[k] for k in keep]
     return max(float(np.abs(a.reshape(b.shape) - b).max() / max(float(np.abs(b).max()), 1e-12))
                for a, b in zip(theirs, ours))
