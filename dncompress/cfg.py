@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from pathlib import Path
 
 from .errors import DncompressError
@@ -94,6 +95,10 @@ class Section:
                                    inner_comments=list(self.inner_comments), key_lines=dict(self.key_lines))
 
 
+class CfgWarning(UserWarning):
+    """A cfg construct Darknet accepts with a warning (e.g. a duplicate key: the first value is used)."""
+
+
 def _is_comment(line: str) -> bool:
     return line == "" or line[0] in "#;"
 
@@ -124,10 +129,15 @@ def parse_cfg(text: str, file: str | None = None) -> list[Section]:
                                   f"line {number} [{sections[-1].type}]")
         section = sections[-1]
         if key in section.options:
-            # Darknet keeps the first value, OpenCV's importer too; a silent choice would hide typos
-            raise DncompressError(f"duplicate key '{key}' (first set on line {section.key_lines[key]})",
-                                  file, f"line {number} [{section.type}]")
-        section.options[key] = "".join(value.split())
+            # Darknet's option_find and OpenCV's importer take the first value; warn, as Darknet does
+            warnings.warn(f"{file or '<cfg>'}:line {number} [{section.type}]: duplicate key '{key}' (first set "
+                          f"on line {section.key_lines[key]}); the first value is used, as in Darknet",
+                          CfgWarning, stacklevel=2)
+            section.inner_comments.extend(pending + [f"# {line}  (duplicate key, ignored)"])
+            pending = []
+            continue
+        # a comment after the value (`filters=16 # x`): Darknet's atoi/atof stop at it, OpenCV strips it
+        section.options[key] = "".join(value.split("#", 1)[0].split())
         section.key_lines[key] = number
         section.inner_comments.extend(pending)
         pending = []

@@ -194,21 +194,26 @@ def decode_yolo(layer: Layer, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     t = out.reshape(a, 5 + k, h * w)
     col, row = _grid(h, w, a)
     s = layer.scale_x_y
-    xy = _sigmoid(t[:, :2]) * s - (s - 1) / 2
+    # new_coords: the conv already applied logistic to every channel (Darknet's yolo_layer.c)
+    act = (lambda v: v) if layer.new_coords else _sigmoid
+    xy = act(t[:, :2]) * s - (s - 1) / 2
     net_w, net_h = layer.net_size
     boxes = np.empty((a * h * w, 4), dtype=np.float32)
     boxes[:, 0] = (col + xy[:, 0].ravel()) / w
     boxes[:, 1] = (row + xy[:, 1].ravel()) / h
     with np.errstate(over="ignore"):
-        boxes[:, 2] = (np.exp(t[:, 2]) * layer.anchors[:, :1]).ravel() / net_w
-        boxes[:, 3] = (np.exp(t[:, 3]) * layer.anchors[:, 1:]).ravel() / net_h
-    objectness = _sigmoid(t[:, 4]).ravel()
-    scores = _sigmoid(t[:, 5:]).transpose(0, 2, 1).reshape(-1, k)
+        wh = 4 * t[:, 2:4] ** 2 if layer.new_coords else np.exp(t[:, 2:4])
+        boxes[:, 2] = (wh[:, 0] * layer.anchors[:, :1]).ravel() / net_w
+        boxes[:, 3] = (wh[:, 1] * layer.anchors[:, 1:]).ravel() / net_h
+    objectness = act(t[:, 4]).ravel()
+    scores = act(t[:, 5:]).transpose(0, 2, 1).reshape(-1, k)
     return boxes, objectness, scores
 
 
 def decode_region(layer: Layer, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """YOLOv2 [region]: anchors in grid cells, class scores softmax (or logistic) over classes."""
+    if layer.tree:
+        raise layer.error("tree= (YOLO9000's hierarchical softmax) cannot be decoded into detections", "tree")
     a, k = len(layer.anchors), layer.classes
     _, h, w = out.shape
     t = out.reshape(a, 5 + k, h * w)
@@ -229,7 +234,28 @@ def decode_region(layer: Layer, out: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return boxes, objectness, probs.transpose(0, 2, 1).reshape(-1, k)
 
 
-DECODERS = {"yolo": decode_yolo, "region": decode_region}
+def decode_gaussian_yolo(layer: Layer, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[Gaussian_yolo]: channels per anchor x, ux, y, uy, w, uw, h, uh, objectness, classes. Boxes from the
+    means as [yolo]; class scores times (1 - mean of the four sigmoid uncertainties), as Darknet's
+    get_gaussian_yolo_detections (objectness alone is compared with the threshold)."""
+    a, k = len(layer.anchors), layer.classes
+    _, h, w = out.shape
+    t = out.reshape(a, 9 + k, h * w)
+    col, row = _grid(h, w, a)
+    net_w, net_h = layer.net_size
+    boxes = np.empty((a * h * w, 4), dtype=np.float32)
+    boxes[:, 0] = (col + _sigmoid(t[:, 0]).ravel()) / w
+    boxes[:, 1] = (row + _sigmoid(t[:, 2]).ravel()) / h
+    with np.errstate(over="ignore"):
+        boxes[:, 2] = (np.exp(t[:, 4]) * layer.anchors[:, :1]).ravel() / net_w
+        boxes[:, 3] = (np.exp(t[:, 6]) * layer.anchors[:, 1:]).ravel() / net_h
+    certainty = 1 - _sigmoid(t[:, [1, 3, 5, 7]]).mean(axis=1)          # (A, H*W)
+    objectness = _sigmoid(t[:, 8]).ravel()
+    scores = (_sigmoid(t[:, 9:]) * certainty[:, None]).transpose(0, 2, 1).reshape(-1, k)
+    return boxes, objectness, scores
+
+
+DECODERS = {"yolo": decode_yolo, "region": decode_region, "gaussian_yolo": decode_gaussian_yolo}
 
 
 def to_pixels(boxes: np.ndarray, img_w: int, img_h: int, net_w: int, net_h: int,

@@ -128,6 +128,11 @@ class Network:
         return [layer for layer in self.layers if layer.type in HEAD_TYPES]
 
     @property
+    def output_indices(self) -> list[int]:
+        """The layers `forward` returns: every [yolo]/[region] head, or the last layer (classifiers)."""
+        return [h.index for h in self.heads] or [len(self.layers) - 1]
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.info.channels, self.info.height, self.info.width)
 
@@ -210,8 +215,8 @@ class Network:
             for source in layer.inputs:
                 if source >= 0:
                     last[source] = max(last[source], layer.index)
-        for head in self.heads:
-            last[head.index] = len(self.layers)
+        for index in self.output_indices:
+            last[index] = len(self.layers)
         return last
 
     def activation_bytes(self, batch: int = 1) -> tuple[int, int]:
@@ -239,14 +244,15 @@ class Network:
 
     def forward(self, x: np.ndarray, keep: set[int] | None = None,
                 run: Callable[[Layer, list[np.ndarray]], np.ndarray] | None = None) -> list[np.ndarray]:
-        """x: (N, C, H, W) float32 -> raw output of every [yolo]/[region] layer, in cfg order.
+        """x: (N, C, H, W) float32 -> raw output of every [yolo]/[region] layer, in cfg order (for a
+        classifier without heads: its last layer).
         With `keep`, returns those layers' outputs instead (in `keep`'s sorted order). `run(layer, xs)`, if
         given, computes each layer's output in place of `layer.forward(xs)` (another kernel, or a probe)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 4 or x.shape[1:] != self.input_shape:
             raise DncompressError(f"input batch has shape {x.shape}, the network takes (N, "
                                   f"{', '.join(map(str, self.input_shape))})", self.file)
-        wanted = set(keep) if keep is not None else {h.index for h in self.heads}
+        wanted = set(keep) if keep is not None else set(self.output_indices)
         outputs: dict[int, np.ndarray] = {}
         for layer in self.layers:
             xs = [outputs[i] if i >= 0 else x for i in layer.inputs]

@@ -101,6 +101,8 @@ def layer_ops(layer) -> tuple[int, int, int]:
         return conv_macs(layer), 0, 0
     if isinstance(layer, SummaxConvolutional):
         return summax_ops(layer)
+    if hasattr(layer, "macs"):          # [connected], [local]
+        return layer.macs(), 0, 0
     return 0, 0, 0
 
 

@@ -7,16 +7,19 @@ user interface. Heavy libraries (OpenCV, onnx, onnxruntime) are imported inside 
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import click
 
 from .. import __version__
+from ..cfg import CfgWarning
 from ..errors import DncompressError
 from .common import MAX_ACTIVATION_ENV, DEFAULT_MAX_ACTIVATION_MB, open_network  # noqa: F401 (re-exported)
 
 # command name -> (module in dncompress.cli, function); the order is the order of `dncompress --help`
 COMMANDS = {
     "detect": ("detect", "detect"),
+    "classify": ("classify", "classify_command"),
     "eval": ("eval", "eval_command"),
     "stats": ("stats", "stats_command"),
     "prune": ("prune", "prune_command"),
@@ -27,6 +30,13 @@ COMMANDS = {
     "train": ("train", "train_command"),
     "fetch": ("detect", "fetch_command"),
 }
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, CfgWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        warnings._showwarnmsg_impl(warnings.WarningMessage(message, category, filename, lineno, file, line))
 
 
 class Group(click.Group):
@@ -44,7 +54,11 @@ class Group(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                # cfg constructs Darknet accepts with a warning (duplicate keys): one `warning:` line each
+                warnings.simplefilter("always", CfgWarning)
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except DncompressError as err:
             click.echo(f"error: {err}", err=True)
             ctx.exit(2)

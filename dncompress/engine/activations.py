@@ -41,5 +41,25 @@ def swish(x: np.ndarray) -> np.ndarray:
     return np.multiply(x, logistic(x.copy()), out=x)
 
 
+def relu6(x: np.ndarray) -> np.ndarray:
+    """min(max(x, 0), 6), in place."""
+    return np.clip(x, 0, 6, out=x)
+
+
+def ramp(x: np.ndarray) -> np.ndarray:
+    """Darknet's ramp: x * (x > 0) + 0.1 x, in place."""
+    return np.add(np.maximum(x, 0), x * np.float32(0.1), out=x)
+
+
+def hard_mish(x: np.ndarray) -> np.ndarray:
+    """Darknet's hard_mish: x for x > 0, x^2/2 + x on (-2, 0], 0 below: x * clip(x + 2, 0, 2) / 2."""
+    return np.multiply(x, np.clip(x + 2, 0, 2) * np.float32(0.5), out=x)
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x, out=x)
+
+
 ACTIVATIONS = {"linear": linear, "leaky": leaky, "relu": relu, "logistic": logistic,
-               "mish": mish, "swish": swish}
+               "mish": mish, "swish": swish, "relu6": relu6, "ramp": ramp, "hard_mish": hard_mish,
+               "tanh": tanh}

@@ -56,6 +56,16 @@ def emit_activation(g: GraphBuilder, x: str, activation: str) -> str:
         return g.op("Mul", [x, g.op("Tanh", [g.op("Softplus", [x])])], "mish")
     if activation == "swish":
         return g.op("Mul", [x, g.op("Sigmoid", [x])], "swish")
+    if activation == "relu6":
+        return g.op("Clip", [x, g.const("lo", np.float32(0)), g.const("hi", np.float32(6))], "relu6")
+    if activation == "ramp":
+        return g.op("Add", [g.op("Relu", [x]), g.op("Mul", [x, g.const("k", np.float32(0.1))])], "ramp")
+    if activation == "hard_mish":
+        gate = g.op("Clip", [g.op("Add", [x, g.const("two", np.float32(2))]), g.const("lo", np.float32(0)),
+                             g.const("hi", np.float32(2))])
+        return g.op("Mul", [x, g.op("Mul", [gate, g.const("half", np.float32(0.5))])], "hard_mish")
+    if activation == "tanh":
+        return g.op("Tanh", [x])
     raise DncompressError(f"activation '{activation}' has no ONNX export")
 
 
@@ -141,8 +151,6 @@ def emit_route(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
     return parts[0] if len(parts) == 1 else g.op("Concat", parts, f"route{layer.index}", axis=1)
 
 
-def emit_shortcut(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
-    return emit_activation(g, g.op("Add", xs, f"shortcut{layer.index}"), layer.activation)
 
 
 def emit_identity(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
@@ -153,16 +161,126 @@ def emit_avgpool(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
     return g.op("GlobalAveragePool", xs, f"avgpool{layer.index}")
 
 
+# --- Darknet-world layers (issue 18): shortcut of other shapes, classifier, reorg, attention, local ---
+def emit_shortcut(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    """Same shapes: Add. Otherwise each `from` input's leading flat values, zero-padded to the output size,
+    as Shortcut.forward (Darknet's shortcut_multilayer_cpu)."""
+    out = layer.out_shape
+    size = int(np.prod(out))
+    terms = [xs[0]]
+    for x, shape, m in zip(xs[1:], layer.in_shapes[1:], layer.added_values()):
+        if tuple(shape) == tuple(out):
+            terms.append(x)
+            continue
+        flat = g.op("Flatten", [x], axis=1)
+        if m < int(np.prod(shape)):
+            flat = g.op("Slice", [flat, g.const("starts", np.array([0])), g.const("ends", np.array([m])),
+                                  g.const("axes", np.array([1]))])
+        if m < size:
+            flat = g.op("Pad", [flat, g.const("pads", np.array([0, 0, 0, size - m]))])
+        terms.append(g.op("Reshape", [flat, g.const("shape", np.array([-1, *out]))]))
+    y = terms[0]
+    for term in terms[1:]:
+        y = g.op("Add", [y, term], f"shortcut{layer.index}")
+    return emit_activation(g, y, layer.activation)
+
+
+def emit_softmax(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    """Softmax over each group's C*H*W values, as Darknet's softmax_cpu."""
+    x = g.op("Reshape", [xs[0], g.const("shape", np.array([0, layer.groups, -1]))])
+    if layer.temperature != 1.0:
+        x = g.op("Div", [x, g.const("temperature", np.float32(layer.temperature))])
+    y = g.op("Softmax", [x], f"softmax{layer.index}", axis=2)
+    return g.op("Reshape", [y, g.const("shape", np.array([0, *layer.out_shape]))])
+
+
+def emit_connected(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    w, b = layer.folded()
+    y = g.op("Gemm", [g.op("Flatten", [xs[0]], axis=1), g.const(f"fc{layer.index}_w", w),
+                      g.const(f"fc{layer.index}_b", b)], f"connected{layer.index}", transB=1)
+    y = emit_activation(g, y, layer.activation)
+    return g.op("Reshape", [y, g.const("shape", np.array([0, layer.filters, 1, 1]))])
+
+
+def emit_crop(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    y = g.op("Slice", [xs[0], g.const("starts", np.array([layer.top, layer.left])),
+                       g.const("ends", np.array([layer.top + layer.crop_h, layer.left + layer.crop_w])),
+                       g.const("axes", np.array([2, 3]))], f"crop{layer.index}")
+    if layer.scale == 1.0 and layer.shift == 0.0:
+        return y
+    return g.op("Add", [g.op("Mul", [y, g.const("scale", np.float32(layer.scale))]),
+                        g.const("shift", np.float32(layer.shift))])
+
+
+def emit_batchnorm(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    scale, shift = (v.astype(np.float32).reshape(1, -1, 1, 1) for v in layer.output_affine())
+    return g.op("Add", [g.op("Mul", [xs[0], g.const("bn_scale", scale)]), g.const("bn_shift", shift)],
+                f"batchnorm{layer.index}")
+
+
+def emit_reorg(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    """Reshape, Transpose, Reshape: the same index maps as Reorg/Reorg3d.forward."""
+    (c, h, w), s = layer.in_shapes[0], layer.stride
+    view = [0, c // (s * s), h, s, w, s] if layer.type == "reorg" else [0, c, h // s, s, w // s, s]
+    y = g.op("Transpose", [g.op("Reshape", [xs[0], g.const("shape", np.array(view))])], perm=[0, 3, 5, 1, 2, 4])
+    return g.op("Reshape", [y, g.const("shape", np.array([0, *layer.out_shape]))], f"reorg{layer.index}")
+
+
+def emit_attention(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    """[sam] and [scale_channels]: features * attention (broadcast over H, W or C)."""
+    return emit_activation(g, g.op("Mul", xs, f"{layer.type}{layer.index}"), layer.activation)
+
+
+def emit_local(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    """Patches from k*k strided Slices, then one Einsum with per-location filters."""
+    (c, _, _), (n, ho, wo), k, s, p = layer.in_shapes[0], layer.out_shape, layer.size, layer.stride, layer.pad
+    x = g.op("Pad", [xs[0], g.const("pads", np.array([0, 0, p, p, 0, 0, p, p]))]) if p else xs[0]
+    taps = [g.op("Unsqueeze", [g.op("Slice", [x, g.const("starts", np.array([dy, dx])),
+                                              g.const("ends", np.array([dy + (ho - 1) * s + 1, dx + (wo - 1) * s + 1])),
+                                              g.const("axes", np.array([2, 3])), g.const("steps", np.array([s, s]))]),
+                               g.const("axes", np.array([2]))])
+            for dy in range(k) for dx in range(k)]
+    cols = g.op("Reshape", [g.op("Concat", taps, axis=2), g.const("shape", np.array([0, c * k * k, ho * wo]))])
+    w = layer.params["weights"].reshape(ho * wo, n, -1).astype(np.float32)
+    y = g.op("Einsum", [g.const(f"local{layer.index}_w", w), cols], equation="lnk,bkl->bnl")
+    y = g.op("Add", [g.op("Reshape", [y, g.const("shape", np.array([0, n, ho, wo]))]),
+                     g.const(f"local{layer.index}_b", layer.params["biases"].reshape(1, n, ho, wo).astype(np.float32))])
+    return emit_activation(g, y, layer.activation)
+
+
+def emit_local_avgpool(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    _, h, w = layer.in_shapes[0]
+    _, ho, wo = layer.out_shape
+    before = layer.padding // 2
+    after_h = max(0, (ho - 1) * layer.stride + layer.size - h - before)
+    after_w = max(0, (wo - 1) * layer.stride + layer.size - w - before)
+    return g.op("AveragePool", xs, f"local_avgpool{layer.index}", kernel_shape=[layer.size] * 2,
+                strides=[layer.stride] * 2, pads=[before, before, after_h, after_w], count_include_pad=0)
+
+
+DARKNET_EMITTERS = {
+    "shortcut": emit_shortcut, "softmax": emit_softmax, "cost": emit_identity, "detection": emit_identity,
+    "contrastive": emit_identity, "connected": emit_connected, "crop": emit_crop, "batchnorm": emit_batchnorm,
+    "reorg": emit_reorg, "reorg3d": emit_reorg, "sam": emit_attention, "scale_channels": emit_attention,
+    "local": emit_local, "local_avgpool": emit_local_avgpool, "gaussian_yolo": emit_identity,
+}
+# --- end of the Darknet-world block ---
+
+
 EMITTERS: dict[str, Callable[[GraphBuilder, Layer, list[str]], str]] = {
     "convolutional": emit_conv, "quantize_convolutional": emit_conv, "maxpool": emit_maxpool,
     "upsample": emit_upsample, "route": emit_route, "shortcut": emit_shortcut, "dropout": emit_identity,
     "avgpool": emit_avgpool, "yolo": emit_identity, "region": emit_identity, "summax_convolutional": emit_summax,
+    **DARKNET_EMITTERS,
 }
 
 
 def emit_decode(g: GraphBuilder, layer: Layer, raw: str) -> tuple[str, str]:
     """Raw head (N, A*(5+K), H, W) -> boxes (N, A*H*W, 4) cx cy w h relative to the input, and scores
     (N, A*H*W, K) = objectness * class score; the same order and formulas as detect.decode_yolo/region."""
+    if layer.type == "gaussian_yolo" or getattr(layer, "tree", ""):
+        raise layer.error("this head has no ONNX decode ([Gaussian_yolo], or tree= hierarchical softmax); "
+                          "export without --decode")
     a, k = len(layer.anchors), layer.classes
     _, h, w = layer.in_shapes[0]
     t = g.op("Reshape", [raw, g.const("shape", np.array([-1, a, 5 + k, h * w]))], f"head{layer.index}")
@@ -174,18 +292,26 @@ def emit_decode(g: GraphBuilder, layer: Layer, raw: str) -> tuple[str, str]:
     rows, cols = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
     grid = np.stack([cols.ravel(), rows.ravel()])[None, None]          # (1, 1, 2, H*W)
     scale = getattr(layer, "scale_x_y", 1.0)
-    xy = g.op("Sigmoid", [part(0, 2)])
+    new_coords = getattr(layer, "new_coords", False)    # logistic already applied by the conv
+
+    def act(x: str) -> str:
+        return x if new_coords else g.op("Sigmoid", [x])
+    xy = act(part(0, 2))
     if scale != 1.0:
         xy = g.op("Sub", [g.op("Mul", [xy, g.const("s", np.float32(scale))]), g.const("o", np.float32((scale - 1) / 2))])
     xy = g.op("Div", [g.op("Add", [xy, g.const("grid", grid)]), g.const("cells", np.array([w, h], np.float32).reshape(1, 1, 2, 1))])
     norm = np.array(layer.net_size if layer.type == "yolo" else (w, h), np.float32)
     anchors = (layer.anchors / norm).astype(np.float32).reshape(1, a, 2, 1)
-    wh = g.op("Mul", [g.op("Exp", [part(2, 4)]), g.const("anchors", anchors)])
+    if new_coords:
+        twh = part(2, 4)
+        wh = g.op("Mul", [g.op("Mul", [twh, twh]), g.const("anchors", 4 * anchors)])
+    else:
+        wh = g.op("Mul", [g.op("Exp", [part(2, 4)]), g.const("anchors", anchors)])
     box = g.op("Concat", [xy, wh], axis=2)
     box = g.op("Reshape", [g.op("Transpose", [box], perm=[0, 1, 3, 2]), g.const("shape", np.array([-1, a * h * w, 4]))])
     logits = part(5, 5 + k)
-    probs = g.op("Softmax", [logits], axis=2) if layer.type == "region" and layer.softmax else g.op("Sigmoid", [logits])
-    scores = g.op("Mul", [g.op("Sigmoid", [part(4, 5)]), probs])
+    probs = g.op("Softmax", [logits], axis=2) if layer.type == "region" and layer.softmax else act(logits)
+    scores = g.op("Mul", [act(part(4, 5)), probs])
     scores = g.op("Reshape", [g.op("Transpose", [scores], perm=[0, 1, 3, 2]), g.const("shape", np.array([-1, a * h * w, k]))])
     return box, scores
 
@@ -214,6 +340,8 @@ def build_onnx(net: Network, opset: int = 13, decode: bool = False, nms: bool = 
             raise DncompressError(f"layer {layer.index} [{layer.type}] has no ONNX export", net.file)
         names[layer.index] = emitter(g, layer, [names[i] if i >= 0 else "images" for i in layer.inputs])
     heads = net.heads
+    if decode and not heads:
+        raise DncompressError("the cfg has no [yolo] or [region] layer, so there is nothing to decode", net.file)
     if decode:
         decoded = [emit_decode(g, head, names[head.index]) for head in heads]
         boxes = g.op("Concat", [b for b, _ in decoded], "boxes", axis=1)
@@ -227,7 +355,8 @@ def build_onnx(net: Network, opset: int = 13, decode: bool = False, nms: bool = 
                             "selected", center_point_box=1)
             out_names.append(("selected_indices", selected, [None, 3]))
     else:
-        out_names = [(f"head{hd.index}", names[hd.index], [batch, *hd.in_shapes[0]]) for hd in heads]
+        out_names = [(f"head{hd.index}", names[hd.index], [batch, *hd.in_shapes[0]]) for hd in heads] or \
+            [("output", names[len(net.layers) - 1], [batch, *net.layers[-1].out_shape])]
     outputs = []
     for public, internal, shape in out_names:
         g.nodes.append(helper.make_node("Identity", [internal], [public], name=f"out_{public}"))

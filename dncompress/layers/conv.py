@@ -115,7 +115,7 @@ class ConvKeys(Layer):
         raise NotImplementedError
 
 
-@register("convolutional")
+@register("convolutional", "conv")
 class Convolutional(ConvKeys):
     param_names = ("biases", "scales", "rolling_mean", "rolling_variance", "weights")
     keys = ConvKeys.keys | {"activation_threshold", "winner_rate"}

@@ -38,8 +38,9 @@ class Yolo(Layer):
         self.all_anchors = all_anchors
         self.ignore_thresh = s.get_float("ignore_thresh", 0.5)
         self.scale_x_y = s.get_float("scale_x_y", 1.0)
-        if s.get_int("new_coords", 0):
-            raise self.error("new_coords=1 (scaled-YOLOv4 decode) is not supported", "new_coords")
+        # scaled-YOLOv4 / YOLOv7: the conv before applies logistic to every channel, the head only scales
+        # x, y by scale_x_y and decodes w, h as (2 t)^2 * anchor (yolo_layer.c get_yolo_box)
+        self.new_coords = bool(s.get_int("new_coords", 0))
         self.net_size = (net.width, net.height)
         self.net_channels = net.channels  # images are read with this many channels (detect, eval)
         c = self.in_shapes[0][0]
@@ -72,6 +73,9 @@ class Region(Layer):
         if len(self.anchors) < self.num:
             raise self.error(f"num={self.num} but anchors= has only {len(self.anchors)} pairs", "anchors")
         self.softmax = bool(s.get_int("softmax", 0))
+        # YOLO9000's hierarchical softmax: the raw output (stats, export, prune) is unaffected; decoding
+        # it into classes is not supported (detect.decode_region refuses)
+        self.tree = s.get_str("tree", "")
         self.net_size = (net.width, net.height)
         self.net_channels = net.channels  # images are read with this many channels (detect, eval)
         if self.coords != 4:
@@ -81,6 +85,35 @@ class Region(Layer):
         if c != expected:
             raise self.error(f"input has {c} channels but num={self.num} x (5 + {self.classes} classes) = "
                              f"{expected}; fix filters= of the conv before it")
+
+    def forward(self, xs):
+        return xs[0]
+
+
+@register("gaussian_yolo")
+class GaussianYolo(Layer):
+    """Gaussian YOLOv3 head: per anchor x, y, w, h each as (mean, uncertainty), then objectness and classes
+    (9 + classes channels). Decoded by detect.decode_gaussian_yolo (gaussian_yolo_layer.c)."""
+
+    def __init__(self, section, index, shapes, net):
+        super().__init__(section, index, shapes, net)
+        s = section
+        self.classes = positive(self, "classes", s.get_int("classes", 20), 100000)
+        all_anchors = _anchors(self)
+        total = s.get_int("num", len(all_anchors))
+        self.mask = s.get_ints("mask", list(range(total)))
+        if any(not 0 <= m < len(all_anchors) for m in self.mask):
+            raise self.error(f"mask {self.mask} refers past the {len(all_anchors)} anchors", "mask")
+        self.anchors = all_anchors[self.mask]
+        self.scale_x_y = s.get_float("scale_x_y", 1.0)
+        if self.scale_x_y != 1.0:
+            raise self.error("scale_x_y other than 1 is not supported for [Gaussian_yolo]", "scale_x_y")
+        self.net_size = (net.width, net.height)
+        c = self.in_shapes[0][0]
+        expected = len(self.mask) * (9 + self.classes)
+        if c != expected:
+            raise self.error(f"input has {c} channels but {len(self.mask)} anchors x (9 + {self.classes} "
+                             f"classes) = {expected}; fix filters= of the conv before it")
 
     def forward(self, xs):
         return xs[0]

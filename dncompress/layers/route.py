@@ -1,6 +1,8 @@
 """Layers that read other layers' outputs: [route] (concat, channel groups) and [shortcut] (add)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..engine.activations import ACTIVATIONS
@@ -51,7 +53,11 @@ class Route(Layer):
 
 @register("shortcut")
 class Shortcut(Layer):
-    """out = activation(previous + from)."""
+    """out = activation(previous + from_1 + ... + from_n), the shape of the previous layer. Inputs of another
+    shape add as in AlexeyAB's shortcut_multilayer_cpu: flat (C*H*W) value i of an input adds to flat value
+    i of the output where both exist. For equal H, W that is Darknet's zero-padded (fewer channels) or
+    truncated (more channels) add; for other sizes it is Darknet's flat-index add (pjreddie's ResNet cfgs,
+    written for a strided add, compute this in AlexeyAB's Darknet too)."""
 
     keys = frozenset({"from", "activation"})
     # Darknet's weighted shortcut (per-feature or per-channel weights in the .weights file)
@@ -59,13 +65,28 @@ class Shortcut(Layer):
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
-        source = self.resolve(section.get_int("from"), "from")
-        self.inputs = [index - 1, source]
-        self.in_shapes = [shapes[index - 1], shapes[source]]
-        if self.in_shapes[0] != self.in_shapes[1]:
-            raise self.error(f"shapes differ: previous layer {self.in_shapes[0]} vs layer {source} "
-                             f"{self.in_shapes[1]} (C, H, W)", "from")
+        offsets = section.get_ints("from")
+        if not offsets:
+            raise self.error("from= is empty", "from")
+        sources = [self.resolve(o, "from") for o in offsets]
+        self.inputs = [index - 1, *sources]
+        self.in_shapes = [shapes[index - 1], *(shapes[i] for i in sources)]
+        weights_type = section.get_str("weights_type", "none")
+        if weights_type != "none":
+            raise self.error(f"weights_type={weights_type} (weighted shortcut) is not supported", "weights_type")
+        self.out_shape = self.in_shapes[0]
         self.activation = activation_of(self) if "activation" in section.options else "linear"
 
+    def added_values(self) -> list[int]:
+        """For each `from` input, how many of its leading flat values are added."""
+        size = math.prod(self.out_shape)
+        return [min(size, math.prod(s)) for s in self.in_shapes[1:]]
+
     def forward(self, xs):
-        return ACTIVATIONS[self.activation](xs[0] + xs[1])
+        if len(xs) == 2 and xs[1].shape == xs[0].shape:
+            return ACTIVATIONS[self.activation](xs[0] + xs[1])
+        n = len(xs[0])
+        y = xs[0].reshape(n, -1).copy()
+        for x, m in zip(xs[1:], self.added_values()):
+            y[:, :m] += x.reshape(n, -1)[:, :m]
+        return ACTIVATIONS[self.activation](y.reshape(xs[0].shape))

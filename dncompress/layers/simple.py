@@ -5,7 +5,7 @@ from ..engine.pool import global_avgpool, maxpool2d, maxpool_output_size, upsamp
 from .base import Layer, register, positive
 
 
-@register("maxpool")
+@register("maxpool", "max")
 class Maxpool(Layer):
     keys = frozenset({"size", "stride", "stride_x", "stride_y", "padding", "maxpool_depth", "antialiasing"})
     training_keys = frozenset({"out_channels"})  # only read with maxpool_depth, which is refused
@@ -39,7 +39,7 @@ class Maxpool(Layer):
         return maxpool2d(xs[0], self.size, self.stride, self.padding)
 
 
-@register("avgpool")
+@register("avgpool", "avg")
 class Avgpool(Layer):
     """Global average pooling, as in Darknet."""
 

@@ -31,11 +31,17 @@ def removed_constants(net: Network, keep: set[Channel]) -> list[np.ndarray]:
         elif layer.type == "route":
             value = np.concatenate([src[sl] for src, sl in zip(sources, layer.channel_slices())])
         elif layer.type == "shortcut":
-            value = _activate(layer.activation, sources[0] + sources[1])
+            value = sources[0].copy()
+            for src in sources[1:]:     # Darknet adds the first min(C) channels (equal spatial sizes here)
+                n = min(len(value), len(src))
+                value[:n] += src[:n]
+            value = _activate(layer.activation, value)
         elif layer.type == "upsample":
             value = sources[0] * np.float32(layer.scale)
-        else:
+        elif len(sources[0]) == len(channels):
             value = sources[0]
+        else:
+            value = np.zeros(len(channels), np.float32)   # [reorg] and the like: inputs are never pruned
         consts.append(np.where(removed, value, 0).astype(np.float32))
     return consts
 

@@ -3,7 +3,8 @@
 Every tensor's channels are traced back to the conv channels that produced them. Channels joined by a
 [shortcut] (added elementwise) or split by [route] groups= (the halves must stay equal) are coupled by a
 union-find; a coupled set ("position") is kept or pruned as one. Convs whose outputs reach a detection
-head, and grouped convs, are not prunable.
+head, grouped convs, and convs read by [sam]/[scale_channels] (products), [reorg]/[softmax] (channel
+mixing) or a shortcut across spatial sizes are not prunable.
 """
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from ..network import Network
 
 Channel = tuple[int, int]          # (conv layer index, output channel); (-1, c) is the network input
 PASS_THROUGH = ("maxpool", "upsample", "dropout", "avgpool")
+# layers whose output channels are not their first input's channels one for one (reorg moves pixels into
+# channels; softmax normalizes across channels): their inputs stay whole, their outputs count as unprunable
+CHANNEL_MIXING = ("reorg", "reorg3d", "softmax", "connected", "local")
+# layers multiplying two tensors: pruning a channel of one factor changes the product, and the constant a
+# removed channel leaves (its activation of beta) does not fold through a product; their inputs stay whole
+MULTIPLYING = ("sam", "scale_channels")
 
 
 class UnionFind:
@@ -43,6 +50,8 @@ def channel_maps(net: Network) -> list[list[Channel]]:
         sources = [maps[i] if i >= 0 else input_map for i in layer.inputs]
         if layer.type in ("convolutional", "quantize_convolutional"):
             maps.append([(layer.index, c) for c in range(layer.filters)])
+        elif layer.type in CHANNEL_MIXING and not layer.param_shapes():
+            maps.append([(-1, c) for c in range(layer.out_shape[0])])
         elif layer.param_shapes():
             raise DncompressError(f"layer {layer.index} [{layer.type}] cannot be pruned (pruning slices "
                                   "[convolutional] and [quantize_convolutional] weights only)", net.file)
@@ -81,8 +90,15 @@ def channel_groups(net: Network) -> list[ChannelGroup]:
                 if layer.inputs[0] >= 0:
                     blocked.update(conv for conv, _ in maps[layer.inputs[0]])
         elif layer.type == "shortcut":
-            for a, b in zip(maps[layer.inputs[0]], maps[layer.inputs[1]]):
-                uf.union(a, b)
+            if any(shape[1:] != layer.out_shape[1:] for shape in layer.in_shapes):
+                # a flat-index add across spatial sizes ties channels to pixels: leave its inputs whole
+                blocked.update(conv for i in layer.inputs if i >= 0 for conv, _ in maps[i])
+            # channels added together (Darknet adds the first min(C) channels, the rest pass alone)
+            for source in layer.inputs[1:]:
+                for a, b in zip(maps[layer.inputs[0]], maps[source] if source >= 0 else []):
+                    uf.union(a, b)
+        elif layer.type in CHANNEL_MIXING + MULTIPLYING:
+            blocked.update(conv for i in layer.inputs if i >= 0 for conv, _ in maps[i])
         elif layer.type == "route" and layer.groups > 1:
             for i in layer.inputs:
                 src = maps[i] if i >= 0 else []

@@ -62,6 +62,9 @@ def yolo_loss(layer: Layer, out: np.ndarray, labels: list[np.ndarray]) -> tuple[
     coordinates -> ({box, obj, cls} summed over the batch, d loss / d out)."""
     if layer.type != "yolo":
         raise DncompressError(f"training needs [yolo] heads; layer {layer.index} is [{layer.type}]")
+    if layer.new_coords:
+        # the loss below differentiates sigmoid/exp decoding; new_coords decodes (2 t)^2 on a logistic conv
+        raise DncompressError(f"training a new_coords=1 [yolo] head (layer {layer.index}) is not supported")
     n, _, h, w = out.shape
     a, k = len(layer.anchors), layer.classes
     z = out.reshape(n, a, 5 + k, h, w)
