@@ -45,7 +45,7 @@ class Local(Layer):
         return int(np.prod(self.param_shapes()["weights"]))
 
     def forward(self, xs):
-        (c, _, _), (n, ho, wo) = self.in_shapes[0], self.out_shape
+        n, ho, wo = self.out_shape
         cols = im2col(xs[0], self.size, self.stride, self.pad)                # (N, C*k*k, L)
         w = self.params["weights"].reshape(ho * wo, n, -1)                      # (L, n, C*k*k)
         y = np.einsum("lnk,bkl->bnl", w, cols, optimize=True).reshape(len(xs[0]), n, ho, wo)

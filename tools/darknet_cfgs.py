@@ -1,5 +1,5 @@
 """Run `stats` (Network construction + cost summary, no weights) on every cfg of a folder and tally the
-blocking error per cfg: python scripts/darknet_cfgs.py /work/shared/data/cfg/alexeyab"""
+blocking error per cfg: python tools/darknet_cfgs.py /work/shared/data/cfg/alexeyab"""
 from __future__ import annotations
 
 import collections
