@@ -64,7 +64,7 @@ def test_classify_top5_matches_opencv(tmp_path):
     result = CliRunner().invoke(main, ["classify", str(cfg), str(weights), "--image", str(IMAGES[0]),
                                        "--names", str(names), "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    top = json.loads(result.output)[0]["top"]
+    top = json.loads(result.stdout)[0]["top"]
     cv_net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
     cv_net.setInput(resize_min_crop(load_image(IMAGES[0]), 64, 64))
     probs = cv_net.forward().reshape(-1)

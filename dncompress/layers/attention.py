@@ -9,6 +9,7 @@ from .conv import activation_of
 
 
 class _Attention(Layer):
+    keys = frozenset({"from", "activation"})
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
         offsets = section.get_ints("from")
@@ -41,6 +42,8 @@ class Sam(_Attention):
 class ScaleChannels(_Attention):
     """out = act(features * previous): previous is (C, 1, 1), one factor per channel; with scale_wh=1 it is
     (1, H, W), one factor per pixel (forward_scale_channels_layer)."""
+
+    keys = frozenset({"from", "activation", "scale_wh"})
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)

@@ -14,6 +14,10 @@ class Softmax(Layer):
     """Darknet's softmax_cpu: over the c*h*w values of each of `groups` consecutive slices, divided by
     temperature. For a (C, 1, 1) classifier output that is a softmax over classes (OpenCV's too)."""
 
+    keys = frozenset({"groups", "temperature"})
+    training_keys = frozenset({"spatial", "noloss"})
+    unsupported_keys = {"tree": ()}  # softmax over a word tree (YOLO9000)
+
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
         self.groups = positive(self, "groups", section.get_int("groups", 1))
@@ -36,6 +40,8 @@ class Softmax(Layer):
 class Cost(Layer):
     """A training loss; identity at inference."""
 
+    training_keys = frozenset({"type", "scale", "ratio", "noobject_scale", "thresh"})
+
     def forward(self, xs):
         return xs[0]
 
@@ -43,6 +49,10 @@ class Cost(Layer):
 @register("detection")
 class Detection(Layer):
     """YOLOv1 head: identity at inference (its boxes are not decoded by detect)."""
+
+    keys = frozenset({"classes", "coords", "num", "side", "softmax", "sqrt"})
+    training_keys = frozenset({"rescore", "jitter", "random", "reorg", "forced", "max_boxes", "object_scale",
+                               "noobject_scale", "class_scale", "coord_scale"})
 
     def forward(self, xs):
         return xs[0]
@@ -53,6 +63,8 @@ class Connected(Layer):
     """Fully connected: y = act(BN(W x + b)) on the flattened (C*H*W) input -> (output, 1, 1).
     .weights: biases (output), weights (output, inputs), then with batch_normalize scales,
     rolling_mean, rolling_variance (load_connected_weights; not the conv order)."""
+
+    keys = frozenset({"output", "activation", "batch_normalize"})
 
     param_names = ("biases", "weights", "scales", "rolling_mean", "rolling_variance")
 
@@ -104,6 +116,9 @@ class Connected(Layer):
 class Crop(Layer):
     """Centre crop to crop_height x crop_width, scaled to 2x - 1 unless noadjust=1 (forward_crop_layer
     at inference: no flip, no random offset)."""
+
+    keys = frozenset({"crop_height", "crop_width", "noadjust"})
+    training_keys = frozenset({"flip", "angle", "saturation", "exposure", "shift"})
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)

@@ -95,6 +95,11 @@ class GaussianYolo(Layer):
     """Gaussian YOLOv3 head: per anchor x, y, w, h each as (mean, uncertainty), then objectness and classes
     (9 + classes channels). Decoded by detect.decode_gaussian_yolo (gaussian_yolo_layer.c)."""
 
+    keys = frozenset({"classes", "anchors", "num", "mask", "scale_x_y"})
+    training_keys = Yolo.training_keys | {"ignore_thresh"}
+    unsupported_keys = Yolo.unsupported_keys
+    approximated_keys = Yolo.approximated_keys
+
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
         s = section

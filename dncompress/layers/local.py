@@ -16,6 +16,8 @@ class Local(Layer):
     """.weights: biases (filters*Ho*Wo, one per output value), weights (Ho*Wo, filters, C, k, k)
     (forward_local_layer: location-major, then a (filters, C*k*k) matrix). pad=1 pads by one pixel."""
 
+    keys = frozenset({"filters", "size", "stride", "pad", "activation"})
+
     param_names = ("biases", "weights")
 
     def __init__(self, section, index, shapes, net):
@@ -56,6 +58,8 @@ class Local(Layer):
 @register("local_avgpool", "local_avg")
 class LocalAvgpool(Layer):
     """Maxpool's windows (size, stride, padding), averaged over the cells inside the input."""
+
+    keys = frozenset({"size", "stride", "padding"})
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)

@@ -5,6 +5,7 @@ from .base import Layer, positive, register
 
 
 class _ReorgKeys(Layer):
+    keys = frozenset({"stride", "reverse"})
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
         self.stride = positive(self, "stride", section.get_int("stride", 1), 64)
