@@ -212,8 +212,10 @@ def decode_yolo(layer: Layer, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 
 def decode_region(layer: Layer, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """YOLOv2 [region]: anchors in grid cells, class scores softmax (or logistic) over classes."""
-    if layer.tree:
-        raise layer.error("tree= (YOLO9000's hierarchical softmax) cannot be decoded into detections", "tree")
+    if layer.tree or layer.class_map:
+        key = "tree" if layer.tree else "map"
+        raise layer.error(f"{key}= (YOLO9000's hierarchical softmax / class-id map) cannot be decoded into "
+                          "detections", key)
     a, k = len(layer.anchors), layer.classes
     _, h, w = out.shape
     t = out.reshape(a, 5 + k, h * w)

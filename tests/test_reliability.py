@@ -5,8 +5,9 @@ from click.testing import CliRunner
 
 from dncompress.cli import main
 from dncompress.export.onnx import PARITY_RTOL, build_onnx, parity
+from dncompress.network import Network
 
-from conftest import small_network
+from conftest import IMAGES, small_network
 
 
 def scaled_network(factor: float):
@@ -262,7 +263,8 @@ def test_packaged_cfgs_have_no_unused_fields():
 
 
 def test_keys_that_change_the_network_are_refused(tmp_path):
-    """[region] tree= (YOLO9000's class hierarchy) printed wrong detections with exit 0."""
+    """[region] tree= (YOLO9000's class hierarchy) printed wrong detections with exit 0: it changes only the
+    decode, so stats work and detect refuses."""
     region = """[net]
 width=64
 height=64
@@ -280,9 +282,14 @@ tree=data/9k.tree
 """
     cfg = tmp_path / "tree.cfg"
     cfg.write_text(region.replace("anchors=1,1", "anchors=1,1,2,2,3,3,4,4,5,5"))
-    out = CliRunner().invoke(main, ["stats", str(cfg)])
-    assert out.exit_code == 2
-    assert f"error: {cfg}:line 14 [region] tree: tree=data/9k.tree changes the network" in out.stderr
+    assert CliRunner().invoke(main, ["stats", str(cfg)]).exit_code == 0
+    net = Network.from_cfg(cfg)
+    net.init_random(0)
+    net.save(cfg, tmp_path / "tree.weights")
+    out = CliRunner().invoke(main, ["detect", str(cfg), str(tmp_path / "tree.weights"), str(IMAGES[0]),
+                                    "--out", str(tmp_path / "o")])
+    assert out.exit_code == 2 and not (tmp_path / "o").exists()
+    assert f"error: {cfg}:line 14 [region] tree: layer 1: tree= (YOLO9000's hierarchical softmax" in out.stderr
     for off in ("xnor=0", "stride_x=2", "antialiasing=0"):     # the default values are accepted
         cfg2 = cfg_with(tmp_path, "off", lambda t: t.replace("filters=8\n", f"filters=8\n{off}\n", 1))
         out = CliRunner().invoke(main, ["stats", str(cfg2)])

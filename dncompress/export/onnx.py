@@ -278,7 +278,7 @@ EMITTERS: dict[str, Callable[[GraphBuilder, Layer, list[str]], str]] = {
 def emit_decode(g: GraphBuilder, layer: Layer, raw: str) -> tuple[str, str]:
     """Raw head (N, A*(5+K), H, W) -> boxes (N, A*H*W, 4) cx cy w h relative to the input, and scores
     (N, A*H*W, K) = objectness * class score; the same order and formulas as detect.decode_yolo/region."""
-    if layer.type == "gaussian_yolo" or getattr(layer, "tree", ""):
+    if layer.type == "gaussian_yolo" or getattr(layer, "tree", "") or getattr(layer, "class_map", ""):
         raise layer.error("this head has no ONNX decode ([Gaussian_yolo], or tree= hierarchical softmax); "
                           "export without --decode")
     a, k = len(layer.anchors), layer.classes

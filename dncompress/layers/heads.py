@@ -57,11 +57,11 @@ class Yolo(Layer):
 class Region(Layer):
     """YOLOv2 head: anchors in grid units, softmax over classes."""
 
-    keys = frozenset({"classes", "coords", "num", "anchors", "softmax"})
+    # tree= (YOLO9000's class hierarchy) and map= (class-id remapping) change only the decode, which refuses
+    # them (detect.decode_region); the raw output, stats and export are unaffected
+    keys = frozenset({"classes", "coords", "num", "anchors", "softmax", "tree", "map"})
     training_keys = frozenset({"jitter", "rescore", "thresh", "bias_match", "absolute", "random", "object_scale",
                                "noobject_scale", "class_scale", "coord_scale", "max", "log", "sqrt", "focal_loss"})
-    # YOLO9000's class hierarchy (softmax over a word tree) and class-id remapping
-    unsupported_keys = {"tree": (), "map": ()}
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
@@ -76,6 +76,7 @@ class Region(Layer):
         # YOLO9000's hierarchical softmax: the raw output (stats, export, prune) is unaffected; decoding
         # it into classes is not supported (detect.decode_region refuses)
         self.tree = s.get_str("tree", "")
+        self.class_map = s.get_str("map", "")
         self.net_size = (net.width, net.height)
         self.net_channels = net.channels  # images are read with this many channels (detect, eval)
         if self.coords != 4:
