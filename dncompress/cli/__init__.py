@@ -40,8 +40,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 class Group(click.Group):
-    """Loads each command's module on demand; prints DncompressError as one `error: ...` line with exit
-    code 2 (no traceback for user errors) and Ctrl-C as one line with exit code 130."""
+    """Loads each command's module on demand; prints DncompressError and bad option values as one
+    `error: ...` line with exit code 2 (no traceback, no usage text) and Ctrl-C as one line with exit code 130."""
 
     def list_commands(self, ctx):
         return list(COMMANDS)
@@ -61,6 +61,9 @@ class Group(click.Group):
                 return super().invoke(ctx)
         except DncompressError as err:
             click.echo(f"error: {err}", err=True)
+            ctx.exit(2)
+        except click.BadParameter as err:  # an option value out of range: one line, like the errors above
+            click.echo(f"error: {' '.join(err.format_message().split())}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; no partial output was written", err=True)
