@@ -160,7 +160,14 @@ def read_framed(path: str | Path, magic: bytes, version: int, kind: str) -> tupl
     found, cfg_len = struct.unpack_from("<II", data, 4)
     if found != version:
         raise DncompressError(f"{kind} format version {found}; this dncompress reads {version}", str(path))
-    return data, data[12:12 + cfg_len].decode("utf-8"), 12 + cfg_len
+    if 12 + cfg_len > len(data):
+        raise DncompressError(f"the cfg inside claims {cfg_len} bytes, past the end of the file; it is truncated or "
+                              "corrupt", str(path))
+    try:
+        cfg = data[12:12 + cfg_len].decode("utf-8")
+    except UnicodeDecodeError:  # a corrupt length field makes part of the binary body look like cfg text
+        raise DncompressError("the cfg inside is not UTF-8 text; the file is corrupt", str(path)) from None
+    return data, cfg, 12 + cfg_len
 
 
 class StagedWrites:
