@@ -42,7 +42,7 @@ def print_pruning_report(report: dict) -> None:
               help="Channel importance: |BN gamma| (network slimming), filter L1/L2 norm, mean activation, random; "
               "or 'energy': energy-aware weight pruning (RATIO of each conv's weights zeroed, highest-energy "
               "convs first, restore + least-squares refit on --calib, stop past --max-drop).")
-@click.option("--min-keep", default=0.1, show_default=True, type=UNIT,
+@click.option("--min-keep", default=0.1, show_default=True, type=Number(),
               help="Per-layer floor: fraction of each layer's channels kept (and at least 1 channel).")
 @click.option("--round", "multiple", type=click.Choice(["1", "8", "16"]), default="1", show_default=True,
               help="Round kept filter counts up to a multiple (hardware-regular widths).")
