@@ -11,6 +11,7 @@ import numpy as np
 
 from .errors import DncompressError
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -114,7 +115,8 @@ def parse_labels(path: Path) -> np.ndarray:
             values = [float(v) for v in fields]
         except ValueError:
             values = []
-        valid = (len(values) == 5 and all(math.isfinite(v) for v in values) and values[0] >= 0
+        # finite also as float32 (1e39 is a finite double but inf once stored)
+        valid = (len(values) == 5 and all(math.isfinite(v) and abs(v) <= FLOAT32_MAX for v in values) and values[0] >= 0
                  and values[0].is_integer() and values[3] >= 0 and values[4] >= 0)
         if not valid:
             raise DncompressError(f"malformed label '{line.strip()}'; expected `class cx cy w h` with an "

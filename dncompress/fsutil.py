@@ -69,23 +69,35 @@ def publish_all(pairs: list[tuple[str, Path]]) -> None:
                     Path(backup).unlink(missing_ok=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C (by `raise_terminated`) so that the same cleanup removes temp files."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated
+
+
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends, so a set of renames is never cut in half; then raise it."""
+    """Hold Ctrl-C and SIGTERM until the block ends, so a set of renames is never cut in half; then raise."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught = []
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is None:  # a handler installed outside Python cannot be restored
+    caught: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if None in previous.values():  # a handler installed outside Python cannot be restored
         yield
         return
-    signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if signal.SIGTERM in caught:
+        signal.raise_signal(signal.SIGTERM)  # to the restored handler (raise_terminated under the CLI)
+    if signal.SIGINT in caught:
         raise KeyboardInterrupt
 
 
@@ -148,7 +160,14 @@ def read_framed(path: str | Path, magic: bytes, version: int, kind: str) -> tupl
     found, cfg_len = struct.unpack_from("<II", data, 4)
     if found != version:
         raise DncompressError(f"{kind} format version {found}; this dncompress reads {version}", str(path))
-    return data, data[12:12 + cfg_len].decode("utf-8"), 12 + cfg_len
+    if 12 + cfg_len > len(data):
+        raise DncompressError(f"the cfg inside claims {cfg_len} bytes, past the end of the file; it is truncated or "
+                              "corrupt", str(path))
+    try:
+        cfg = data[12:12 + cfg_len].decode("utf-8")
+    except UnicodeDecodeError:  # a corrupt length field makes part of the binary body look like cfg text
+        raise DncompressError("the cfg inside is not UTF-8 text; the file is corrupt", str(path)) from None
+    return data, cfg, 12 + cfg_len
 
 
 class StagedWrites:

@@ -111,3 +111,62 @@ def test_ctrl_c_while_writing_outputs_leaves_none(name, tmp_path, tiny_weights, 
     assert result.stderr == "interrupted; no partial output was written\n"
     assert len(calls) == at_call
     assert list(out.iterdir()) == []
+
+
+def test_sigterm_mid_run_leaves_nothing(tmp_path, tiny_weights):
+    """SIGTERM (what `kill`, systemd and CI send) used to kill the process with its hidden temp files still
+    there; now it cleans up like Ctrl-C and exits 143."""
+    many_images(tmp_path / "images", 40)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    args = INTERRUPTIBLE["detect"][0](tmp_path, tiny_weights, out)
+    process = subprocess.Popen([sys.executable, "-m", "dncompress", *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        seen = 0
+        while seen < 2:
+            line = process.stdout.readline()
+            assert line, "exited before the work started"
+            seen += "objects ->" in line
+        assert process.poll() is None, "finished before it could be terminated"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    assert stderr.splitlines() == ["terminated; no partial output was written"]
+    left = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")} - {Path("images")} \
+        - {p.relative_to(tmp_path) for p in (tmp_path / "images").iterdir()}
+    assert left == set(), left
+
+
+def test_sigterm_while_writing_removes_the_temp_files(tmp_path, monkeypatch):
+    """A SIGTERM arriving while a temp file is being written: the temps are removed (Terminated is
+    raised like KeyboardInterrupt by the CLI's handler)."""
+    from dncompress.cli import catch_signals
+    previous = catch_signals()
+    try:
+        def chunks():
+            yield b"first part"
+            signal.raise_signal(signal.SIGTERM)
+            yield b"never written"
+        with pytest.raises(fsutil.Terminated):
+            fsutil.atomic_write_many({tmp_path / "m.cfg": b"cfg", tmp_path / "m.weights": chunks()})
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path):
+    """Ctrl-C while the modules load (numpy, click, ...) printed a KeyboardInterrupt traceback."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    code = ("import os, signal, time\n"
+            "from dncompress.__main__ import quiet_start_up\n"
+            "quiet_start_up()\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "time.sleep(10)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), timeout=60)
+    assert done.returncode == 130 and done.stderr == "interrupted; no partial output was written\n"

@@ -228,6 +228,7 @@ LABEL_CASES = [
     label_case("not_a_number", b"16 0.5 0.5 0.2 0.2\n1 0.5 x 0.2 0.2\n", "line 2", "malformed label"),
     label_case("negative_class", b"-1 0.5 0.5 0.2 0.2\n", "line 1", "malformed label"),
     label_case("nan_size", b"3 0.5 0.5 nan 0.2\n", "line 1", "malformed label"),
+    label_case("float32_overflow", b"3 0.5 0.5 1e39 0.2\n", "line 1", "malformed label"),  # found by fuzzing
     label_case("class_out_of_range", b"95 0.5 0.5 0.2 0.2\n", "line 1", "class 95 but the network has 80 classes"),
     label_case("non_utf8", b"16 0.5 0.5 0.2 0.2 \xff\n", "", "cannot read label file"),
     Case("data-image", "corrupt_image_in_dataset", bad_dataset_image),

@@ -360,3 +360,25 @@ def test_grayscale_networks_run_detect_eval_and_train(tmp_path):
                   "--batch", "1", "-o", str(tmp_path / "t")]):
         out = runner.invoke(main, args)
         assert out.exit_code == 0, (args[0], out.output, out.exception)
+
+
+@pytest.mark.parametrize("args, option, problem", [
+    (["detect", "x.jpg", "--thresh", "nan"], "--thresh", "nan is not a finite number"),
+    (["detect", "x.jpg", "--thresh", "-1"], "--thresh", "-1 is not in [0, 1]"),
+    (["detect", "x.jpg", "--thresh", "2"], "--thresh", "2 is not in [0, 1]"),
+    (["detect", "x.jpg", "--nms", "nan"], "--nms", "nan is not a finite number"),
+    (["eval", "--data", "d", "--conf", "nan"], "--conf", "nan is not a finite number"),
+    (["train", "--data", "d", "--epochs", "1", "--lr", "-1"], "--lr", "-1 is not in (0, inf)"),
+    (["train", "--data", "d", "--epochs", "1", "--lr", "nan"], "--lr", "nan is not a finite number"),
+    (["prune", "--ratio", "inf"], "--ratio", "inf is not a finite number"),
+    (["train", "--data", "d", "--epochs", "0"], "--epochs", "0"),
+])
+def test_nonsense_option_values_are_one_error_line(args, option, problem, tmp_path, monkeypatch):
+    """nan passed click's FloatRange (every comparison with nan is false); range errors were click's
+    3-line usage text. Now: exit 2, one `error:` line naming the option, nothing read or written."""
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: Invalid value for '{option}'") and problem in lines[0]
+    assert list(tmp_path.iterdir()) == []

@@ -7,6 +7,8 @@ user interface. Heavy libraries (OpenCV, onnx, onnxruntime) are imported inside 
 from __future__ import annotations
 
 import importlib
+import signal
+import threading
 import warnings
 
 import click
@@ -14,6 +16,7 @@ import click
 from .. import __version__
 from ..cfg import CfgWarning
 from ..errors import DncompressError
+from ..fsutil import Terminated, raise_terminated
 from .common import MAX_ACTIVATION_ENV, DEFAULT_MAX_ACTIVATION_MB, open_network  # noqa: F401 (re-exported)
 
 # command name -> (module in dncompress.cli, function); the order is the order of `dncompress --help`
@@ -40,8 +43,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 class Group(click.Group):
-    """Loads each command's module on demand; prints DncompressError as one `error: ...` line with exit
-    code 2 (no traceback for user errors) and Ctrl-C as one line with exit code 130."""
+    """Loads each command's module on demand; prints DncompressError and bad option values as one
+    `error: ...` line with exit code 2 (no traceback, no usage text) and Ctrl-C as one line with exit code 130."""
 
     def list_commands(self, ctx):
         return list(COMMANDS)
@@ -53,6 +56,7 @@ class Group(click.Group):
         return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
 
     def invoke(self, ctx):
+        previous = catch_signals()
         try:
             with warnings.catch_warnings():
                 # cfg constructs Darknet accepts with a warning (duplicate keys): one `warning:` line each
@@ -62,9 +66,27 @@ class Group(click.Group):
         except DncompressError as err:
             click.echo(f"error: {err}", err=True)
             ctx.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted; no partial output was written", err=True)
-            ctx.exit(130)
+        except click.BadParameter as err:  # an option value out of range: one line, like the errors above
+            click.echo(f"error: {' '.join(err.format_message().split())}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt as err:
+            terminated = isinstance(err, Terminated)
+            click.echo(f"{'terminated' if terminated else 'interrupted'}; no partial output was written", err=True)
+            ctx.exit(143 if terminated else 130)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def catch_signals() -> dict:
+    """Ctrl-C and SIGTERM as exceptions while a command runs, so that temp files are removed on the way
+    out (SIGTERM's default would kill the process and leave them); returns the handlers to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, raise_terminated)
+    return {sig: handler for sig, handler in previous.items() if handler is not None}
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

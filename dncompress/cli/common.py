@@ -1,6 +1,7 @@
 """What several commands share: opening a model, option decorators, the comparison lines."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -12,6 +13,45 @@ from ..zoo import DEFAULT_MODEL, find_weights, resolve_cfg
 # model files that hold their cfg and weights together (quantize --format packed, sparsify)
 SELF_CONTAINED = (".dnq", ".dns")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+class Number(click.ParamType):
+    """A finite float, optionally within [low, high] (ends open with low_open/high_open). click's FloatRange
+    lets nan through (every comparison with nan is false: `--thresh nan` kept nothing, `eval --conf nan`
+    scored 0); inf is refused too. Errors are one `error:` line (cli Group)."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None, low_open: bool = False,
+                 high_open: bool = False):
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+
+    def describe(self) -> str:
+        left = "-inf" if self.low is None else f"{self.low:g}"
+        right = "inf" if self.high is None else f"{self.high:g}"
+        return f"{'(' if self.low_open or self.low is None else '['}{left}, {right}{')' if self.high_open or self.high is None else ']'}"
+
+    def convert(self, value, param, ctx) -> float:
+        if isinstance(value, float) and math.isfinite(value) and self._inside(value):
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        if not self._inside(number):
+            self.fail(f"{value} is not in {self.describe()}", param, ctx)
+        return number
+
+    def _inside(self, x: float) -> bool:
+        above = self.low is None or (x > self.low if self.low_open else x >= self.low)
+        below = self.high is None or (x < self.high if self.high_open else x <= self.high)
+        return above and below
+
+
+# thresholds (confidence, IoU): [0, 1]
+UNIT = Number(0, 1)
 
 
 def model_arguments(command):

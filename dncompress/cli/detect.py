@@ -9,7 +9,7 @@ import click
 
 from ..errors import DncompressError
 from ..zoo import DEFAULT_MODEL
-from .common import backend_forward, expand_images, imgsz_option, open_network
+from .common import UNIT, backend_forward, expand_images, imgsz_option, open_network
 
 MODEL_SUFFIXES = (".cfg", ".dnq", ".dns")
 
@@ -45,8 +45,8 @@ def next_run_dir(base: Path) -> Path:
 @click.option("--weights", type=click.Path(), help="Darknet .weights; default <cfg stem>.weights beside "
               "the cfg, then the cache.")
 @click.option("--names", type=click.Path(), help="Class names, one per line (default: COCO).")
-@click.option("--thresh", default=0.25, show_default=True, help="Confidence threshold.")
-@click.option("--nms", "nms_threshold", default=0.45, show_default=True, help="NMS IoU threshold.")
+@click.option("--thresh", default=0.25, show_default=True, type=UNIT, help="Confidence threshold.")
+@click.option("--nms", "nms_threshold", default=0.45, show_default=True, type=UNIT, help="NMS IoU threshold.")
 @click.option("--letterbox/--resize", default=True, show_default=True,
               help="Keep aspect ratio with grey padding (Darknet detector test) or stretch.")
 @imgsz_option

@@ -7,7 +7,7 @@ import click
 import numpy as np
 
 from ..errors import DncompressError
-from .common import backend_forward, imgsz_option, model_arguments, open_network
+from .common import UNIT, backend_forward, imgsz_option, model_arguments, open_network
 
 
 def print_eval(result, names: list[str], label: str) -> None:
@@ -29,9 +29,9 @@ def print_eval(result, names: list[str], label: str) -> None:
 @imgsz_option
 @click.option("--letterbox/--resize", default=True, show_default=True,
               help="Keep aspect ratio with grey padding (Darknet letterbox) or stretch to the input size.")
-@click.option("--conf", default=0.005, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--conf", default=0.005, show_default=True, type=UNIT,
               help="Lowest confidence kept for the AP curves.")
-@click.option("--iou", "nms_threshold", default=0.45, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--iou", "nms_threshold", default=0.45, show_default=True, type=UNIT,
               help="NMS IoU threshold.")
 @click.option("--backend", type=click.Choice(["numpy", "onnx"]), default="numpy", show_default=True,
               help="numpy engine, or onnxruntime on an in-memory ONNX export of the model.")

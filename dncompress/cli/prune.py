@@ -7,7 +7,7 @@ import click
 
 from ..errors import DncompressError
 from ..prune.criteria import CRITERIA
-from .common import model_arguments, open_network, print_comparison
+from .common import Number, UNIT, model_arguments, open_network, print_comparison
 
 
 def parse_ratios(text: str) -> list[float]:
@@ -37,12 +37,12 @@ def print_pruning_report(report: dict) -> None:
 
 @click.command("prune")
 @model_arguments
-@click.option("--ratio", type=float, help="Fraction of prunable channels to remove (0.7 = 70%).")
+@click.option("--ratio", type=Number(), help="Fraction of prunable channels to remove (0.7 = 70%).")
 @click.option("--criterion", type=click.Choice(sorted(CRITERIA) + ["energy"]), default="bn", show_default=True,
               help="Channel importance: |BN gamma| (network slimming), filter L1/L2 norm, mean activation, random; "
               "or 'energy': energy-aware weight pruning (RATIO of each conv's weights zeroed, highest-energy "
               "convs first, restore + least-squares refit on --calib, stop past --max-drop).")
-@click.option("--min-keep", default=0.1, show_default=True,
+@click.option("--min-keep", default=0.1, show_default=True, type=Number(),
               help="Per-layer floor: fraction of each layer's channels kept (and at least 1 channel).")
 @click.option("--round", "multiple", type=click.Choice(["1", "8", "16"]), default="1", show_default=True,
               help="Round kept filter counts up to a multiple (hardware-regular widths).")
@@ -61,18 +61,18 @@ def print_pruning_report(report: dict) -> None:
 @click.option("--sensitivity", is_flag=True, help="With --data: prune each layer group alone at --ratios and "
               "write a table and a PNG plot instead of a pruned model.")
 @click.option("--ratios", default="0.25,0.5,0.75,0.9", show_default=True, help="Ratios for --sensitivity.")
-@click.option("--max-drop", default=0.05, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--max-drop", default=0.05, show_default=True, type=UNIT,
               help="--criterion energy: stop when fidelity to the original (mAP@0.5 of its detections on the "
               "--calib images after the first --calib-images, held out from the fit) falls below 1 - MAX_DROP.")
 @click.option("--search", is_flag=True, help="Pruning-as-Search: learn per-layer widths by training binary "
               "channel indicators (and the weights) on --data towards --target-bflops.")
-@click.option("--target-bflops", type=click.FloatRange(min=0, min_open=True), help="--search: BFLOPs to reach.")
+@click.option("--target-bflops", type=Number(0, low_open=True), help="--search: BFLOPs to reach.")
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(1), help="--search: epochs over --data.")
-@click.option("--penalty", default=200.0, show_default=True, type=click.FloatRange(0),
+@click.option("--penalty", default=200.0, show_default=True, type=Number(0),
               help="--search: weight of ((BFLOPs - target) / target)^2 beside the YOLO loss per image.")
-@click.option("--gate-lr", default=0.3, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--gate-lr", default=0.3, show_default=True, type=Number(0, low_open=True),
               help="--search: SGD rate of the indicators (they start at 1 and switch off below 0.5).")
-@click.option("--weight-lr", default=0.0, show_default=True, type=click.FloatRange(0),
+@click.option("--weight-lr", default=0.0, show_default=True, type=Number(0),
               help="--search: constant SGD rate of the weights during the search (0: frozen; fine-tune the result "
               "with `train`, whose burn-in protects pretrained weights).")
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1), help="--search: images per step.")

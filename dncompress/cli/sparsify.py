@@ -8,7 +8,7 @@ import click
 from ..errors import DncompressError
 from ..sparse.activations import NEAR_ZERO
 from ..sparse.weights import NORMS, PATTERNS, SCOPES, SparsifyConfig
-from .common import model_arguments, open_network, print_comparison
+from .common import Number, model_arguments, open_network, print_comparison
 
 
 def print_weight_sparsity(report: dict) -> None:
@@ -62,7 +62,7 @@ def sparsify_prefix(stem: str, config: SparsifyConfig | None, threshold: float, 
               "--group consecutive weights along each filter's reduction axis) or unstructured (per weight).")
 @click.option("--group", type=click.Choice(["4", "8"]), default="4", show_default=True,
               help="SIMD width in weights (--pattern simd).")
-@click.option("--ratio", type=float, help="Fraction of the groups (unstructured: weights) set to zero.")
+@click.option("--ratio", type=Number(), help="Fraction of the groups (unstructured: weights) set to zero.")
 @click.option("--norm", type=click.Choice(sorted(NORMS)), default="l2", show_default=True,
               help="Group score: norm of the BN-folded weights.")
 @click.option("--scope", type=click.Choice(SCOPES), default="layer", show_default=True,
@@ -72,9 +72,9 @@ def sparsify_prefix(stem: str, config: SparsifyConfig | None, threshold: float, 
               "images (folded into its bias or BN mean).")
 @click.option("--calib", type=click.Path(), help="Calibration images (folder or dataset) for --bias-correction.")
 @click.option("--calib-images", default=16, show_default=True, type=click.IntRange(1))
-@click.option("--activation-threshold", default=0.0, type=click.FloatRange(0), help="Dynamic mask: zero conv "
+@click.option("--activation-threshold", default=0.0, type=Number(0), help="Dynamic mask: zero conv "
               "outputs with |a| < T (cfg key activation_threshold=; Darknet and OpenCV ignore it).")
-@click.option("--winner-rate", default=1.0, type=click.FloatRange(0, 1, min_open=True), help="Dynamic mask: keep "
+@click.option("--winner-rate", default=1.0, type=Number(0, 1, low_open=True), help="Dynamic mask: keep "
               "the top fraction R (by |a|) of each conv's outputs per image (cfg key winner_rate=).")
 @click.option("--activations", "measure_activations", is_flag=True, help="With --data: per-conv table of "
               "activation zeros and of the MACs a zero-skipping engine would skip, before/after.")

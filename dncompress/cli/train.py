@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..network import Network
-from .common import model_arguments, open_network
+from .common import Number, model_arguments, open_network
 
 
 def set_net_keys(net: Network, **values) -> None:
@@ -27,11 +27,11 @@ def set_net_keys(net: Network, **values) -> None:
               "cfg is a training cfg, batch > 1; else 8).")
 @click.option("--subdivisions", type=click.IntRange(1), help="Forward/backward passes per update "
               "(batch/subdivisions images each) to bound memory (default: [net] subdivisions with its batch, else 1).")
-@click.option("--lr", type=float, help="learning_rate (default: the cfg's [net]).")
+@click.option("--lr", type=Number(0, low_open=True), help="learning_rate (default: the cfg's [net]).")
 @click.option("--burn-in", type=click.IntRange(0), help="burn_in updates (default: the cfg's [net]).")
 @click.option("--keep-zeros", is_flag=True, help="Conv weights that are zero at the start stay zero: fine-tune a "
               "weight-pruned model (prune --criterion energy, sparsify) without refilling its zeros.")
-@click.option("--sparsity", default=0.0, show_default=True, type=click.FloatRange(0),
+@click.option("--sparsity", default=0.0, show_default=True, type=Number(0),
               help="Network Slimming: add S*sign(gamma) to every prunable BN gamma's gradient.")
 @click.option("--teacher", nargs=2, metavar="CFG W", help="Distil the head outputs of this model (labels are "
               "used too when the dataset has any).")
