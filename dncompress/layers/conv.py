@@ -182,10 +182,10 @@ class Convolutional(ConvKeys):
         if self.uses_winograd:
             if self._winograd is None:
                 self._winograd = winograd_weights(w)
-            y = conv3x3_winograd(xs[0], self._winograd, b, self.pad)
+            y = conv3x3_winograd(xs[0], self._winograd, b, self.pad, ACTIVATIONS[self.activation])
         else:
-            y = conv2d(xs[0], w, b, self.stride, self.pad, self.groups)
-        return self.mask(ACTIVATIONS[self.activation](y))
+            y = conv2d(xs[0], w, b, self.stride, self.pad, self.groups, ACTIVATIONS[self.activation])
+        return self.mask(y)
 
     def mask(self, y: np.ndarray) -> np.ndarray:
         """The dynamic masks of `activation_threshold` and `winner_rate` (none by default), in place."""
