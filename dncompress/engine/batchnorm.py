@@ -15,7 +15,8 @@ def batchnorm_train(z: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, 
     centered = z - mean.reshape(1, -1, 1, 1)
     var = np.einsum("nchw,nchw->c", centered, centered) / max(count - 1, 1)
     inv = (1 / np.sqrt(var + eps)).astype(z.dtype)
-    return centered * inv.reshape(1, -1, 1, 1), mean, var
+    centered *= inv.reshape(1, -1, 1, 1)
+    return centered, mean, var
 
 
 def batchnorm_train_backward(d_norm: np.ndarray, norm: np.ndarray, var: np.ndarray, eps: float) -> np.ndarray:

@@ -8,9 +8,10 @@ from collections.abc import Callable
 import numpy as np
 
 from ..engine.activations import ACTIVATIONS
-from ..engine.backward import activation_grad, conv2d_backward, maxpool2d_backward, upsample_backward
-from ..engine.batchnorm import ROLLING_MOMENTUM, batchnorm_train, batchnorm_train_backward
-from ..engine.conv import conv2d
+from ..engine.backward import (OUTPUT_ONLY_GRAD, activation_backward, conv2d_backward, maxpool2d_backward,
+                               upsample_backward)
+from ..engine.batchnorm import ROLLING_MOMENTUM, batchnorm_train
+from ..engine.conv import conv2d, conv3x3_winograd, winograd_weights
 from ..engine.summax import summax2d, summax2d_backward
 from ..layers import Layer
 from ..layers.conv import BN_EPS
@@ -42,20 +43,30 @@ class ConvTrain:
 
     @staticmethod
     def forward_with(layer, x, w):
-        """Conv of x (N, C, H, W) with weights w, batch-statistics BN, bias, activation."""
+        """Conv of x (N, C, H, W) with weights w, batch-statistics BN, bias, activation; Winograd where the
+        inference layer uses it."""
         cache = {"x": x, "w": w}
-        return normalize_activate(layer, conv2d(x, w, None, layer.stride, layer.pad, layer.groups), cache), cache
+        if getattr(layer, "uses_winograd", False):
+            z = conv3x3_winograd(x, winograd_weights(w, x.dtype, x.dtype), None, layer.pad)
+        else:
+            z = conv2d(x, w, None, layer.stride, layer.pad, layer.groups)
+        return normalize_activate(layer, z, cache), cache
 
     @staticmethod
     def backward(layer, grad, cache):
-        g, grads = normalize_activate_backward(layer, grad, cache)
-        dx, grads["weights"] = conv2d_backward(cache["x"], cache["w"], g, layer.stride, layer.pad, layer.groups)
+        need_params = cache.get("need_params", True)
+        g, grads = normalize_activate_backward(layer, grad, cache, need_params)
+        dx, d_weights = conv2d_backward(cache["x"], cache["w"], g, layer.stride, layer.pad, layer.groups,
+                                        cache.get("need_input", True), need_params)
+        if need_params:
+            grads["weights"] = d_weights
         return [dx], grads
 
 
 def normalize_activate(layer: Layer, z: np.ndarray, cache: dict) -> np.ndarray:
-    """Batch-statistics BN (if the layer has it), bias and activation of a kernel output z (N, O, H, W);
-    what the backward needs goes into `cache`."""
+    """Batch-statistics BN (if the layer has it), bias and activation of a kernel output z (N, O, H, W),
+    in place on z; what the backward needs goes into `cache` (the input of the activation only when its
+    gradient needs more than the output)."""
     p = layer.params
     if layer.batch_normalize:
         norm, mean, var = batchnorm_train(z, BN_EPS)
@@ -64,19 +75,34 @@ def normalize_activate(layer: Layer, z: np.ndarray, cache: dict) -> np.ndarray:
     else:
         pre = z
     pre += p["biases"].astype(z.dtype).reshape(1, -1, 1, 1)
-    out = activate(layer.activation, pre)
-    cache.update(pre=pre, out=out)
+    if layer.activation in OUTPUT_ONLY_GRAD:
+        out = ACTIVATIONS[layer.activation](pre)
+        cache.update(pre=None, out=out)
+    else:
+        out = activate(layer.activation, pre)
+        cache.update(pre=pre, out=out)
     return out
 
 
-def normalize_activate_backward(layer: Layer, grad: np.ndarray, cache: dict) -> tuple[np.ndarray, dict]:
-    """(d kernel output, {biases[, scales]}) of normalize_activate for grad (N, O, H, W)."""
-    g = grad * activation_grad(layer.activation, cache["pre"], cache["out"])
-    grads = {"biases": g.sum(axis=(0, 2, 3))}
+def normalize_activate_backward(layer: Layer, grad: np.ndarray, cache: dict,
+                                need_params: bool = True) -> tuple[np.ndarray, dict]:
+    """(d kernel output, {biases[, scales]} or {} when not need_params) of normalize_activate for grad
+    (N, O, H, W). The BN backward reuses the bias and scale gradients as its two reductions:
+    dz = scale / sqrt(var + eps) * (g - mean(g) - norm * sum(g * norm) / (count - 1))."""
+    g = activation_backward(layer.activation, grad, cache["pre"], cache["out"])
+    bias_grad = g.sum(axis=(0, 2, 3))
+    grads = {"biases": bias_grad} if need_params else {}
     if layer.batch_normalize:
-        grads["scales"] = np.einsum("nchw,nchw->c", g, cache["norm"])
-        d_norm = g * layer.params["scales"].astype(g.dtype).reshape(1, -1, 1, 1)
-        g = batchnorm_train_backward(d_norm, cache["norm"], cache["var"], BN_EPS)
+        norm = cache["norm"]
+        count = norm.shape[0] * norm.shape[2] * norm.shape[3]
+        scale_grad = np.einsum("nchw,nchw->c", g, norm)
+        if need_params:
+            grads["scales"] = scale_grad
+        scales = layer.params["scales"].astype(g.dtype)
+        inv = (1 / np.sqrt(cache["var"] + BN_EPS)).astype(g.dtype)
+        g -= (bias_grad / count).astype(g.dtype).reshape(1, -1, 1, 1)
+        g -= norm * (scale_grad / max(count - 1, 1)).astype(g.dtype).reshape(1, -1, 1, 1)
+        g *= (scales * inv).reshape(1, -1, 1, 1)
     return g, grads
 
 
@@ -96,9 +122,12 @@ class SummaxTrain:
 
     @staticmethod
     def backward(layer, grad, cache):
-        g, grads = normalize_activate_backward(layer, grad, cache)
-        dx, grads["weights_max"], grads["weights_min"] = summax2d_backward(
+        need_params = cache.get("need_params", True)
+        g, grads = normalize_activate_backward(layer, grad, cache, need_params)
+        dx, d_max, d_min = summax2d_backward(
             cache["shape"], cache["arg_max"], cache["arg_min"], g, layer.size, layer.stride, layer.pad)
+        if need_params:
+            grads.update(weights_max=d_max, weights_min=d_min)
         return [dx], grads
 
 
@@ -118,7 +147,7 @@ class QuantConvTrain:
     @staticmethod
     def backward(layer, grad, cache):
         (dx,), grads = ConvTrain.backward(layer, grad, cache)
-        return [dx * cache["input_slope"]], grads
+        return [None if dx is None else dx * cache["input_slope"]], grads
 
 
 def train_weights(layer: Layer) -> np.ndarray:
@@ -153,11 +182,12 @@ def update_running_stats(layer: Layer, cache: dict) -> None:
 class MaxpoolTrain:
     @staticmethod
     def forward(layer, xs):
-        return layer.forward(xs), {"x": xs[0]}
+        out = layer.forward(xs)
+        return out, {"x": xs[0], "out": out}
 
     @staticmethod
     def backward(layer, grad, cache):
-        return [maxpool2d_backward(cache["x"], grad, layer.size, layer.stride, layer.padding)], {}
+        return [maxpool2d_backward(cache["x"], grad, layer.size, layer.stride, layer.padding, cache["out"])], {}
 
 
 @trains("upsample")
@@ -202,7 +232,7 @@ class ShortcutTrain:
 
     @staticmethod
     def backward(layer, grad, cache):
-        g = grad * activation_grad(layer.activation, cache["pre"], cache["out"])
+        g = activation_backward(layer.activation, grad, cache["pre"], cache["out"])
         return [g, g], {}
 
 
