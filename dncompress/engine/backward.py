@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..threads import parallel
-from .conv import MIN_CHANNELS_PER_THREAD, conv3x3_winograd, conv_output_size, im2col, winograd_weights
+from .conv import MIN_CHANNELS_PER_THREAD, conv_output_size, im2col
 from .pool import maxpool_padded
 
 
@@ -20,13 +20,6 @@ def col2im(cols: np.ndarray, shape: tuple[int, int, int, int], kernel: int, stri
         for kx in range(kernel):
             out[:, :, ky:ky + span_h:stride, kx:kx + span_w:stride] += cols[:, :, ky, kx]
     return out[:, :, pad:pad + h, pad:pad + w]
-
-
-def winograd_applies(weights: np.ndarray, stride: int, groups: int) -> bool:
-    """Whether conv2d_backward's input gradient goes through Winograd: a 3x3 stride-1 ungrouped conv with
-    >= 64 output channels (the input channels of the transposed conv; below that the transforms cost more
-    than the smaller GEMM saves, as in the forward)."""
-    return weights.shape[2:] == (3, 3) and stride == 1 and groups == 1 and weights.shape[0] >= 64
 
 
 def conv2d_backward(x: np.ndarray, weights: np.ndarray, grad: np.ndarray, stride: int, pad: int,
@@ -56,11 +49,6 @@ def conv2d_backward(x: np.ndarray, weights: np.ndarray, grad: np.ndarray, stride
         del cols
     if not need_input:
         return None, d_weights
-    if winograd_applies(weights, stride, groups) and 2 - pad >= 0 and (ho, wo) == (h + 2 * pad - 2, w + 2 * pad - 2):
-        # the input gradient of a stride-1 conv is the conv of grad with the flipped, transposed kernel
-        flipped = np.ascontiguousarray(weights.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-        u = winograd_weights(flipped, grad.dtype, grad.dtype)
-        return conv3x3_winograd(grad, u, None, 2 - pad), d_weights
     w_mat = weights.reshape(groups, co, ci * kernel * kernel)
     d_cols = np.empty((n, groups, ci * kernel * kernel, ho * wo), dtype=np.result_type(weights, grad))
 
@@ -156,8 +144,11 @@ def activation_backward(name: str, grad: np.ndarray, pre: np.ndarray | None, out
     """grad * d out / d pre as a new array (callers may change it in place)."""
     if name == "linear":
         return grad.copy()
-    if name == "leaky":
-        g = np.multiply(grad, out.dtype.type(0.1))
-        np.copyto(g, grad, where=out > 0)
+    if name == "leaky":  # 0.9 * (out > 0) + 0.1 in place: ~3.5x faster than np.where or copyto(where=)
+        one = out.dtype.type
+        g = (out > 0).astype(out.dtype)
+        g *= one(0.9)
+        g += one(0.1)
+        g *= grad
         return g
     return grad * activation_grad(name, pre, out)

@@ -87,15 +87,13 @@ def conv2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None, stride: 
 WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 
-def winograd_weights(weights: np.ndarray, dtype=np.float32, compute_dtype=np.float64) -> np.ndarray:
-    """weights: (O, C, 3, 3) -> U: (16, O, C) = G w G^T per filter, computed in `compute_dtype` (float64 for
-    the cached inference copy; training, which transforms every step, uses its own dtype)."""
-    # two tensordots (BLAS) over the taps; a single einsum over the 4-index product took ~1.8 s on a
-    # 1024x512 layer, too slow for training, which transforms every step
-    g = WINOGRAD_G.astype(compute_dtype)
-    rows = np.tensordot(weights.astype(compute_dtype, copy=False), g, axes=([2], [1]))  # (O, C, kx, i)
-    u = np.tensordot(rows, g, axes=([2], [1]))  # (O, C, i, j)
-    return np.ascontiguousarray(u.transpose(2, 3, 0, 1).reshape(16, *weights.shape[:2]), dtype=dtype)
+def winograd_weights(weights: np.ndarray) -> np.ndarray:
+    """weights: (O, C, 3, 3) -> U: (16, O, C) = G w G^T per filter, computed in float64."""
+    # two tensordots (BLAS) over the taps: the one einsum over the 4-index product took ~1.8 s on a
+    # 1024x512 layer (loaded machine), the first forward's cost
+    rows = np.tensordot(weights.astype(np.float64), WINOGRAD_G, axes=([2], [1]))  # (O, C, kx, i)
+    u = np.tensordot(rows, WINOGRAD_G, axes=([2], [1]))  # (O, C, i, j)
+    return np.ascontiguousarray(u.transpose(2, 3, 0, 1).reshape(16, *weights.shape[:2]), dtype=np.float32)
 
 
 def _input_transform(d0, d1, d2, d3):
