@@ -79,6 +79,7 @@ class _State:
 def _limit_blas() -> None:
     """One BLAS thread for the life of the process (see the module docstring)."""
     if _State.blas_limit is None:
+        import numpy  # noqa: F401 (loads OpenBLAS, so that threadpoolctl finds it)
         from threadpoolctl import threadpool_limits
         _State.blas_limit = threadpool_limits(1, user_api="blas")
 

@@ -87,6 +87,7 @@ def main(max_activation_mb, threads):
       dncompress detect samples/dog.jpg
       dncompress prune yolov3-tiny.cfg --ratio 0.7
       dncompress quantize yolov3-tiny.cfg --bits 4
+      dncompress --threads 1 eval yolov3-tiny --data voc/val.txt
     """
     _count, note = configure_threads(threads)
     if note:
