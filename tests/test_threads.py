@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from dncompress import threads
 from dncompress.cli import main
 from dncompress.engine.conv import conv2d, conv3x3_winograd, winograd_weights
+from dncompress.engine.pool import maxpool2d
 from dncompress.errors import DncompressError
 
 
@@ -78,9 +79,13 @@ def test_two_threads_give_the_single_thread_convolution(restore_threads):
     for count in (1, 2):
         threads.configure(count)
         results.append((conv2d(x, w, b, 1, 1, activation=leaky),
-                        conv3x3_winograd(x, winograd_weights(w), b, 1, leaky)))
+                        conv3x3_winograd(x, winograd_weights(w), b, 1, leaky), maxpool2d(x, 3, 2, 2)))
     for single, split in zip(*results):
         np.testing.assert_allclose(split, single, rtol=1e-6, atol=1e-6)
+    # maxpool against a brute-force window max (Darknet windows start at -padding/2, -inf outside)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 2), (1, 2)), constant_values=-np.inf)
+    brute = np.max([xp[:, :, dy:dy + 9:2, dx:dx + 11:2] for dy in range(3) for dx in range(3)], axis=0)
+    np.testing.assert_array_equal(results[1][2], brute[:, :, :results[1][2].shape[2], :results[1][2].shape[3]])
     # and both match the float64 reference
     ref = conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, 1)
     np.testing.assert_allclose(results[1][0], np.maximum(ref, 0.1 * ref), rtol=1e-4, atol=1e-4)

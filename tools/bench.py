@@ -143,7 +143,7 @@ def main() -> None:
                 model.save(f"{prefix}.cfg", f"{prefix}.weights")
                 cvnet = cv2.dnn.readNetFromDarknet(f"{prefix}.cfg", f"{prefix}.weights")
                 outs = cvnet.getUnconnectedOutLayersNames()
-                ort_forward = onnx_forward(build_onnx(model), threads=engine_threads)
+                ort_forward = onnx_forward(build_onnx(model, dynamic_batch=True), threads=engine_threads)
                 for batch in args.batch:
                     blob = np.random.default_rng(0).random((batch, 3, args.imgsz, args.imgsz), dtype=np.float32)
 

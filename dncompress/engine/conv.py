@@ -112,12 +112,15 @@ def conv3x3_winograd(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None, pad:
     ho, wo = h + 2 * pad - 2, w + 2 * pad - 2
     th, tw = (ho + 1) // 2, (wo + 1) // 2
     xp = pad_constant(x, pad, 2 * th + 2 - h - pad, pad, 2 * tw + 2 - w - pad)
-    rows = _input_transform(*(xp[:, :, i:i + 2 * th:2] for i in range(4)))
     v = np.empty((4, 4, c, n, th, tw), dtype=dtype)
-    for i, row in enumerate(rows):
-        for j, col in enumerate(_input_transform(*(row[..., k:k + 2 * tw:2] for k in range(4)))):
-            v[i, j] = col.transpose(1, 0, 2, 3)
-    del rows
+
+    def transform(sl: slice) -> None:
+        """B^T d B of the input channels sl, both axes."""
+        rows = _input_transform(*(xp[:, sl, i:i + 2 * th:2] for i in range(4)))
+        for i, row in enumerate(rows):
+            for j, col in enumerate(_input_transform(*(row[..., k:k + 2 * tw:2] for k in range(4)))):
+                v[i, j, sl] = col.transpose(1, 0, 2, 3)
+    parallel(transform, c, MIN_CHANNELS_PER_THREAD)
     v = v.reshape(16, c, n * th * tw)
     y = np.empty((n, out_c, th, 2, tw, 2), dtype=dtype)
 
