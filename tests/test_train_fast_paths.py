@@ -9,7 +9,7 @@ from dncompress.engine.backward import maxpool2d_backward
 from dncompress.engine.pool import maxpool2d
 from dncompress.train.runner import TrainRun
 
-from test_train_grad import CONV, build
+from test_train_grad import CONV, build, check_network
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 6), (1, 2, 4, 4)])
@@ -38,3 +38,15 @@ def test_skipped_gradients_are_not_computed_and_the_rest_is_unchanged():
     assert param_grads and full.input_grad is not None
     assert lean.backward(probes) == {} and lean.input_grad is None
     np.testing.assert_allclose(lean.gate_grads[0], full.gate_grads[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["leaky", "mish"])
+def test_gradients_with_channel_slices_over_two_threads(activation):
+    """16 channels split in two slices: BN statistics, activation and their backward per slice stay exact."""
+    from dncompress import threads
+    threads.configure(2)
+    try:
+        check_network(build(CONV.format(bn=1, f=16, k=3, s=1, p=1, g=1, a=activation), c=16, h=5, w=4),
+                      samples=3)
+    finally:
+        threads.configure(1)

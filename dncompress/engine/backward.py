@@ -140,15 +140,20 @@ def activation_grad(name: str, pre: np.ndarray, out: np.ndarray) -> np.ndarray:
 OUTPUT_ONLY_GRAD = frozenset({"linear", "leaky", "relu", "logistic"})
 
 
-def activation_backward(name: str, grad: np.ndarray, pre: np.ndarray | None, out: np.ndarray) -> np.ndarray:
-    """grad * d out / d pre as a new array (callers may change it in place)."""
+def activation_backward(name: str, grad: np.ndarray, pre: np.ndarray | None, out: np.ndarray,
+                        into: np.ndarray | None = None) -> np.ndarray:
+    """grad * d out / d pre, written to `into` (a new array if None; never to grad: callers may change the
+    result in place while grad is shared, e.g. by both inputs of a shortcut)."""
+    if into is None:
+        into = np.empty_like(grad)
     if name == "linear":
-        return grad.copy()
-    if name == "leaky":  # 0.9 * (out > 0) + 0.1 in place: ~3.5x faster than np.where or copyto(where=)
+        np.copyto(into, grad)
+    elif name == "leaky":  # 0.9 * (out > 0) + 0.1 in place: ~3.5x faster than np.where or copyto(where=)
         one = out.dtype.type
-        g = (out > 0).astype(out.dtype)
-        g *= one(0.9)
-        g += one(0.1)
-        g *= grad
-        return g
-    return grad * activation_grad(name, pre, out)
+        np.greater(out, 0, out=into, casting="unsafe")
+        into *= one(0.9)
+        into += one(0.1)
+        into *= grad
+    else:
+        np.multiply(grad, activation_grad(name, pre, out), out=into)
+    return into

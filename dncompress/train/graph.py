@@ -12,6 +12,7 @@ from ..engine.backward import (OUTPUT_ONLY_GRAD, activation_backward, conv2d_bac
                                upsample_backward)
 from ..engine.batchnorm import ROLLING_MOMENTUM, batchnorm_train
 from ..engine.conv import conv2d
+from ..threads import parallel
 from ..engine.summax import summax2d, summax2d_backward
 from ..layers import Layer
 from ..layers.conv import BN_EPS
@@ -63,22 +64,30 @@ class ConvTrain:
 
 def normalize_activate(layer: Layer, z: np.ndarray, cache: dict) -> np.ndarray:
     """Batch-statistics BN (if the layer has it), bias and activation of a kernel output z (N, O, H, W),
-    in place on z; what the backward needs goes into `cache` (the input of the activation only when its
-    gradient needs more than the output)."""
+    which becomes BN's normalized output in place; what the backward needs goes into `cache` (the input
+    of the activation only when its gradient needs more than the output). Every step is per channel, so
+    channel slices run over the engine's threads."""
     p = layer.params
-    if layer.batch_normalize:
-        norm, mean, var = batchnorm_train(z, BN_EPS)
-        cache.update(norm=norm, var=var, mean=mean)
-        pre = norm * p["scales"].astype(z.dtype).reshape(1, -1, 1, 1)
-    else:
-        pre = z
-    pre += p["biases"].astype(z.dtype).reshape(1, -1, 1, 1)
-    if layer.activation in OUTPUT_ONLY_GRAD:
-        out = ACTIVATIONS[layer.activation](pre)
-        cache.update(pre=None, out=out)
-    else:
-        out = activate(layer.activation, pre)
-        cache.update(pre=pre, out=out)
+    bn = layer.batch_normalize
+    keep_pre = layer.activation not in OUTPUT_ONLY_GRAD
+    pre = np.empty_like(z) if bn else z
+    out = np.empty_like(z) if keep_pre else pre
+    mean, var = np.empty(z.shape[1], z.dtype), np.empty(z.shape[1], z.dtype)
+    scales = p["scales"].astype(z.dtype).reshape(1, -1, 1, 1) if bn else None
+    biases = p["biases"].astype(z.dtype).reshape(1, -1, 1, 1)
+
+    def part(sl: slice) -> None:
+        if bn:
+            norm, mean[sl], var[sl] = batchnorm_train(z[:, sl], BN_EPS)
+            np.multiply(norm, scales[:, sl], out=pre[:, sl])
+        pre[:, sl] += biases[:, sl]
+        if keep_pre:
+            np.copyto(out[:, sl], pre[:, sl])
+        ACTIVATIONS[layer.activation](out[:, sl])
+    parallel(part, z.shape[1], 8)
+    if bn:
+        cache.update(norm=z, var=var, mean=mean)
+    cache.update(pre=pre if keep_pre else None, out=out)
     return out
 
 
@@ -86,21 +95,33 @@ def normalize_activate_backward(layer: Layer, grad: np.ndarray, cache: dict,
                                 need_params: bool = True) -> tuple[np.ndarray, dict]:
     """(d kernel output, {biases[, scales]} or {} when not need_params) of normalize_activate for grad
     (N, O, H, W). The BN backward reuses the bias and scale gradients as its two reductions:
-    dz = scale / sqrt(var + eps) * (g - mean(g) - norm * sum(g * norm) / (count - 1))."""
-    g = activation_backward(layer.activation, grad, cache["pre"], cache["out"])
-    bias_grad = g.sum(axis=(0, 2, 3))
-    grads = {"biases": bias_grad} if need_params else {}
-    if layer.batch_normalize:
-        norm = cache["norm"]
-        count = norm.shape[0] * norm.shape[2] * norm.shape[3]
-        scale_grad = np.einsum("nchw,nchw->c", g, norm)
-        if need_params:
+    dz = scale / sqrt(var + eps) * (g - mean(g) - norm * sum(g * norm) / (count - 1)). Per channel, so
+    channel slices run over the engine's threads."""
+    bn = layer.batch_normalize
+    n, o, h, w = grad.shape
+    count = n * h * w
+    g = np.empty_like(grad)
+    bias_grad, scale_grad = np.empty(o, grad.dtype), np.empty(o, grad.dtype)
+    pre, out, norm = cache["pre"], cache["out"], cache.get("norm")
+    if bn:
+        factor = (layer.params["scales"] / np.sqrt(cache["var"].astype(np.float64) + BN_EPS)).astype(g.dtype)
+
+    def part(sl: slice) -> None:
+        gs = activation_backward(layer.activation, grad[:, sl], None if pre is None else pre[:, sl], out[:, sl],
+                                 g[:, sl])
+        bias_grad[sl] = gs.sum(axis=(0, 2, 3))
+        if bn:
+            ns = norm[:, sl]
+            scale_grad[sl] = np.einsum("nchw,nchw->c", gs, ns)
+            gs -= (bias_grad[sl] / count).reshape(1, -1, 1, 1)
+            gs -= ns * (scale_grad[sl] / max(count - 1, 1)).reshape(1, -1, 1, 1)
+            gs *= factor[sl].reshape(1, -1, 1, 1)
+    parallel(part, o, 8)
+    grads = {}
+    if need_params:
+        grads["biases"] = bias_grad
+        if bn:
             grads["scales"] = scale_grad
-        scales = layer.params["scales"].astype(g.dtype)
-        inv = (1 / np.sqrt(cache["var"] + BN_EPS)).astype(g.dtype)
-        g -= (bias_grad / count).astype(g.dtype).reshape(1, -1, 1, 1)
-        g -= norm * (scale_grad / max(count - 1, 1)).astype(g.dtype).reshape(1, -1, 1, 1)
-        g *= (scales * inv).reshape(1, -1, 1, 1)
     return g, grads
 
 
