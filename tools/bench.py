@@ -22,6 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# time the tree this script is in (not whatever dncompress is installed), here and in the --rss children
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 SPIN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
 DATA = Path(os.environ.get("DNCOMPRESS_DATA", "/work/shared/data"))
 
