@@ -21,6 +21,8 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, statistics, sys, time
 import numpy as np
+import dncompress
+print("tree", dncompress.__file__, file=sys.stderr)
 size, batch, runs, threads = map(int, sys.argv[1:5])
 try:
     from dncompress import threads as engine_threads
@@ -55,8 +57,11 @@ def measure(tree: Path, size: int, args) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     if not (tree / "dncompress" / "threads.py").exists():
         env["OPENBLAS_NUM_THREADS"] = str(args.threads)
+    # cwd=tree: `python -c` puts the working directory first on sys.path, before PYTHONPATH
     out = subprocess.run([sys.executable, "-c", CHILD, str(size), str(args.batch), str(args.runs),
-                          str(args.threads), args.cfg], env=env, capture_output=True, text=True, check=True)
+                          str(args.threads), args.cfg], env=env, cwd=tree, capture_output=True, text=True,
+                         check=True)
+    assert str(tree) in out.stderr, out.stderr  # the child timed the tree it was meant to
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -68,7 +73,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cfg", default="yolov3-tiny")
     parser.add_argument("--baseline", type=Path, help="source tree of the commit to compare with")
-    parser.add_argument("--rounds", type=int, default=2, help="alternations with --baseline (median taken)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations with --baseline (median taken)")
     args = parser.parse_args()
     here = Path(__file__).resolve().parents[1]
     trees = {"this tree": here}
