@@ -13,6 +13,7 @@ rounded, at least 1.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -108,6 +109,18 @@ def thread_count() -> int:
     if _State.threads is None:
         configure()
     return _State.threads
+
+
+@contextlib.contextmanager
+def serial():
+    """Inside, parallel() runs in the calling thread: for work that is itself one part of a split (the
+    engine's threads take whole images; nested splits would queue behind them)."""
+    before = getattr(_State.local, "worker", False)
+    _State.local.worker = True
+    try:
+        yield
+    finally:
+        _State.local.worker = before
 
 
 def split(total: int, parts: int, align: int = 1) -> list[slice]:

@@ -7,6 +7,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..threads import parallel
+from .activations import in_blocks
 
 # output channels per thread below which a split costs more in handoff than it saves
 MIN_CHANNELS_PER_THREAD = 8
@@ -76,7 +77,7 @@ def conv2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None, stride: 
         if bias is not None:
             out += bias[sl].reshape(1, -1, 1)
         if activation:
-            activation(out)
+            in_blocks(activation, out)
     parallel(part, out_c, MIN_CHANNELS_PER_THREAD)
     return y.reshape(n, out_c, ho, wo)
 
@@ -135,7 +136,7 @@ def conv3x3_winograd(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None, pad:
         if bias is not None:
             out += bias[sl].reshape(1, o, 1, 1, 1, 1)
         if activation:
-            activation(out)
+            in_blocks(activation, out)
     parallel(part, out_c, MIN_CHANNELS_PER_THREAD)
     y = y.reshape(n, out_c, 2 * th, 2 * tw)
     if 2 * th != ho or 2 * tw != wo:
