@@ -139,14 +139,17 @@ def test_mask_keys_apply_in_the_engine_forward_except_heads():
     assert 15 not in keyed and 22 not in keyed and len(keyed) == 11
     assert "activation_threshold=0.2" in write_cfg(masked.sections)
     x = np.random.default_rng(0).random((2, 3, 96, 96), dtype=np.float32)
-    outputs = {}
-    for layer in net.layers:
-        y = layer.forward([outputs[i] if i >= 0 else x for i in layer.inputs])
-        if layer.index in keyed:
-            y = winner_mask(threshold_mask(y, 0.2), 0.4)
-        outputs[layer.index] = y
+    per_image = []
+    for image in x:  # Network.forward runs a batch image by image (Winograd's GEMM rounds by batch width)
+        outputs = {}
+        for layer in net.layers:
+            y = layer.forward([outputs[i] if i >= 0 else image[None] for i in layer.inputs])
+            if layer.index in keyed:
+                y = winner_mask(threshold_mask(y, 0.2), 0.4)
+            outputs[layer.index] = y
+        per_image.append(outputs)
     for head, ours in zip(net.heads, masked.forward(x)):
-        np.testing.assert_array_equal(outputs[head.index], ours)
+        np.testing.assert_array_equal(np.concatenate([o[head.index] for o in per_image]), ours)
     with pytest.raises(DncompressError, match="winner_rate=0.0 must be in"):
         Network(parse_cfg(write_cfg(masked.sections).replace("winner_rate=0.4", "winner_rate=0", 1), "m.cfg"))
 

@@ -42,7 +42,7 @@ def check_network(net: Network, n: int = 2, seed: int = 1, samples: int = 6) -> 
     """Analytic input and parameter gradients of sum(head * probe) match central differences."""
     rng = np.random.default_rng(seed)
     x = rng.normal(0, 1, (n, *net.input_shape))
-    run = TrainRun(net, np.float64)
+    run = TrainRun(net, np.float64, input_grad=True)
     outs = run.forward(x, update_stats=False, outputs=[len(net.layers) - 1])
     probes = [rng.normal(0, 1, o.shape) for o in outs]
     grads = run.backward(probes)
@@ -173,7 +173,7 @@ def test_qat_forward_uses_fake_quant_and_gradients_pass_straight_through():
     plain.layers[0].set_params(**{**layer.params, "weights": train_weights(layer).astype(np.float64)})
     assert np.abs(train_weights(layer) - layer.params["weights"]).max() > 1e-3
     x = np.random.default_rng(5).normal(0, 1, (2, *quant.input_shape))
-    runs = [TrainRun(net, np.float64) for net in (quant, plain)]
+    runs = [TrainRun(net, np.float64, input_grad=True) for net in (quant, plain)]
     out_q = runs[0].forward(x, False, [0])[0]
     out_p = runs[1].forward(fake_quantize_float32(x, *affine_params(-1.5, 1.5, 8), 0, 255).astype(np.float64), False, [0])[0]
     np.testing.assert_allclose(out_q, out_p, rtol=1e-6, atol=1e-6)

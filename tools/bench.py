@@ -1,23 +1,39 @@
 """Benchmarks that compare dncompress against peers measured in the same run (medians and ratios).
 
-    python tools/bench.py [--runs 30] [--imgsz 416] [--threads 2]
+    python tools/bench.py [--runs 20] [--imgsz 416] [--batch 1 8] [--threads 2] [--load 1] [--pruned 0.3] [--rss]
 
-Prints the median latency of a yolov3-tiny forward pass for the numpy engine, onnxruntime (on the
-ONNX export) and OpenCV DNN, each as a ratio to OpenCV DNN. Targets live in the README, not in tests.
+Prints the median latency of a yolov3-tiny forward pass for the numpy engine, onnxruntime (on the ONNX
+export) and OpenCV DNN at each batch size, each as a ratio to OpenCV DNN; with --pruned R, the same for
+the model pruned with `prune --scope layer --ratio R` (R=0.3 removes ~50% of the BFLOPs) and its speed-up
+over the unpruned model in each backend. --load N starts N busy processes (pure Python spin loops, ended
+when the benchmark ends, at most --load-seconds) beside the measurement: the machine's other work.
+--rss runs `detect`, `eval` and `train` (one short epoch) in child processes and prints each one's peak
+resident memory, and that of one batch-1 forward. The 1-minute load average is printed before and after.
+Targets live in the README, not in tests.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
+# time the tree this script is in (not whatever dncompress is installed), here and in the --rss children
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+SPIN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
+DATA = Path(os.environ.get("DNCOMPRESS_DATA", "/work/shared/data"))
 
-def medians_ms(fns: dict, runs: int, warmup: int = 3, block: int = 10) -> dict:
+
+def medians_ms(fns: dict, runs: int, warmup: int = 2, block: int = 5) -> dict:
     """Median ms per function. Backends take turns in blocks of `block` runs: machine load still hits all
-    alike, while one backend's idle-spinning worker threads (OpenBLAS) do not slow the next one's
-    single run, as strict run-by-run alternation does."""
+    alike, while one backend's idle-spinning worker threads do not slow the next one's single run, as
+    strict run-by-run alternation does."""
     times = {name: [] for name in fns}
     while min(len(t) for t in times.values()) < runs:
         for name, fn in fns.items():
@@ -30,45 +46,136 @@ def medians_ms(fns: dict, runs: int, warmup: int = 3, block: int = 10) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def start_load(count: int, seconds: float) -> list[subprocess.Popen]:
+    """`count` busy processes, each spinning one core for at most `seconds`."""
+    return [subprocess.Popen([sys.executable, "-c", SPIN.format(seconds=seconds)]) for _ in range(count)]
+
+
+def peak_rss_mb(args: list[str]) -> tuple[float, int]:
+    """(peak resident MB, exit code) of a child running `args` (its own grandchild's ru_maxrss, so the
+    figure is that one command's, not the benchmark's)."""
+    probe = ("import resource, subprocess, sys\n"
+             "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)")
+    out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, check=True)
+    kb, code = out.stdout.split()
+    return int(kb) / 1024, int(code)
+
+
+def rss_report(threads: int) -> None:
+    """Peak RSS of detect, eval, train (1 epoch of 8 images, batch 8) and one batch-1 forward."""
+    cli = [sys.executable, "-m", "dncompress", "--threads", str(threads)]
+    forward = ("import numpy as np\nfrom dncompress.network import Network\nfrom dncompress.zoo import "
+               "find_weights, resolve_cfg\ncfg = resolve_cfg('yolov3-tiny')\nnet = Network.from_cfg(cfg, "
+               "find_weights(cfg))\nnet.forward(np.zeros((1, 3, 416, 416), np.float32))\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        subset = Path(tmp, "train8.txt")
+        lines = Path(DATA, "voc765", "fit565.txt").read_text().split()[:8]
+        subset.write_text("\n".join(str(Path(DATA, "voc765", line)) if not Path(line).is_absolute() else line
+                                    for line in lines) + "\n")
+        jobs = {
+            "forward (yolov3-tiny, batch 1)": [sys.executable, "-c", forward],
+            "detect (7 images)": cli + ["detect", *map(str, sorted(Path(DATA, "images").glob("*.jpg"))),
+                                        "--out", str(Path(tmp, "det"))],
+            "eval (voc765 eval200, batch 8)": cli + ["eval", "yolov3-tiny", "--data",
+                                                     str(Path(DATA, "voc765", "eval200.txt"))],
+            "train (8 images, batch 8, 1 epoch)": cli + ["train", "yolov3-tiny", "--data", str(subset),
+                                                         "--epochs", "1", "--batch", "8",
+                                                         "-o", str(Path(tmp, "trained"))],
+        }
+        print("peak resident memory (ru_maxrss of each command alone)")
+        for name, args in jobs.items():
+            start = time.perf_counter()
+            mb, code = peak_rss_mb(args)
+            status = "" if code == 0 else f"   (exit {code})"
+            print(f"  {name:<36} {mb:7.0f} MB   {time.perf_counter() - start:6.1f} s{status}", flush=True)
+
+
+def pruned_network(net, ratio: float):
+    """`dncompress prune --scope layer --ratio R` (bn criterion, compensation) of net."""
+    from dncompress.prune.apply import prune_network
+    from dncompress.prune.criteria import CRITERIA
+    from dncompress.prune.groups import channel_groups
+    from dncompress.prune.plan import plan_pruning
+    keep = plan_pruning(channel_groups(net), CRITERIA["bn"](net, calib=None), ratio, "layer", 0.1, 1)
+    return prune_network(net, keep, True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--imgsz", type=int, default=416)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--threads", type=int, default=2, help="for every backend (engine: dncompress.threads)")
+    parser.add_argument("--load", type=int, default=0, metavar="N", help="busy processes beside the measurement")
+    parser.add_argument("--load-seconds", type=float, default=900)
+    parser.add_argument("--pruned", type=float, metavar="R", help="also time the model pruned layer-wise by R")
+    parser.add_argument("--rss", action="store_true", help="peak RSS of detect, eval and train")
     parser.add_argument("--cfg", default="yolov3-tiny")
     parser.add_argument("--weights")
     args = parser.parse_args()
-    # must be set before numpy loads OpenBLAS
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
 
     import cv2
     import numpy as np
 
+    from dncompress import threads
     from dncompress.export.onnx import build_onnx, onnx_forward
     from dncompress.network import Network
+    from dncompress.stats import summary
     from dncompress.zoo import find_weights, resolve_cfg
 
+    engine_threads, note = threads.configure(args.threads)
+    if note:
+        print(f"note: {note}")
+    cv2.setNumThreads(engine_threads)
     cfg = resolve_cfg(args.cfg)
     weights = find_weights(cfg, args.weights)
     net = Network.from_cfg(cfg, weights, args.imgsz, args.imgsz)
-    blob = np.random.default_rng(0).random((1, 3, args.imgsz, args.imgsz), dtype=np.float32)
+    models = {"unpruned": net}
+    if args.pruned:
+        models[f"pruned {args.pruned:g}"] = pruned_network(net, args.pruned)
 
-    cv2.setNumThreads(args.threads)
-    cvnet = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
-    outs = cvnet.getUnconnectedOutLayersNames()
+    load = start_load(args.load, args.load_seconds)
+    try:
+        time.sleep(1 if load else 0)
+        print(f"{Path(cfg).stem} {args.imgsz}x{args.imgsz}, {engine_threads} threads, {args.load} busy processes, "
+              f"median of {args.runs} runs; load average before {os.getloadavg()[0]:.2f}", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            medians = {}
+            for label, model in models.items():
+                prefix = Path(tmp, label.replace(" ", "_"))
+                model.save(f"{prefix}.cfg", f"{prefix}.weights")
+                cvnet = cv2.dnn.readNetFromDarknet(f"{prefix}.cfg", f"{prefix}.weights")
+                outs = cvnet.getUnconnectedOutLayersNames()
+                ort_forward = onnx_forward(build_onnx(model, dynamic_batch=True), threads=engine_threads)
+                for batch in args.batch:
+                    blob = np.random.default_rng(0).random((batch, 3, args.imgsz, args.imgsz), dtype=np.float32)
 
-    def opencv():
-        cvnet.setInput(blob)
-        cvnet.forward(outs)
-
-    ort_forward = onnx_forward(build_onnx(net), threads=args.threads)
-    results = medians_ms({"numpy engine": lambda: net.forward(blob), "onnxruntime": lambda: ort_forward(blob),
-                          "opencv dnn": opencv}, args.runs)
-    print(f"{Path(cfg).stem} {args.imgsz}x{args.imgsz}, batch 1, {args.threads} threads, "
-          f"median of {args.runs} runs")
-    base = results["opencv dnn"]
-    for name, ms in results.items():
-        print(f"  {name:<14} {ms:8.1f} ms   {ms / base:5.2f}x opencv dnn")
+                    def opencv(blob=blob):
+                        cvnet.setInput(blob)
+                        cvnet.forward(outs)
+                    runs = max(3, args.runs // batch) if batch > 1 else args.runs
+                    result = medians_ms({"numpy engine": lambda blob=blob, model=model: model.forward(blob),
+                                         "onnxruntime": lambda blob=blob: ort_forward(blob),
+                                         "opencv dnn": opencv}, runs)
+                    medians[label, batch] = result
+                    base = result["opencv dnn"]
+                    print(f" {label} ({summary(model)['bflops']:.2f} BFLOPs), batch {batch} ({runs} runs), "
+                          f"load average {os.getloadavg()[0]:.2f}")
+                    for name, ms in result.items():
+                        print(f"  {name:<14} {ms:9.1f} ms   {ms / base:5.2f}x opencv dnn", flush=True)
+            for label in list(models)[1:]:
+                for batch in args.batch:
+                    speedups = "  ".join(f"{name} {medians['unpruned', batch][name] / ms:.2f}x"
+                                         for name, ms in medians[label, batch].items())
+                    print(f" {label} vs unpruned, batch {batch}: faster by  {speedups}")
+        if args.rss:
+            rss_report(engine_threads)
+    finally:
+        for proc in load:
+            proc.kill()
+            proc.wait()
+    print(f"load average after {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

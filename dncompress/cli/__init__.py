@@ -17,6 +17,7 @@ from .. import __version__
 from ..cfg import CfgWarning
 from ..errors import DncompressError
 from ..fsutil import Terminated, raise_terminated
+from ..threads import THREADS_ENV, configure as configure_threads
 from .common import MAX_ACTIVATION_ENV, DEFAULT_MAX_ACTIVATION_MB, open_network  # noqa: F401 (re-exported)
 
 # command name -> (module in dncompress.cli, function); the order is the order of `dncompress --help`
@@ -94,7 +95,10 @@ def catch_signals() -> dict:
 @click.option("--max-activation-mb", type=float, metavar="MB",
               help=f"Refuse networks whose peak activation memory for one image exceeds MB "
               f"(default: ${MAX_ACTIVATION_ENV}, else {DEFAULT_MAX_ACTIVATION_MB:.0f}).")
-def main(max_activation_mb):
+@click.option("--threads", type=int, metavar="N",
+              help=f"Threads of the numpy engine (default: ${THREADS_ENV}, else the cores not busy now: the "
+              f"allowed cores minus the 1-minute load average). Example: dncompress --threads 1 detect dog.jpg")
+def main(max_activation_mb, threads):
     """Compress Darknet/YOLO detectors: prune, quantize, export, measure.
 
     A CFG may be a path or a packaged model name (yolov3-tiny, yolov4-tiny, yolov3, yolov2-tiny);
@@ -105,4 +109,8 @@ def main(max_activation_mb):
       dncompress detect samples/dog.jpg
       dncompress prune yolov3-tiny.cfg --ratio 0.7
       dncompress quantize yolov3-tiny.cfg --bits 4
+      dncompress --threads 1 eval yolov3-tiny --data voc/val.txt
     """
+    _count, note = configure_threads(threads)
+    if note:
+        click.echo(f"note: {note}", err=True)

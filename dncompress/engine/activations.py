@@ -63,3 +63,17 @@ def tanh(x: np.ndarray) -> np.ndarray:
 ACTIVATIONS = {"linear": linear, "leaky": leaky, "relu": relu, "logistic": logistic,
                "mish": mish, "swish": swish, "relu6": relu6, "ramp": ramp, "hard_mish": hard_mish,
                "tanh": tanh}
+
+
+# elements per block of `in_blocks`: its temporaries stay in cache and out of the peak memory
+BLOCK_ELEMENTS = 1 << 16
+
+
+def in_blocks(activation, y: np.ndarray) -> np.ndarray:
+    """activation(y) in place, over blocks of channels (axis 1) of about BLOCK_ELEMENTS: the temporaries
+    of leaky/mish/swish stay small, where a whole-output temporary would add to the conv's scratch."""
+    per_channel = max(1, y.size // max(y.shape[1], 1))
+    step = max(1, BLOCK_ELEMENTS // per_channel)
+    for start in range(0, y.shape[1], step):
+        activation(y[:, start:start + step])
+    return y

@@ -9,13 +9,15 @@ ROLLING_MOMENTUM = 0.99
 
 
 def batchnorm_train(z: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """z: (N, C, H, W) -> (normalized z, batch mean (C,), unbiased batch variance (C,))."""
+    """z: (N, C, H, W), normalized in place (callers pass their own conv output; this saves an array the
+    size of the layer's output) -> (z normalized, batch mean (C,), unbiased batch variance (C,))."""
     count = z.shape[0] * z.shape[2] * z.shape[3]
     mean = z.mean(axis=(0, 2, 3))
-    centered = z - mean.reshape(1, -1, 1, 1)
-    var = np.einsum("nchw,nchw->c", centered, centered) / max(count - 1, 1)
+    z -= mean.astype(z.dtype, copy=False).reshape(1, -1, 1, 1)
+    var = np.einsum("nchw,nchw->c", z, z) / max(count - 1, 1)
     inv = (1 / np.sqrt(var + eps)).astype(z.dtype)
-    return centered * inv.reshape(1, -1, 1, 1), mean, var
+    z *= inv.reshape(1, -1, 1, 1)
+    return z, mean, var
 
 
 def batchnorm_train_backward(d_norm: np.ndarray, norm: np.ndarray, var: np.ndarray, eps: float) -> np.ndarray:

@@ -6,7 +6,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..engine.activation_mask import threshold_mask, winner_mask
-from ..engine.activations import ACTIVATIONS
+from ..engine.activations import ACTIVATIONS, BLOCK_ELEMENTS
 from ..engine.conv import conv2d, conv3x3_winograd, conv_output_size, winograd_weights
 from ..engine.quantize import (affine_params, dorefa_activations, dorefa_weights, fake_quantize_float32,
                                snap_to_grid, unsigned_range)
@@ -138,20 +138,23 @@ class Convolutional(ConvKeys):
 
     def workspace_elements(self) -> int:
         """Most floats of scratch alive beside the output during `forward`: Winograd's padded input,
-        transforms, V, M and A^T M sums; or im2col's padded input and columns (freed before the activation
-        allocates its temporaries)."""
+        transforms, V, M and A^T M sums; or im2col's padded input and columns."""
         (c, h, w), (o, ho, wo), k, p = self.in_shapes[0], self.out_shape, self.size, self.pad
         out = o * ho * wo
         if self.uses_winograd:
             th, tw = (ho + 1) // 2, (wo + 1) // 2
-            kernel = c * (2 * th + 2) * (2 * tw + 2) + 4 * c * th * (2 * tw + 2) + 16 * th * tw * (c + o) \
-                + 10 * o * th * tw
+            tiles = th * tw
+            # padded input and V throughout; first the row transforms and one row's column transforms,
+            # then M and the A^T M sums
+            kernel = c * (2 * th + 2) * (2 * tw + 2) + 16 * tiles * c \
+                + max(4 * c * th * (2 * tw + 2) + 4 * c * tiles, 26 * o * tiles)
         elif k == 1 and self.stride == 1 and p == 0:
             kernel = 0
         else:
             cols = c * k * k * ho * wo
             kernel = max(cols, (c * (h + 2 * p) * (w + 2 * p) if p else 0) + cols - out)
-        return max(kernel, ACTIVATION_TEMPORARIES.get(self.activation, 0) * out)
+        # the activation runs inside the kernel, its temporaries one block at a time
+        return kernel + ACTIVATION_TEMPORARIES.get(self.activation, 0) * min(out, max(BLOCK_ELEMENTS, ho * wo))
 
     def set_params(self, **params: np.ndarray) -> None:
         """Replace parameters; the folded copy is rebuilt on the next forward."""
@@ -182,10 +185,10 @@ class Convolutional(ConvKeys):
         if self.uses_winograd:
             if self._winograd is None:
                 self._winograd = winograd_weights(w)
-            y = conv3x3_winograd(xs[0], self._winograd, b, self.pad)
+            y = conv3x3_winograd(xs[0], self._winograd, b, self.pad, ACTIVATIONS[self.activation])
         else:
-            y = conv2d(xs[0], w, b, self.stride, self.pad, self.groups)
-        return self.mask(ACTIVATIONS[self.activation](y))
+            y = conv2d(xs[0], w, b, self.stride, self.pad, self.groups, ACTIVATIONS[self.activation])
+        return self.mask(y)
 
     def mask(self, y: np.ndarray) -> np.ndarray:
         """The dynamic masks of `activation_threshold` and `winner_rate` (none by default), in place."""

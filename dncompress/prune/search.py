@@ -158,7 +158,8 @@ def search(net: Network, dataset: Dataset, config: SearchConfig,
     schedule = dataclasses.replace(Schedule.from_net(net.net_section), learning_rate=config.weight_lr, burn_in=0,
                                    steps=(), scales=())
     optimizer = SGD(net, schedule)
-    run = TrainRun(net)
+    # frozen weights (weight_lr 0, the default) need no weight gradients: the gate gradients flow without them
+    run = TrainRun(net, param_grads=bool(schedule.learning_rate))
     aug = Augment.from_network(net) if config.augment else None
     batch = min(config.batch, len(dataset))
     steps = len(dataset) // batch

@@ -8,9 +8,11 @@ from collections.abc import Callable
 import numpy as np
 
 from ..engine.activations import ACTIVATIONS
-from ..engine.backward import activation_grad, conv2d_backward, maxpool2d_backward, upsample_backward
-from ..engine.batchnorm import ROLLING_MOMENTUM, batchnorm_train, batchnorm_train_backward
+from ..engine.backward import (OUTPUT_ONLY_GRAD, activation_backward, conv2d_backward, maxpool2d_backward,
+                               upsample_backward)
+from ..engine.batchnorm import ROLLING_MOMENTUM, batchnorm_train
 from ..engine.conv import conv2d
+from ..threads import parallel
 from ..engine.summax import summax2d, summax2d_backward
 from ..layers import Layer
 from ..layers.conv import BN_EPS
@@ -44,39 +46,82 @@ class ConvTrain:
     def forward_with(layer, x, w):
         """Conv of x (N, C, H, W) with weights w, batch-statistics BN, bias, activation."""
         cache = {"x": x, "w": w}
-        return normalize_activate(layer, conv2d(x, w, None, layer.stride, layer.pad, layer.groups), cache), cache
+        # im2col even where inference uses Winograd: transforming the weights every step cost more than the
+        # smaller GEMM saved (measured on yolov3-tiny's 3x3 layers, forward and input gradient alike)
+        z = conv2d(x, w, None, layer.stride, layer.pad, layer.groups)
+        return normalize_activate(layer, z, cache), cache
 
     @staticmethod
     def backward(layer, grad, cache):
-        g, grads = normalize_activate_backward(layer, grad, cache)
-        dx, grads["weights"] = conv2d_backward(cache["x"], cache["w"], g, layer.stride, layer.pad, layer.groups)
+        need_params = cache.get("need_params", True)
+        g, grads = normalize_activate_backward(layer, grad, cache, need_params)
+        dx, d_weights = conv2d_backward(cache["x"], cache["w"], g, layer.stride, layer.pad, layer.groups,
+                                        cache.get("need_input", True), need_params)
+        if need_params:
+            grads["weights"] = d_weights
         return [dx], grads
 
 
 def normalize_activate(layer: Layer, z: np.ndarray, cache: dict) -> np.ndarray:
-    """Batch-statistics BN (if the layer has it), bias and activation of a kernel output z (N, O, H, W);
-    what the backward needs goes into `cache`."""
+    """Batch-statistics BN (if the layer has it), bias and activation of a kernel output z (N, O, H, W),
+    which becomes BN's normalized output in place; what the backward needs goes into `cache` (the input
+    of the activation only when its gradient needs more than the output). Every step is per channel, so
+    channel slices run over the engine's threads."""
     p = layer.params
-    if layer.batch_normalize:
-        norm, mean, var = batchnorm_train(z, BN_EPS)
-        cache.update(norm=norm, var=var, mean=mean)
-        pre = norm * p["scales"].astype(z.dtype).reshape(1, -1, 1, 1)
-    else:
-        pre = z
-    pre += p["biases"].astype(z.dtype).reshape(1, -1, 1, 1)
-    out = activate(layer.activation, pre)
-    cache.update(pre=pre, out=out)
+    bn = layer.batch_normalize
+    keep_pre = layer.activation not in OUTPUT_ONLY_GRAD
+    pre = np.empty_like(z) if bn else z
+    out = np.empty_like(z) if keep_pre else pre
+    mean, var = np.empty(z.shape[1], z.dtype), np.empty(z.shape[1], z.dtype)
+    scales = p["scales"].astype(z.dtype).reshape(1, -1, 1, 1) if bn else None
+    biases = p["biases"].astype(z.dtype).reshape(1, -1, 1, 1)
+
+    def part(sl: slice) -> None:
+        if bn:
+            norm, mean[sl], var[sl] = batchnorm_train(z[:, sl], BN_EPS)
+            np.multiply(norm, scales[:, sl], out=pre[:, sl])
+        pre[:, sl] += biases[:, sl]
+        if keep_pre:
+            np.copyto(out[:, sl], pre[:, sl])
+        ACTIVATIONS[layer.activation](out[:, sl])
+    parallel(part, z.shape[1], 8)
+    if bn:
+        cache.update(norm=z, var=var, mean=mean)
+    cache.update(pre=pre if keep_pre else None, out=out)
     return out
 
 
-def normalize_activate_backward(layer: Layer, grad: np.ndarray, cache: dict) -> tuple[np.ndarray, dict]:
-    """(d kernel output, {biases[, scales]}) of normalize_activate for grad (N, O, H, W)."""
-    g = grad * activation_grad(layer.activation, cache["pre"], cache["out"])
-    grads = {"biases": g.sum(axis=(0, 2, 3))}
-    if layer.batch_normalize:
-        grads["scales"] = np.einsum("nchw,nchw->c", g, cache["norm"])
-        d_norm = g * layer.params["scales"].astype(g.dtype).reshape(1, -1, 1, 1)
-        g = batchnorm_train_backward(d_norm, cache["norm"], cache["var"], BN_EPS)
+def normalize_activate_backward(layer: Layer, grad: np.ndarray, cache: dict,
+                                need_params: bool = True) -> tuple[np.ndarray, dict]:
+    """(d kernel output, {biases[, scales]} or {} when not need_params) of normalize_activate for grad
+    (N, O, H, W). The BN backward reuses the bias and scale gradients as its two reductions:
+    dz = scale / sqrt(var + eps) * (g - mean(g) - norm * sum(g * norm) / (count - 1)). Per channel, so
+    channel slices run over the engine's threads."""
+    bn = layer.batch_normalize
+    n, o, h, w = grad.shape
+    count = n * h * w
+    g = np.empty_like(grad)
+    bias_grad, scale_grad = np.empty(o, grad.dtype), np.empty(o, grad.dtype)
+    pre, out, norm = cache["pre"], cache["out"], cache.get("norm")
+    if bn:
+        factor = (layer.params["scales"] / np.sqrt(cache["var"].astype(np.float64) + BN_EPS)).astype(g.dtype)
+
+    def part(sl: slice) -> None:
+        gs = activation_backward(layer.activation, grad[:, sl], None if pre is None else pre[:, sl], out[:, sl],
+                                 g[:, sl])
+        bias_grad[sl] = gs.sum(axis=(0, 2, 3))
+        if bn:
+            ns = norm[:, sl]
+            scale_grad[sl] = np.einsum("nchw,nchw->c", gs, ns)
+            gs -= (bias_grad[sl] / count).reshape(1, -1, 1, 1)
+            gs -= ns * (scale_grad[sl] / max(count - 1, 1)).reshape(1, -1, 1, 1)
+            gs *= factor[sl].reshape(1, -1, 1, 1)
+    parallel(part, o, 8)
+    grads = {}
+    if need_params:
+        grads["biases"] = bias_grad
+        if bn:
+            grads["scales"] = scale_grad
     return g, grads
 
 
@@ -96,9 +141,12 @@ class SummaxTrain:
 
     @staticmethod
     def backward(layer, grad, cache):
-        g, grads = normalize_activate_backward(layer, grad, cache)
-        dx, grads["weights_max"], grads["weights_min"] = summax2d_backward(
+        need_params = cache.get("need_params", True)
+        g, grads = normalize_activate_backward(layer, grad, cache, need_params)
+        dx, d_max, d_min = summax2d_backward(
             cache["shape"], cache["arg_max"], cache["arg_min"], g, layer.size, layer.stride, layer.pad)
+        if need_params:
+            grads.update(weights_max=d_max, weights_min=d_min)
         return [dx], grads
 
 
@@ -118,7 +166,7 @@ class QuantConvTrain:
     @staticmethod
     def backward(layer, grad, cache):
         (dx,), grads = ConvTrain.backward(layer, grad, cache)
-        return [dx * cache["input_slope"]], grads
+        return [None if dx is None else dx * cache["input_slope"]], grads
 
 
 def train_weights(layer: Layer) -> np.ndarray:
@@ -153,11 +201,12 @@ def update_running_stats(layer: Layer, cache: dict) -> None:
 class MaxpoolTrain:
     @staticmethod
     def forward(layer, xs):
-        return layer.forward(xs), {"x": xs[0]}
+        out = layer.forward(xs)
+        return out, {"x": xs[0], "out": out}
 
     @staticmethod
     def backward(layer, grad, cache):
-        return [maxpool2d_backward(cache["x"], grad, layer.size, layer.stride, layer.padding)], {}
+        return [maxpool2d_backward(cache["x"], grad, layer.size, layer.stride, layer.padding, cache["out"])], {}
 
 
 @trains("upsample")
@@ -202,7 +251,7 @@ class ShortcutTrain:
 
     @staticmethod
     def backward(layer, grad, cache):
-        g = grad * activation_grad(layer.activation, cache["pre"], cache["out"])
+        g = activation_backward(layer.activation, grad, cache["pre"], cache["out"])
         return [g, g], {}
 
 

@@ -11,9 +11,12 @@ from .graph import TRAIN_LAYERS, update_running_stats
 class TrainRun:
     """One forward/backward pass over a batch. `dtype` float64 is for gradient checks. `gates` maps a
     layer index to a per-channel factor (C,) applied to its output (pruning-as-search indicators);
-    backward leaves d loss / d gate in `gate_grads`."""
+    backward leaves d loss / d gate in `gate_grads`. What nobody reads is not computed: the gradient w.r.t.
+    the network input only with `input_grad=True` (gradient checks), parameter gradients only with
+    `param_grads=True` (a search with frozen weights needs the gate gradients alone)."""
 
-    def __init__(self, net: Network, dtype=np.float32, gates: dict[int, np.ndarray] | None = None):
+    def __init__(self, net: Network, dtype=np.float32, gates: dict[int, np.ndarray] | None = None,
+                 input_grad: bool = False, param_grads: bool = True):
         for layer in net.layers:
             if layer.type not in TRAIN_LAYERS:
                 raise DncompressError(f"layer {layer.index} [{layer.type}] cannot be trained; trainable: "
@@ -24,6 +27,8 @@ class TrainRun:
         self.input_grad: np.ndarray | None = None
         self.gates = gates if gates is not None else {}
         self.gate_grads: dict[int, np.ndarray] = {}
+        self.want_input_grad = input_grad
+        self.want_param_grads = param_grads
 
     def forward(self, x: np.ndarray, update_stats: bool = True, outputs: list[int] | None = None) -> list[np.ndarray]:
         """x: (N, C, H, W) -> raw head outputs in cfg order (or those of layers `outputs`); keeps what
@@ -56,6 +61,8 @@ class TrainRun:
             if grad is None:
                 continue
             cache = self.caches.pop(layer.index)
+            cache["need_params"] = self.want_param_grads
+            cache["need_input"] = self.want_input_grad or any(i >= 0 for i in layer.inputs)
             if layer.index in self.gates:
                 self.gate_grads[layer.index] = np.einsum("nchw,nchw->c", grad, cache["ungated"])
                 grad = grad * self.gates[layer.index].astype(grad.dtype).reshape(1, -1, 1, 1)
@@ -63,6 +70,8 @@ class TrainRun:
             if grads:
                 param_grads[layer.index] = grads
             for source, g in zip(layer.inputs, input_grads):
+                if g is None:
+                    continue
                 if source < 0:
                     self.input_grad = g if self.input_grad is None else self.input_grad + g
                 else:
