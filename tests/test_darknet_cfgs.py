@@ -23,8 +23,8 @@ ALEXEYAB = next((d / "cfg" / "alexeyab" for d in (SHARED, ROOT.parent.parent / "
                  if (d / "cfg" / "alexeyab").is_dir()), SHARED / "cfg" / "alexeyab")
 CFGS = sorted(ALEXEYAB.glob("*.cfg"))
 pytestmark = pytest.mark.skipif(len(CFGS) != 93, reason="needs ../shared/data/cfg/alexeyab (93 cfgs)")
-# measured: 85 of 93 (the rest: [rnn] [gru] [lstm] [crnn] x6, dilation=2, a cfg with a missing comma)
-STATS_WORKING = 85
+# measured: 84 of 93 (the rest: [rnn] [gru] [lstm] [crnn] x6, dilation=2, [region] tree=/map=, a missing comma)
+STATS_WORKING = 84
 SIZE = 128
 # cfgs whose [crop] needs their own input size, and the deep cfgs whose float32 differences with OpenCV,
 # accumulated over 100+ random layers, exceed 1e-4 of the output scale (measured at 96 and 128)
