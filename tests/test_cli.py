@@ -67,7 +67,7 @@ def test_bad_cfg_through_console_script(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr == f"error: {cfg}:line 7 [convolutional] activation: layer 0: unknown activation 'gelu'; " \
-                          "supported: leaky, linear, logistic, mish, relu, swish\n"
+                          "supported: hard_mish, leaky, linear, logistic, mish, ramp, relu, relu6, swish, tanh\n"
 
 
 def test_detect_takes_cfg_and_weights_as_leading_arguments(tmp_path, tiny_weights):
