@@ -281,6 +281,6 @@ def test_xnor_is_refused_where_float_maths_is_assumed(tmp_path):
     net.save(cfg, weights)
     for command in (["prune", "--ratio", "0.5"], ["quantize", "--bits", "8", "--act-bits", "none"], ["reparam"], ["sparsify", "--pattern", "unstructured", "--ratio", "0.5"]):
         out = CliRunner().invoke(main, [command[0], str(cfg), str(weights), *command[1:], "-o", str(tmp_path / "o")])
-        assert out.exit_code == 2 and f"xnor: layer 1: xnor=1 (binarized conv)" in out.output, out.output
+        assert out.exit_code == 2 and "xnor: layer 1: xnor=1 (binarized conv)" in out.output, out.output
         assert f"not by {command[0]}" in out.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.cfg", "x.weights"]
