@@ -46,7 +46,7 @@ def test_route_groups_take_the_requested_half():
     ("[route]\nlayers=-5\n", "not an earlier layer"),
     ("[convolutional]\nfilters=4\nsize=1\n[shortcut]\nfrom=-2\n", "not an earlier layer"),
     ("[convolutional]\nfilters=4\nsize=1\n[convolutional]\nfilters=8\nsize=1\n[shortcut]\nfrom=-2\nweights_type=per_channel\n",
-     "weighted shortcut"),
+     "weights_type=per_channel changes the network"),
     ("[convolutional]\nfilters=4\nsize=1\nactivation=gelu\n", "unknown activation 'gelu'"),
     ("[convolutional]\nfilters=8\nsize=1\n[maxpool]\nsize=2\nstride=2\n[route]\nlayers=-1,-2\n",
      "different spatial sizes"),
