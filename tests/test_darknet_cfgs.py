@@ -34,19 +34,14 @@ TOLERANCE = {"yolov7-tiny.cfg": 2e-4, "cd53paspp-gamma.cfg": 3e-4, "csresnext50-
              "csresnext50-panet-spp-original-optimal.cfg": 2e-4, "yolov2.cfg": 2e-4}
 
 
-# measured in the slow run (random weights, 128x128, machine load ~25), max |diff| / max |output|; not yet
-# explained beyond float32 drift through 100-300 random layers (engine vs onnxruntime compared at the
-# logistic head outputs; cspx-p7-mish: BN calibrated on 2 images of 1x1 maps overflows to NaN)
+# measured in the slow run (random weights, 128x128), max |diff| / max |output|, above 1e-4 through float32
+# drift over 100+ random layers (not verified layer by layer); cspx-p7-mish: BN calibrated on 2 images of
+# 1x1 maps overflows to NaN
 KNOWN_DRIFT = {
-    "cd53paspp-gamma.cfg": "onnxruntime 1.1e-4", "cspx-p7-mish.cfg": "NaN from BN calibration",
-    "csresnext50-panet-spp.cfg": "onnxruntime 1.0e-4", "csresnext50-panet-spp-original-optimal.cfg": "onnxruntime 1.0e-4",
+    "cd53paspp-gamma.cfg": "onnxruntime 1.07e-4", "csresnext50-panet-spp.cfg": "onnxruntime 1.02e-4",
+    "csresnext50-panet-spp-original-optimal.cfg": "onnxruntime 1.02e-4", "cspx-p7-mish.cfg": "NaN from BN calibration",
     "yolo.2.0.cfg": "OpenCV 1.1e-4", "yolov3-spp.cfg": "OpenCV 1.4e-4", "yolov3-voc.cfg": "OpenCV 1.1e-4",
     "yolov3-voc.yolov3-giou-40.cfg": "OpenCV 1.1e-4", "yolov3_5l.cfg": "OpenCV 2.1e-4",
-    "yolov4-csp-swish.cfg": "onnxruntime 2.3e-3", "yolov4-csp-x-mish.cfg": "onnxruntime 1.7e-4",
-    "yolov4-csp-x-swish-frozen.cfg": "onnxruntime 9.1e-3", "yolov4-csp-x-swish.cfg": "onnxruntime 9.1e-3",
-    "yolov4-csp.cfg": "onnxruntime 1.0e-4", "yolov4-p5-frozen.cfg": "onnxruntime 2.0e-4",
-    "yolov4-p5.cfg": "onnxruntime 2.0e-4", "yolov4-p6.cfg": "onnxruntime 3.5e-3", "yolov4_new.cfg": "onnxruntime 1.1e-4",
-    "yolov4x-mish.cfg": "onnxruntime 1.8e-4", "yolov7.cfg": "onnxruntime 9.7e-4", "yolov7x.cfg": "onnxruntime 3.0e-3",
 }
 
 
@@ -54,6 +49,17 @@ def load(path: Path, **kwargs) -> Network:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Network.from_cfg(path, **kwargs)
+
+
+def logits_network(net: Network) -> Network:
+    """`net` with its logistic head convs made linear: compared on logits, as with OpenCV (random deep
+    networks reach logits of 1000s, where a 1e-5 relative difference moves a sigmoid by 1e-3)."""
+    sections = [s.copy() for s in net.sections]
+    for head in net.heads:
+        conv = net.layers[head.inputs[0]]
+        if conv.type == "convolutional" and conv.activation == "logistic":
+            sections[conv.index + 1].options["activation"] = "linear"
+    return net.copy(sections)
 
 
 def working() -> list[tuple[Path, int, bool]]:
@@ -103,8 +109,9 @@ def test_engine_matches_opencv_and_onnx(path, size):
     import cv2
     net = random_calibrated(path, size)
     x = np.random.default_rng(1).random((1, *net.input_shape), dtype=np.float32)
-    ours = net.forward(x)
-    theirs = onnx_forward(build_onnx(net))(x)
+    logits = logits_network(net)
+    ours = logits.forward(x)
+    theirs = onnx_forward(build_onnx(logits))(x)
     for a, b in zip(theirs, ours):
         assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max(), "onnxruntime"
     try:
