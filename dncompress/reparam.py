@@ -66,7 +66,8 @@ class Match:
 
 def is_linear_conv(layer) -> bool:
     """A plain [convolutional] whose output is affine in its input (no BN left, activation linear)."""
-    return layer.type == "convolutional" and not layer.batch_normalize and layer.activation == "linear"
+    return (layer.type == "convolutional" and not layer.batch_normalize and layer.activation == "linear"
+            and not getattr(layer, "xnor", False))
 
 
 def conv_branch(layer) -> Branch:

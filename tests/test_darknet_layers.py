@@ -247,3 +247,40 @@ def test_unsupported_constructs_name_the_line(body, where):
     with pytest.raises(DncompressError) as err:
         build(body)
     assert where in str(err.value) and "\n" not in str(err.value)
+
+
+def test_xnor_conv_binarizes_weights_and_input():
+    net = build("[convolutional]\nbatch_normalize=1\nfilters=5\nsize=3\npad=1\nactivation=leaky\n"
+                "[convolutional]\nbatch_normalize=1\nfilters=3\nsize=3\npad=1\nxnor=1\nactivation=leaky\n")
+    net.calibrate_batchnorm(np.random.default_rng(0).normal(size=(2, 4, 8, 8)).astype(np.float32))
+    x = np.random.default_rng(1).normal(size=(2, 4, 8, 8)).astype(np.float32)
+    first, y = net.forward(x, keep={0, 1})
+    layer = net.layers[1]
+    w = layer.params["weights"]
+    mean = np.abs(w).mean(axis=(1, 2, 3), keepdims=True)
+    wb = np.where(w > 0, mean, -mean)                       # binarize_weights
+    xb = np.pad(np.where(first > 0, 1.0, -1.0), ((0, 0), (0, 0), (1, 1), (1, 1)))   # binarize_cpu, then im2col
+    z = np.zeros((2, 3, 8, 8))
+    for dy in range(3):
+        for dx in range(3):
+            z += np.einsum("bchw,oc->bohw", xb[:, :, dy:dy + 8, dx:dx + 8], wb[:, :, dy, dx])
+    p = layer.params
+    z = (z - p["rolling_mean"][:, None, None]) / np.sqrt(p["rolling_variance"][:, None, None] + 1e-6) \
+        * p["scales"][:, None, None] + p["biases"][:, None, None]
+    np.testing.assert_allclose(y, np.maximum(z, 0.1 * z), rtol=1e-4, atol=1e-4)
+    onnx_matches(net, x, y, 1e-5)
+
+
+def test_xnor_is_refused_where_float_maths_is_assumed(tmp_path):
+    from click.testing import CliRunner
+
+    from dncompress.cli import main
+    net = build("[convolutional]\nbatch_normalize=1\nfilters=5\nsize=3\npad=1\nactivation=leaky\n"
+                "[convolutional]\nbatch_normalize=1\nfilters=3\nsize=3\npad=1\nxnor=1\nactivation=leaky\n")
+    cfg, weights = tmp_path / "x.cfg", tmp_path / "x.weights"
+    net.save(cfg, weights)
+    for command in (["prune", "--ratio", "0.5"], ["quantize", "--bits", "8", "--act-bits", "none"], ["reparam"], ["sparsify", "--pattern", "unstructured", "--ratio", "0.5"]):
+        out = CliRunner().invoke(main, [command[0], str(cfg), str(weights), *command[1:], "-o", str(tmp_path / "o")])
+        assert out.exit_code == 2 and "xnor: layer 1: xnor=1 (binarized conv)" in out.output, out.output
+        assert f"not by {command[0]}" in out.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.cfg", "x.weights"]

@@ -7,6 +7,7 @@ import click
 
 from ..errors import DncompressError
 from ..prune.criteria import CRITERIA
+from ..layers.conv import refuse_xnor
 from .common import Number, UNIT, model_arguments, open_network, print_comparison
 
 
@@ -100,6 +101,7 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
     from ..prune.search import SearchConfig
     from .prune_modes import SEARCH_BN_IMAGES, run_energy_pruning, run_search, run_sensitivity
     net = open_network(cfg, weights)
+    refuse_xnor(net, "prune")
     stem = Path(net.file).stem
     size = (net.info.width, net.info.height)
     if sensitivity:

@@ -7,6 +7,7 @@ import click
 
 from ..errors import DncompressError
 from ..quant.calibrate import METHODS
+from ..layers.conv import refuse_xnor
 from .common import model_arguments, open_network, print_comparison
 
 
@@ -64,6 +65,7 @@ def quantize_command(cfg, weights, bits, act_bits, per_channel, calib, calib_ima
     if (act or bias_correction) and not calib:
         raise DncompressError("activation ranges and --bias-correction need calibration images (--calib DIR)")
     net = open_network(cfg, weights)
+    refuse_xnor(net, "quantize")
     prefix = prefix or f"{Path(net.file).stem}-w{bits}a{act or 'f'}"
     suffixes = {"darknet-q": [".cfg", ".weights"], "darknet": [".cfg", ".weights"], "onnx": [".onnx"],
                 "packed": [".dnq"]}[fmt]

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..errors import DncompressError
 from ..zoo import DEFAULT_MODEL, find_weights, resolve_cfg
+from ..layers.conv import refuse_xnor
 from .common import SELF_CONTAINED, model_arguments, open_network
 
 
@@ -29,6 +30,7 @@ def reparam_command(cfg, weights, prefix, force):
     cfg_path = resolve_cfg(cfg or DEFAULT_MODEL)
     weights_path = None if cfg_path.suffix in SELF_CONTAINED else find_weights(cfg_path, weights)
     net = open_network(str(cfg_path), weights_path)
+    refuse_xnor(net, "reparam")
     prefix = prefix or f"{cfg_path.stem}-reparam"
     outputs = [f"{prefix}.cfg", f"{prefix}.weights"]
     check_outputs(outputs, [net.file, weights_path], force)

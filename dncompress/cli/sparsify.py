@@ -8,6 +8,7 @@ import click
 from ..errors import DncompressError
 from ..sparse.activations import NEAR_ZERO
 from ..sparse.weights import NORMS, PATTERNS, SCOPES, SparsifyConfig
+from ..layers.conv import refuse_xnor
 from .common import Number, model_arguments, open_network, print_comparison
 
 
@@ -118,6 +119,7 @@ def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_firs
                               "--winner-rate (activations), or --activations --data PATH (measure)")
     config = SparsifyConfig(pattern, ratio, int(group), norm, scope, skip_first_last) if pattern else None
     net = open_network(cfg, weights)
+    refuse_xnor(net, "sparsify")
     outputs = []
     if config or masks:
         prefix = prefix or sparsify_prefix(Path(net.file).stem, config, activation_threshold, winner_rate)

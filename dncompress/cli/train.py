@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..network import Network
+from ..layers.conv import refuse_xnor
 from .common import Number, model_arguments, open_network
 
 
@@ -62,6 +63,7 @@ def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, l
         dataset.require_labels("training on it would learn that every image is background; to distill from "
                                "a model without labels, pass --teacher CFG W")
     net = open_network(cfg, weights, (imgsz, imgsz) if imgsz else None)
+    refuse_xnor(net, "train")
     check_heads(net.heads, net.file)
     dataset.check_classes(net.heads[0].classes)
     set_net_keys(net, learning_rate=lr, burn_in=burn_in)

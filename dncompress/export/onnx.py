@@ -71,6 +71,9 @@ def emit_activation(g: GraphBuilder, x: str, activation: str) -> str:
 
 def emit_conv(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
     w, b = layer.folded()
+    if getattr(layer, "xnor", False):       # binarized input: +1 where x > 0, else -1
+        xs = [g.op("Where", [g.op("Greater", [xs[0], g.const("zero", np.float32(0))]),
+                             g.const("one", np.float32(1)), g.const("minus_one", np.float32(-1))], "xnor")]
     hooked = g.conv_hook(g, layer, xs[0], w) if g.conv_hook is not None else None
     if hooked is None and getattr(layer, "bita", 0):
         raise DncompressError(f"layer {layer.index} [quantize_convolutional] quantizes its input, which a float "

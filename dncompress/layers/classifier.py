@@ -166,5 +166,8 @@ class Batchnorm(Layer):
 class Contrastive(Layer):
     """A training loss on a [yolo] layer's features; nothing reads its output at inference (identity)."""
 
+    training_keys = frozenset({"classes", "temperature", "yolo_layer", "cls_normalizer", "max_delta",
+                               "contrastive_neg_max", "steps"})
+
     def forward(self, xs):
         return xs[0]

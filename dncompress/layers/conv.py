@@ -115,10 +115,31 @@ class ConvKeys(Layer):
         raise NotImplementedError
 
 
+def binarize_weights(w: np.ndarray) -> np.ndarray:
+    """Darknet's binarize_weights: per filter, +mean|w| where w > 0, else -mean|w|."""
+    mean = np.abs(w).mean(axis=tuple(range(1, w.ndim)), keepdims=True, dtype=np.float64)
+    return np.where(w > 0, mean, -mean).astype(np.float32)
+
+
+def binarize_input(x: np.ndarray) -> np.ndarray:
+    """Darknet's binarize_cpu: +1 where x > 0, else -1 (zero padding is added after, as in im2col)."""
+    return np.where(x > 0, np.float32(1), np.float32(-1))
+
+
+def refuse_xnor(net, command: str) -> None:
+    """Commands whose maths assume float convs (training, refits, quantization) refuse xnor=1 convs."""
+    for layer in net.layers:
+        if getattr(layer, "xnor", False):
+            raise layer.error(f"xnor=1 (binarized conv) is supported by stats, detect, eval, classify and export, "
+                              f"not by {command}", "xnor")
+
+
 @register("convolutional", "conv")
 class Convolutional(ConvKeys):
     param_names = ("biases", "scales", "rolling_mean", "rolling_variance", "weights")
-    keys = ConvKeys.keys | {"activation_threshold", "winner_rate"}
+    # xnor=1: Darknet's CPU forward binarizes the weights (sign x mean|w| per filter) and the input (sign)
+    keys = ConvKeys.keys | {"activation_threshold", "winner_rate", "xnor"}
+    unsupported_keys = {k: v for k, v in ConvKeys.unsupported_keys.items() if k != "xnor"}
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
@@ -130,11 +151,17 @@ class Convolutional(ConvKeys):
             raise self.error(f"activation_threshold={self.activation_threshold} must be >= 0", "activation_threshold")
         if not 0 < self.winner_rate <= 1:
             raise self.error(f"winner_rate={self.winner_rate} must be in (0, 1]", "winner_rate")
+        self.xnor = bool(s.get_int("xnor", 0))
         self._folded: tuple[np.ndarray, np.ndarray] | None = None
         self._winograd: np.ndarray | None = None
 
+    def kernel_weights(self) -> np.ndarray:
+        """The weights the kernel multiplies by (binarized for xnor=1)."""
+        return binarize_weights(self.params["weights"]) if self.xnor else self.params["weights"]
+
     def kernel_output(self, x):
-        return conv2d(x, self.params["weights"], None, self.stride, self.pad, self.groups)
+        x = binarize_input(x) if self.xnor else x
+        return conv2d(x, self.kernel_weights(), None, self.stride, self.pad, self.groups)
 
     def workspace_elements(self) -> int:
         """Most floats of scratch alive beside the output during `forward`: Winograd's padded input,
@@ -171,7 +198,7 @@ class Convolutional(ConvKeys):
     def folded(self) -> tuple[np.ndarray, np.ndarray]:
         """fold() of the current weights, computed once per parameter change."""
         if self._folded is None:
-            self._folded = self.fold(self.params["weights"])
+            self._folded = self.fold(self.kernel_weights())
         return self._folded
 
     @property
@@ -182,6 +209,7 @@ class Convolutional(ConvKeys):
 
     def forward(self, xs):
         w, b = self.folded()
+        xs = [binarize_input(xs[0])] if self.xnor else xs
         if self.uses_winograd:
             if self._winograd is None:
                 self._winograd = winograd_weights(w)
@@ -208,7 +236,8 @@ class QuantizeConvolutional(Convolutional):
     [act_min, act_max]),
     quant_scheme = per_channel | per_tensor (affine weights)."""
 
-    keys = Convolutional.keys | {"bitw", "bita", "quant_weights", "quant_scheme", "act_min", "act_max"}
+    keys = (Convolutional.keys - {"xnor"}) | {"bitw", "bita", "quant_weights", "quant_scheme", "act_min", "act_max"}
+    unsupported_keys = ConvKeys.unsupported_keys
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)

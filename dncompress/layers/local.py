@@ -19,6 +19,7 @@ class Local(Layer):
     keys = frozenset({"filters", "size", "stride", "pad", "activation"})
 
     param_names = ("biases", "weights")
+    keys = frozenset({"filters", "size", "stride", "pad", "activation"})
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
