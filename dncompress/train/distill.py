@@ -67,3 +67,22 @@ def finetune(student: Network, teacher: Network, dataset: Dataset, config: Finet
         layer.set_params(**{name: value.copy() for name, value in source.params.items()})
     out.header = net.header
     return out, history
+
+
+def recover(original: Network, pruned: Network, fit: Dataset, config: FinetuneConfig, prefix: str | None = None,
+            measure: Dataset | None = None, measured_on_fit: bool = False,
+            on_step: Callable[[StepLog], None] | None = None,
+            on_epoch: Callable[[int, dict], None] | None = None) -> tuple[Network, dict]:
+    """Fine-tune `pruned` against `original` on `fit` -> (fine-tuned model, report). With `measure`, the
+    report holds the fidelity to the original (mAP@0.5 of its detections against the original's at conf
+    0.25) and, when `measure` has labels, mAP@0.5 and @0.5:0.95 of original / pruned / fine-tuned."""
+    from ..eval import compare_models
+    tuned, history = finetune(pruned, original, fit, config, prefix, on_step, on_epoch)
+    report = {"epochs": config.epochs, "lr": config.lr, "imgsz": config.imgsz, "batch": config.batch,
+              "fit_images": len(fit), "labels": bool(config.use_labels and fit.num_boxes), "history": history}
+    if measure is not None:
+        report["before"] = compare_models(original, pruned, measure, progress=False)
+        report["after"] = compare_models(original, tuned, measure, progress=False)
+        report["measure_images"] = len(measure)
+        report["measured_on_fit"] = measured_on_fit
+    return tuned, report
