@@ -63,3 +63,28 @@ def test_remap_dataset_matches_names_and_drops_other_classes(tmp_path):
     out = remap_dataset(data, names, ["dog", "person"])
     assert out.items[0].labels[:, 0].tolist() == [1, 0]
     np.testing.assert_array_equal(out.items[0].labels[:, 1:], labels[:2, 1:])
+
+
+def test_prune_cli_classes_alone_and_eval_maps_labels_by_name(tmp_path):
+    from click.testing import CliRunner
+
+    from conftest import COCO_FEW, small_network
+    from dncompress.cli import main
+    small_network(0).save(tmp_path / "m.cfg", tmp_path / "m.weights")
+    out = str(tmp_path / "two")
+    result = CliRunner().invoke(main, ["prune", str(tmp_path / "m.cfg"), str(tmp_path / "m.weights"),
+                                       "--classes", "dog,person", "-o", out])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "two.names").read_text() == "dog\nperson\n"
+    two = Network.from_cfg(f"{out}.cfg", f"{out}.weights")
+    assert [h.classes for h in two.heads] == [2] * len(two.heads)
+    result = CliRunner().invoke(main, ["eval", f"{out}.cfg", f"{out}.weights", "--data", str(COCO_FEW), "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+    fields = json.loads(result.output[result.output.index("{"):])
+    labels = np.concatenate([np.loadtxt(p, ndmin=2)[:, 0] for p in (COCO_FEW / "labels").glob("*.txt")])
+    assert fields["n_boxes"] == int(np.isin(labels, [0, 16]).sum())
+    bad = CliRunner().invoke(main, ["prune", str(tmp_path / "m.cfg"), str(tmp_path / "m.weights"),
+                                    "--classes", "dog,unicorn", "-o", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "unknown class 'unicorn'" in bad.output
+    assert not list(tmp_path.glob("bad*"))

@@ -140,3 +140,24 @@ def open_cfg_with_classes(sections, classes):
     from dncompress.cfg import write_cfg
     text = write_cfg(sections)
     return text.replace("classes=80", f"classes={classes}").replace("filters=255", f"filters={3 * (5 + classes)}")
+
+
+def test_prune_cli_finetune_writes_the_recovered_model(tmp_path):
+    from click.testing import CliRunner
+
+    from conftest import COCO_FEW
+    from dncompress.cli import main
+    small_network(0).save(tmp_path / "m.cfg", tmp_path / "m.weights")
+    out = str(tmp_path / "p")
+    result = CliRunner().invoke(main, ["prune", str(tmp_path / "m.cfg"), str(tmp_path / "m.weights"), "--ratio", "0.3",
+                                       "--classes", "person,dog", "--finetune", "1", "--finetune-imgsz", "64",
+                                       "--batch", "4", "--data", str(COCO_FEW), "-o", out])
+    assert result.exit_code == 0, result.output
+    assert "fine-tune epoch 1/1 step 3/3" in result.output
+    assert "fidelity to the original" in result.output and "(fine-tuned on them: not held out)" in result.output
+    tuned = Network.from_cfg(f"{out}.cfg", f"{out}.weights")
+    assert tuned.info.width == 96 and tuned.heads[0].classes == 2 and (tmp_path / "p.names").exists()
+    assert all(np.isfinite(t).all() for t in tuned.weight_tensors())
+    again = CliRunner().invoke(main, ["prune", str(tmp_path / "m.cfg"), str(tmp_path / "m.weights"), "--ratio", "0.3",
+                                      "--finetune", "1", "-o", out, "--data", str(COCO_FEW)])
+    assert again.exit_code == 2 and "output exists" in again.output
