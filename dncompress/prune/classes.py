@@ -67,8 +67,7 @@ def specialize_classes(net: Network, class_ids: list[int]) -> Network:
         rows[conv_index] = head_rows(anchors, classes, class_ids)
         sections[conv_index + 1].options["filters"] = str(len(rows[conv_index]))
         sections[head.index + 1].options["classes"] = str(len(class_ids))
-    out = Network(sections, net.file)
-    out.header = net.header
+    out = net.derive(sections)
     for source, layer in zip(net.layers, out.layers):
         keep = rows.get(source.index)
         layer.set_params(**{name: (value[keep] if keep is not None else value).copy()

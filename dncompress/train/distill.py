@@ -56,17 +56,12 @@ def finetune(student: Network, teacher: Network, dataset: Dataset, config: Finet
     teach = resized(teacher, config.imgsz)
     batch = min(config.batch, len(dataset))
     set_schedule(net, config, config.epochs * (len(dataset) // batch))
-    net.header = dataclasses.replace(student.header)  # copy() shares the header; train() resets seen
     checkpoints = Checkpoints(prefix, student.net_section) if prefix else None
     train_config = TrainConfig(config.epochs, batch, 1, augment=config.augment, seed=config.seed,
                                frozen_bn=config.frozen_bn)
     data = dataset if config.use_labels else Dataset([dataclasses.replace(s, labels=s.labels[:0]) for s in dataset])
     history = train(net, data, train_config, checkpoints, teach, False, on_step, on_epoch)
-    out = student.copy()
-    for source, layer in zip(net.layers, out.layers):
-        layer.set_params(**{name: value.copy() for name, value in source.params.items()})
-    out.header = net.header
-    return out, history
+    return net.copy([s.copy() for s in student.sections]), history
 
 
 def recover(original: Network, pruned: Network, fit: Dataset, config: FinetuneConfig, prefix: str | None = None,
