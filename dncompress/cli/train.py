@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import DncompressError
 from ..network import Network
 from .common import Number, model_arguments, open_network
 
