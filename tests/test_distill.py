@@ -161,3 +161,19 @@ def test_prune_cli_finetune_writes_the_recovered_model(tmp_path):
     again = CliRunner().invoke(main, ["prune", str(tmp_path / "m.cfg"), str(tmp_path / "m.weights"), "--ratio", "0.3",
                                       "--finetune", "1", "-o", out, "--data", str(COCO_FEW)])
     assert again.exit_code == 2 and "output exists" in again.output
+
+
+def test_train_cli_refuses_a_teacher_with_other_heads(tmp_path):
+    from click.testing import CliRunner
+
+    from conftest import COCO_FEW
+    from dncompress.cli import main
+    from dncompress.prune.classes import specialize_classes
+    net = small_network(0)
+    net.save(tmp_path / "s.cfg", tmp_path / "s.weights")
+    specialize_classes(net, [0, 16]).save(tmp_path / "t.cfg", tmp_path / "t.weights")
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "s.cfg"), str(tmp_path / "s.weights"), "--data",
+                                       str(COCO_FEW), "--epochs", "1", "--teacher", str(tmp_path / "t.cfg"),
+                                       str(tmp_path / "t.weights"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "heads differ" in result.output
+    assert not list(tmp_path.glob("out*"))
