@@ -177,3 +177,37 @@ def test_train_cli_refuses_a_teacher_with_other_heads(tmp_path):
                                        str(tmp_path / "t.weights"), "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and "heads differ" in result.output
     assert not list(tmp_path.glob("out*"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_finetune_leaves_the_last_complete_epoch(tmp_path):
+    """prune --finetune saves every epoch; a Ctrl-C after the first leaves a loadable PREFIX.cfg/.weights of
+    a complete epoch and no temp file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import COCO_FEW, ROOT
+    small_network(0).save(tmp_path / "m.cfg", tmp_path / "m.weights")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    args = ["prune", "m.cfg", "m.weights", "--ratio", "0.3", "--finetune", "200", "--finetune-imgsz", "64",
+            "--batch", "4", "--data", str(COCO_FEW), "-o", "p"]
+    process = subprocess.Popen([sys.executable, "-m", "dncompress", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        while True:
+            line = process.stderr.readline()
+            assert line, "exited before fine-tuning"
+            if "epoch 2/200 step 1/" in line:  # epoch 1 is saved before epoch 2 starts
+                break
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert not list(tmp_path.glob(".*.tmp"))
+    saved = Network.from_cfg(tmp_path / "p.cfg", tmp_path / "p.weights")
+    assert saved.info.width == 96 and saved.header.seen >= 12
