@@ -211,3 +211,22 @@ def test_ctrl_c_mid_finetune_leaves_the_last_complete_epoch(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
     saved = Network.from_cfg(tmp_path / "p.cfg", tmp_path / "p.weights")
     assert saved.info.width == 96 and saved.header.seen >= 12
+
+
+def test_compare_many_equals_compare_models():
+    from conftest import COCO_FEW
+    from dncompress.data import load_dataset
+    from dncompress.eval import compare_models
+    from dncompress.train.distill import compare_many
+    reference, a, b = small_network(0), small_network(1), small_network(2)
+    for net in (reference, a, b):  # heads that detect class 0 (only: evaluation stays fast), so figures are not 0
+        for head in net.heads:
+            conv = net.layers[head.inputs[0]]
+            biases = conv.params["biases"].reshape(len(head.mask), -1).copy()
+            biases[:, :6] = 0
+            conv.set_params(biases=biases.ravel())
+    data = load_dataset(COCO_FEW)
+    data.items = data.items[:2]
+    many = compare_many(reference, [a, b], data)
+    assert many == [compare_models(reference, n, data, progress=False) for n in (a, b)]
+    assert many[0]["fidelity_map50"] > 0

@@ -69,15 +69,36 @@ def recover(original: Network, pruned: Network, fit: Dataset, config: FinetuneCo
             on_step: Callable[[StepLog], None] | None = None,
             on_epoch: Callable[[int, dict], None] | None = None) -> tuple[Network, dict]:
     """Fine-tune `pruned` against `original` on `fit` -> (fine-tuned model, report). With `measure`, the
-    report holds the fidelity to the original (mAP@0.5 of its detections against the original's at conf
-    0.25) and, when `measure` has labels, mAP@0.5 and @0.5:0.95 of original / pruned / fine-tuned."""
-    from ..eval import compare_models
+    report's "before" (pruned) and "after" (fine-tuned) hold the fidelity to the original (mAP@0.5 of its
+    detections against the original's at conf 0.25) and, when `measure` has labels, mAP@0.5 and
+    @0.5:0.95 as [original, candidate] (the shape `eval.compare_models` returns)."""
     tuned, history = finetune(pruned, original, fit, config, prefix, on_step, on_epoch)
     report = {"epochs": config.epochs, "lr": config.lr, "imgsz": config.imgsz, "batch": config.batch,
               "fit_images": len(fit), "labels": bool(config.use_labels and fit.num_boxes), "history": history}
     if measure is not None:
-        report["before"] = compare_models(original, pruned, measure, progress=False)
-        report["after"] = compare_models(original, tuned, measure, progress=False)
+        report["before"], report["after"] = compare_many(original, [pruned, tuned], measure)
         report["measure_images"] = len(measure)
         report["measured_on_fit"] = measured_on_fit
     return tuned, report
+
+
+def compare_many(reference: Network, candidates: list[Network], dataset: Dataset) -> list[dict]:
+    """eval.compare_models for several candidates, predicting with the reference once."""
+    from ..eval import evaluate, fidelity_dataset, predict
+    size = (reference.info.width, reference.info.height)
+    classes = reference.heads[0].classes
+
+    def run(net: Network):
+        return predict(net.forward, net.heads, dataset, *size, progress=False)
+    ref_preds = run(reference)
+    fidelity_set = fidelity_dataset(ref_preds, dataset)
+    base = evaluate(ref_preds, dataset, classes) if dataset.num_boxes else None
+    results = []
+    for net in candidates:
+        preds = run(net)
+        out = {"fidelity_map50": evaluate(preds, fidelity_set, classes).map50}
+        if base is not None:
+            result = evaluate(preds, dataset, classes)
+            out.update(map50=[base.map50, result.map50], map50_95=[base.map50_95, result.map50_95])
+        results.append(out)
+    return results
