@@ -169,13 +169,14 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
         reconstruct_layers(net, pruned, keep, calib_batch)
     if class_names:
         atomic_write(f"{prefix}.names", names_bytes(class_names))
-    if finetune_epochs:  # writes PREFIX.cfg/.weights after every epoch
+    report = pruning_report(net, pruned)
+    if finetune_epochs:  # the widths first; fine-tuning writes PREFIX.cfg/.weights after every epoch
+        print_pruning_report(report)
         pruned = finetune_for_cli(net, pruned, calib, data_path, class_names, finetune_epochs, finetune_lr,
                                   finetune_imgsz, batch, prefix)
     else:
         pruned.save(*outputs)
-    report = pruning_report(net, pruned)
-    if data_path and not finetune_epochs:
-        report.update(compare_models(net, pruned, cli_dataset(data_path, class_names)))
-    print_pruning_report(report)
+        if data_path:
+            report.update(compare_models(net, pruned, cli_dataset(data_path, class_names)))
+        print_pruning_report(report)
     click.echo(f"wrote {outputs[0]} and {outputs[1]}" + (f" and {prefix}.names" if class_names else ""))
