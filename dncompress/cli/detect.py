@@ -68,12 +68,13 @@ def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz,
     import cv2
 
     from ..detect import check_heads, detect_image, draw, load_image, read_names
+    from ..prune.classes import names_beside
     from ..fsutil import StagedWrites, check_outputs
     images, cfg, weights = split_model_arguments(images, cfg, weights)
     paths = expand_images(images)
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
     check_heads(net.heads, net.file)
-    class_names = read_names(names, net.heads[0].classes)
+    class_names = read_names(names or names_beside(net.file), net.heads[0].classes)  # prune --classes
     out_dir = Path(out) if out else next_run_dir(Path("runs/detect"))
     targets = [out_dir / f"{p.stem}.jpg" for p in paths]
     if len(set(targets)) < len(targets):

@@ -53,12 +53,14 @@ def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold,
     """
     from ..data import load_dataset
     from ..detect import check_heads, read_names
+    from .prune_recover import labels_for_model
     from ..eval import evaluate, fidelity_dataset, predict, timed_predict
     dataset = load_dataset(data_path)
     if not reference:
         dataset.require_labels("to compare against another model without labels, pass --reference CFG2 WEIGHTS2")
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
     check_heads(net.heads, net.file)
+    dataset = labels_for_model(dataset, net)  # a `prune --classes` model: labels renumbered by name
     classes = net.heads[0].classes
     if dataset.classes not in (None, classes) and not reference:
         raise DncompressError(f"classes={dataset.classes} but the network has {classes} classes", data_path,

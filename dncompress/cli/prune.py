@@ -76,11 +76,26 @@ def print_pruning_report(report: dict) -> None:
 @click.option("--weight-lr", default=0.0, show_default=True, type=Number(0),
               help="--search: constant SGD rate of the weights during the search (0: frozen; fine-tune the result "
               "with `train`, whose burn-in protects pretrained weights).")
-@click.option("--batch", default=8, show_default=True, type=click.IntRange(1), help="--search: images per step.")
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(1),
+              help="--search and --finetune: images per step.")
+@click.option("--classes", "class_list", help="Keep only these classes: a comma list (person,car,dog) or a file of "
+              "names; the heads get classes= and smaller head convs, PREFIX.names is written beside the cfg "
+              "(eval and detect read it). Without --ratio: specialization only.")
+@click.option("--names", "names_path", type=click.Path(exists=True, dir_okay=False),
+              help="The model's class names, for --classes (default: COCO).")
+@click.option("--finetune", "finetune_epochs", type=click.IntRange(1), metavar="EPOCHS",
+              help="Recover by distillation: fine-tune the pruned model EPOCHS epochs against the original as "
+              "teacher, on the --calib images if given, else on --data (labels are used when present); "
+              "fidelity and mAP are then reported on --data.")
+@click.option("--finetune-lr", default=2e-4, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="--finetune: SGD rate (Darknet's update; constant after a short burn-in, x0.1 for the last 20%).")
+@click.option("--finetune-imgsz", default=320, show_default=True, type=click.IntRange(32),
+              help="--finetune: training input size (the model keeps its own).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, compensate, reconstruct, calib,
                   calib_images, prefix, data_path, sensitivity, ratios, max_drop, search, target_bflops, epochs,
-                  penalty, gate_lr, weight_lr, batch, force):
+                  penalty, gate_lr, weight_lr, batch, class_list, names_path, finetune_epochs, finetune_lr,
+                  finetune_imgsz, force):
     """Remove channels (network slimming and friends) and write a smaller cfg + weights that Darknet and
     OpenCV load.
 
@@ -89,6 +104,9 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
       dncompress prune yolov3-tiny.cfg --ratio 0.3 --reconstruct --calib images/ --data val/
       dncompress prune yolov3-tiny --criterion energy --ratio 0.5 --calib images/
       dncompress prune yolov3-tiny --search --target-bflops 3 --data train/
+      dncompress prune yolov3-tiny --scope layer --ratio 0.3 --reconstruct --calib fit.txt --calib-images 64 \\
+          --finetune 2 --data val.txt -o tiny-p30
+      dncompress prune yolov3-tiny --classes person,car,dog -o tiny-3classes
     """
     from ..data import calibration_batch, load_dataset
     from ..eval import compare_models
@@ -100,10 +118,19 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
     from ..prune.report import pruning_report
     from ..prune.search import SearchConfig
     from .prune_modes import SEARCH_BN_IMAGES, run_energy_pruning, run_search, run_sensitivity
+    from ..fsutil import atomic_write
+    from .prune_recover import cli_dataset, finetune_for_cli, names_bytes, specialize_for_cli, write_specialized
     net = open_network(cfg, weights)
     refuse_xnor(net, "prune")
     stem = Path(net.file).stem
     size = (net.info.width, net.info.height)
+    # --classes: every later step sees the specialized model as the original (cli/prune_recover.py)
+    class_names = None
+    if class_list:
+        class_names, net = specialize_for_cli(net, class_list, names_path)
+        if ratio is None and not (sensitivity or search):
+            write_specialized(net, class_names, prefix or f"{stem}-{len(class_names)}classes", weights)
+            return
     if sensitivity:
         if not data_path:
             raise DncompressError("--sensitivity needs --data")
@@ -128,7 +155,11 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
         raise DncompressError("--reconstruct needs calibration images (--calib DIR)")
     prefix = prefix or f"{stem}-pruned{ratio:g}"
     outputs = [f"{prefix}.cfg", f"{prefix}.weights"]
-    check_outputs(outputs, [net.file, weights], force)
+    extra = ([f"{prefix}.names"] if class_names else []) + ([f"{prefix}_last.weights", f"{prefix}_last.npz"]
+                                                            if finetune_epochs else [])
+    check_outputs(outputs + extra, [net.file, weights], force)
+    if finetune_epochs and not (calib or data_path):
+        raise DncompressError("--finetune needs images: --calib (fine-tune on them) or --data")
     if criterion == "energy":
         run_energy_pruning(net, ratio, calib, calib_images, max_drop, outputs, data_path)
         return
@@ -138,9 +169,16 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
     pruned = prune_network(net, keep, compensate)
     if reconstruct:
         reconstruct_layers(net, pruned, keep, calib_batch)
-    pruned.save(*outputs)
+    if class_names:
+        atomic_write(f"{prefix}.names", names_bytes(class_names))
     report = pruning_report(net, pruned)
-    if data_path:
-        report.update(compare_models(net, pruned, load_dataset(data_path)))
-    print_pruning_report(report)
-    click.echo(f"wrote {outputs[0]} and {outputs[1]}")
+    if finetune_epochs:  # the widths first; fine-tuning writes PREFIX.cfg/.weights after every epoch
+        print_pruning_report(report)
+        pruned = finetune_for_cli(net, pruned, calib, data_path, class_names, finetune_epochs, finetune_lr,
+                                  finetune_imgsz, batch, prefix)
+    else:
+        pruned.save(*outputs)
+        if data_path:
+            report.update(compare_models(net, pruned, cli_dataset(data_path, class_names)))
+        print_pruning_report(report)
+    click.echo(f"wrote {outputs[0]} and {outputs[1]}" + (f" and {prefix}.names" if class_names else ""))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import DncompressError
 from ..network import Network
 from ..layers.conv import refuse_xnor
 from .common import Number, model_arguments, open_network
@@ -36,6 +37,8 @@ def set_net_keys(net: Network, **values) -> None:
               help="Network Slimming: add S*sign(gamma) to every prunable BN gamma's gradient.")
 @click.option("--teacher", nargs=2, metavar="CFG W", help="Distil the head outputs of this model (labels are "
               "used too when the dataset has any).")
+@click.option("--frozen-bn", is_flag=True, help="Batch normalization on its running statistics, which stay "
+              "fixed (gamma and beta still learn): for fine-tunes with small batches, e.g. of a pruned model.")
 @click.option("--augment/--no-augment", default=True, show_default=True,
               help="Flip, HSV and scale/translate jitter (strengths from the cfg); else plain letterbox.")
 @click.option("-o", "--output", "prefix", help="Checkpoint prefix: PREFIX.cfg/.weights each epoch, "
@@ -44,13 +47,15 @@ def set_net_keys(net: Network, **values) -> None:
 @click.option("--seed", default=0, show_default=True, help="Shuffling and augmentation seed.")
 @click.option("--force", is_flag=True, help="Overwrite existing checkpoints.")
 def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, lr, burn_in, keep_zeros, sparsity,
-                  teacher, augment, prefix, resume, seed, force):
+                  teacher, frozen_bn, augment, prefix, resume, seed, force):
     """Train or fine-tune CFG on a YOLO-format dataset with Darknet's YOLOv3 loss and SGD schedule.
 
     \b
     Examples:
       dncompress train yolov3-tiny --data train/ --epochs 3 --imgsz 320 --lr 0.0005
       dncompress train small.cfg small.weights --data train/ --epochs 2 --teacher yolov3-tiny.cfg yolov3-tiny.weights
+      dncompress train pruned.cfg pruned.weights --data fit/ --epochs 2 --imgsz 320 --batch 8 --lr 0.0002 \\
+          --burn-in 10 --frozen-bn --teacher yolov3-tiny.cfg yolov3-tiny.weights
       dncompress train yolov3-tiny --data train/ --epochs 5 --sparsity 0.001 -o slim
     """
     from ..data import load_dataset
@@ -68,13 +73,17 @@ def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, l
     dataset.check_classes(net.heads[0].classes)
     set_net_keys(net, learning_rate=lr, burn_in=burn_in)
     teacher_net = open_network(teacher[0], teacher[1], (net.info.width, net.info.height)) if teacher else None
+    if teacher_net and [h.classes for h in teacher_net.heads] != [h.classes for h in net.heads]:
+        raise DncompressError("--teacher's heads differ from the model's in number or classes; distillation "
+                              "matches them output by output", teacher[0])
     checkpoints = Checkpoints(prefix or f"{Path(net.file).stem}-trained")
     if not resume:
         check_outputs(checkpoints.files, [net.file, weights, data_path], force)
     cfg_batch, cfg_subdivisions = (net.net_section.get_int(k, 1) for k in ("batch", "subdivisions"))
     if batch is None:
         batch, subdivisions = (cfg_batch, subdivisions or cfg_subdivisions) if cfg_batch > 1 else (8, subdivisions)
-    config = TrainConfig(epochs, batch, min(subdivisions or 1, batch), sparsity, augment, seed, keep_zeros)
+    config = TrainConfig(epochs, batch, min(subdivisions or 1, batch), sparsity, augment, seed, keep_zeros,
+                         frozen_bn)
     bar = None
 
     def on_step(log):

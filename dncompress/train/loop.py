@@ -33,6 +33,7 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     keep_zeros: bool = False  # conv weights that are zero at the start stay zero (weight-pruned models)
+    frozen_bn: bool = False   # BN uses its running statistics, which stay fixed (small-batch fine-tunes)
 
 
 @dataclasses.dataclass
@@ -71,9 +72,9 @@ def batch_loss(net: Network, outs: list[np.ndarray], labels: list[np.ndarray],
             for name, value in head_parts.items():
                 parts[name] += value
         if teacher_outs is not None:
-            value, g = distillation_loss(head, out, teacher_outs[k])
+            head_parts, g = distillation_loss(head, out, teacher_outs[k])
             grads[k] += g
-            parts["distill"] = parts.get("distill", 0.0) + value
+            parts["distill"] = parts.get("distill", 0.0) + sum(head_parts.values())
     return parts, grads
 
 
@@ -81,8 +82,11 @@ class Checkpoints:
     """<prefix>.cfg/.weights: the model after the latest epoch; <prefix>_last.weights + _last.npz (momentum):
     what --resume continues from. Every file is written atomically."""
 
-    def __init__(self, prefix: str | Path):
+    def __init__(self, prefix: str | Path, net_section=None):
+        """net_section: written in place of the trained net's [net] (a fine-tune at a smaller --imgsz
+        saves the model at its own input size)."""
         self.prefix = str(prefix)
+        self.net_section = net_section
         self.files = [f"{self.prefix}.cfg", f"{self.prefix}.weights", f"{self.prefix}_last.weights",
                       f"{self.prefix}_last.npz"]
 
@@ -90,7 +94,8 @@ class Checkpoints:
         """All four files as one set: a Ctrl-C leaves the previous epoch's set or this one, never a mix."""
         weights = weights_payload(net.header, net.weight_tensors())
         buffers = {f"{i}:{name}": v for (i, name), v in optimizer.velocity.items()}
-        atomic_write_many(dict(zip(self.files, [write_cfg(net.sections).encode(), weights, weights,
+        sections = [self.net_section or net.net_section] + net.sections[1:]
+        atomic_write_many(dict(zip(self.files, [write_cfg(sections).encode(), weights, weights,
                                                 _npz_bytes(buffers)])))
 
     def resume(self, net: Network, optimizer: SGD) -> None:
@@ -123,7 +128,7 @@ def train(net: Network, dataset: Dataset, config: TrainConfig, checkpoints: Chec
         # a new run counts from zero, like Darknet's `-clear`: imported weights' `seen` (32M for the COCO
         # models) would otherwise put the schedule past every step
         net.header.seen = 0
-    run = TrainRun(net)
+    run = TrainRun(net, frozen_bn=config.frozen_bn)
     zeros = {layer.index: layer.params["weights"] == 0 for layer in net.layers
              if config.keep_zeros and "weights" in layer.params and not layer.params["weights"].all()}
     aug = Augment.from_network(net) if config.augment else None
@@ -140,6 +145,7 @@ def train(net: Network, dataset: Dataset, config: TrainConfig, checkpoints: Chec
             start = time.perf_counter()
             grads, parts, _ = accumulate(run, net, dataset, order[step * batch:(step + 1) * batch],
                                          config.subdivisions, aug, rng, teacher, use_labels)
+            check_finite(parts, grads, epoch, step, checkpoints)
             if config.sparsity:
                 add_l1_subgradient(net, grads, config.sparsity, batch)
             net.header.seen += batch
@@ -158,6 +164,22 @@ def train(net: Network, dataset: Dataset, config: TrainConfig, checkpoints: Chec
         if on_epoch:
             on_epoch(epoch, record)
     return history
+
+
+def check_finite(parts: dict[str, float], grads: dict[int, dict[str, np.ndarray]], epoch: int, step: int,
+                 checkpoints: Checkpoints | None) -> None:
+    """Stop before a non-finite loss or gradient reaches the weights: the model in memory and the last
+    checkpoint on disk stay the last good ones."""
+    where = f"epoch {epoch + 1} step {step + 1}"
+    kept = (f"; the last good checkpoint is {checkpoints.files[1]}" if checkpoints and Path(checkpoints.files[1]).exists()
+            else "; nothing was written")
+    bad = [name for name, value in parts.items() if not np.isfinite(value)]
+    if bad:
+        raise DncompressError(f"non-finite loss ({', '.join(bad)}) at {where}: lower --lr{kept}")
+    for index, layer_grads in grads.items():
+        for name, g in layer_grads.items():
+            if not np.isfinite(g.sum(dtype=np.float64)):
+                raise DncompressError(f"non-finite gradient of layer {index} {name} at {where}: lower --lr{kept}")
 
 
 def accumulate(run: TrainRun, net: Network, dataset: Dataset, indices: np.ndarray, subdivisions: int,

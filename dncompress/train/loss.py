@@ -101,21 +101,38 @@ def yolo_loss(layer: Layer, out: np.ndarray, labels: list[np.ndarray]) -> tuple[
     return parts, grad.reshape(out.shape)
 
 
-def distillation_loss(layer: Layer, out: np.ndarray, teacher: np.ndarray) -> tuple[float, np.ndarray]:
-    """Knowledge distillation on one head: BCE of the student's sigmoid channels (x, y, objectness, classes)
-    against the teacher's sigmoid outputs, and half squared error on the log-space w, h. Same form and scale
-    as the label loss, with the teacher's soft outputs as targets, over every cell."""
+def distillation_loss(layer: Layer, out: np.ndarray, teacher: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """Objectness-scaled distillation on one head (Mehta & Ozturk, "Object detection at 200 frames per
+    second", 2018). out, teacher: (N, A*(5+K), H, W) raw head tensors -> ({distill_obj, distill_box,
+    distill_cls} summed over the batch, d loss / d out).
+
+    - objectness: BCE of the student's sigmoid against the teacher's, at every cell and anchor (like the
+      label loss's objectness term, which also covers the background);
+    - box (BCE on x, y; half squared error on the log-space w, h) and classes (BCE against the teacher's
+      sigmoids): weighted by the teacher's objectness p, so they count where the teacher sees an object.
+
+    Why the weights: unweighted, the box and class terms over ~2,500 background cells x 3 anchors (whose
+    raw w, h the teacher never learned to keep small) gave ~1,500-2,000 per image against ~70 for the
+    label loss, and drove fine-tunes to NaN (FINDINGS.md). Weighted, the box/class terms scale with the
+    teacher's objectness mass (about the number of objects), the same scale as the label loss. The
+    teacher's entropy is subtracted so that a student equal to the teacher scores 0 with zero gradient."""
     n, _, h, w = out.shape
     a = len(layer.anchors)
     z = out.reshape(n, a, -1, h, w)
     t = teacher.reshape(z.shape).astype(z.dtype)
     soft = sigmoid(t)
+    p = soft[:, :, 4:5]  # (N, A, 1, H, W) teacher objectness, the weight of the box and class terms
     grad = sigmoid(z) - soft
     grad[:, :, 2:4] = z[:, :, 2:4] - t[:, :, 2:4]
-    # BCE against soft targets has minimum entropy(soft) > 0; subtract it so a perfect student scores 0
     value = bce_logits(z, soft) - bce_logits(t, soft)
     value[:, :, 2:4] = 0.5 * (z[:, :, 2:4] - t[:, :, 2:4]) ** 2
-    return float(value.sum()), grad.reshape(out.shape)
+    weight = np.broadcast_to(p, z.shape).copy()
+    weight[:, :, 4] = 1.0
+    grad *= weight
+    value *= weight
+    parts = {"distill_obj": float(value[:, :, 4].sum()), "distill_box": float(value[:, :, 0:4].sum()),
+             "distill_cls": float(value[:, :, 5:].sum())}
+    return parts, grad.reshape(out.shape)
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:

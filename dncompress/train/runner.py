@@ -5,6 +5,7 @@ import numpy as np
 
 from ..errors import DncompressError
 from ..network import Network
+from .frozen import FROZEN_BN_LAYERS
 from .graph import TRAIN_LAYERS, update_running_stats
 
 
@@ -16,7 +17,7 @@ class TrainRun:
     `param_grads=True` (a search with frozen weights needs the gate gradients alone)."""
 
     def __init__(self, net: Network, dtype=np.float32, gates: dict[int, np.ndarray] | None = None,
-                 input_grad: bool = False, param_grads: bool = True):
+                 input_grad: bool = False, param_grads: bool = True, frozen_bn: bool = False):
         for layer in net.layers:
             if layer.type not in TRAIN_LAYERS:
                 raise DncompressError(f"layer {layer.index} [{layer.type}] cannot be trained; trainable: "
@@ -29,6 +30,8 @@ class TrainRun:
         self.gate_grads: dict[int, np.ndarray] = {}
         self.want_input_grad = input_grad
         self.want_param_grads = param_grads
+        # frozen_bn: convs normalize with their running statistics (an affine map), which stay fixed
+        self.layer_fns = {**TRAIN_LAYERS, **FROZEN_BN_LAYERS} if frozen_bn else TRAIN_LAYERS
 
     def forward(self, x: np.ndarray, update_stats: bool = True, outputs: list[int] | None = None) -> list[np.ndarray]:
         """x: (N, C, H, W) -> raw head outputs in cfg order (or those of layers `outputs`); keeps what
@@ -39,7 +42,7 @@ class TrainRun:
         self.caches = {}
         for layer in self.net.layers:
             xs = [results[i] if i >= 0 else x for i in layer.inputs]
-            results[layer.index], cache = TRAIN_LAYERS[layer.type][0](layer, xs)
+            results[layer.index], cache = self.layer_fns[layer.type][0](layer, xs)
             if layer.index in self.gates:
                 gate = self.gates[layer.index].astype(self.dtype).reshape(1, -1, 1, 1)
                 cache["ungated"] = results[layer.index]
@@ -66,7 +69,7 @@ class TrainRun:
             if layer.index in self.gates:
                 self.gate_grads[layer.index] = np.einsum("nchw,nchw->c", grad, cache["ungated"])
                 grad = grad * self.gates[layer.index].astype(grad.dtype).reshape(1, -1, 1, 1)
-            input_grads, grads = TRAIN_LAYERS[layer.type][1](layer, grad, cache)
+            input_grads, grads = self.layer_fns[layer.type][1](layer, grad, cache)
             if grads:
                 param_grads[layer.index] = grads
             for source, g in zip(layer.inputs, input_grads):
