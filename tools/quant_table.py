@@ -1,11 +1,14 @@
 """The quantization results of docs/quantization.md: mAP@0.5 on a labelled dataset for fp32 and several
-post-training settings, packed file sizes, and onnxruntime latency of the QDQ export vs fp32.
+post-training settings (round-to-nearest vs GPTQ, with bias correction), the time each quantization took,
+packed file sizes, and onnxruntime latency of the int8 export vs fp32.
 
-    python tools/quant_table.py --data ../shared/data/coco128 --calib ../shared/data/images
+    python tools/quant_table.py --data ../shared/data/voc765/eval200.txt \
+        --calib ../shared/data/voc765/fit565.txt --calib-images 64 [--only W4A8]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -17,17 +20,16 @@ from dncompress.quant.packed import packed_size
 from dncompress.quant.qdq import build_qdq_onnx
 from experiment import add_arguments, load_experiment
 
-SETTINGS = [
-    ("W8A8", QuantConfig(8, 8)),
-    ("W8 weights only", QuantConfig(8, None)),
-    ("W4A8", QuantConfig(4, 8)),
-    ("W4A8 + bias correction", QuantConfig(4, 8, bias_correction=True)),
-    ("W4A8, mse ranges", QuantConfig(4, 8, method="mse")),
-    ("W4A8, percentile ranges", QuantConfig(4, 8, method="percentile")),
-    ("W4 weights only", QuantConfig(4, None)),
-    ("W4 weights only + bias correction", QuantConfig(4, None, bias_correction=True)),
-    ("W4 weights only, mse", QuantConfig(4, None, method="mse")),
-]
+def settings() -> list[tuple[str, QuantConfig]]:
+    rows = []
+    for name, bits, act in (("W8A8", 8, 8), ("W4A8", 4, 8), ("W4 weights only", 4, None), ("W3A8", 3, 8)):
+        rows += [(f"{name}, nearest", QuantConfig(bits, act)),
+                 (f"{name}, nearest + bias correction", QuantConfig(bits, act, bias_correction=True)),
+                 (f"{name}, GPTQ + bias correction", QuantConfig(bits, act, bias_correction=True, rounding="gptq"))]
+    rows += [("W4A8, mse ranges (output error), nearest", QuantConfig(4, 8, method="mse")),
+             ("W4A8, mse ranges, GPTQ + bias correction", QuantConfig(4, 8, method="mse", bias_correction=True,
+                                                                    rounding="gptq"))]
+    return rows
 
 
 def latency_pair(a, b, x, rounds: int = 15) -> tuple[float, float]:
@@ -46,20 +48,28 @@ def latency_pair(a, b, x, rounds: int = 15) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser, calib_images=32)
+    parser.add_argument("--only", help="run the settings whose name contains this text")
+    parser.add_argument("--no-latency", action="store_true")
     args = parser.parse_args()
     exp = load_experiment(args)
     net, size, dataset, calib, classes = exp.net, exp.size, exp.dataset, exp.calib, exp.classes
     base, reference = exp.base_preds, exp.reference
     result = evaluate(base, dataset, classes)
-    print("| model | mAP@0.5 | mAP@0.5:0.95 | fidelity mAP@0.5 | packed size |")
-    print("| --- | --- | --- | --- | --- |")
-    print(f"| fp32 | {result.map50:.4f} | {result.map50_95:.4f} | 1.0000 | {net.param_count() * 4 / 1e6:.2f} MB |")
-    for name, config in SETTINGS:
-        q = quantize_network(net, config, calib, progress=False)
+    print("| model | mAP@0.5 | mAP@0.5:0.95 | fidelity mAP@0.5 | packed size | quantization time |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"| fp32 | {result.map50:.4f} | {result.map50_95:.4f} | 1.0000 | {net.param_count() * 4 / 1e6:.2f} MB | |")
+    for name, config in settings():
+        if args.only and args.only not in name:
+            continue
+        start = time.perf_counter()
+        q = quantize_network(net, config, calib)
+        seconds = time.perf_counter() - start
         preds = predict(q.forward, q.heads, dataset, *size, progress=False)
         r = evaluate(preds, dataset, classes)
         print(f"| {name} | {r.map50:.4f} | {r.map50_95:.4f} | {evaluate(preds, reference, classes).map50:.4f} "
-              f"| {packed_size(q) / 1e6:.2f} MB |", flush=True)
+              f"| {packed_size(q) / 1e6:.2f} MB | {seconds:.0f} s (load {os.getloadavg()[0]:.1f}) |", flush=True)
+    if args.no_latency:
+        return
     x = calib[:1]
     fp32 = onnx_forward(build_onnx(net), threads=2)
     for name, config in (("W8A8 QDQ", QuantConfig(8, 8)), ("W8 weights-only QDQ", QuantConfig(8, None))):
