@@ -192,12 +192,16 @@ def mean_output(weights: np.ndarray, mean_columns: np.ndarray, groups: int) -> n
 
 
 def choose_act_range(stats: InputStats, weights: np.ndarray, groups: int, config: QuantConfig) -> tuple[float, float]:
+    """(low, high) with low <= 0 < high (the grid holds zero; a constant input still gets a valid range)."""
     if config.method == "minmax":
-        return stats.low, stats.high
-    if config.method == "mse":
-        return output_error_range(stats.columns, weights.reshape(len(weights), -1), stats.low, stats.high,
-                                  config.act_bits, groups)
-    return activation_range(stats.columns, config.act_bits, config.method)
+        low, high = stats.low, stats.high
+    elif config.method == "mse":
+        low, high = output_error_range(stats.columns, weights.reshape(len(weights), -1), stats.low, stats.high,
+                                       config.act_bits, groups)
+    else:
+        low, high = activation_range(stats.columns, config.act_bits, config.method)
+    low, high = min(low, 0.0), max(high, 0.0)
+    return (low, high) if high > low else (low, low + 1.0)
 
 
 def quantize_weights(w: np.ndarray, bits: int, config: QuantConfig, columns: np.ndarray | None,
