@@ -95,3 +95,6 @@ def print_quantize_report(report) -> None:
                f"{'/'.join(map(str, widths))}); quantized in {report.seconds:.0f} s")
     click.echo(f"measured on {report.fidelity_source}:")
     print_comparison(report.comparison, "the float model")
+    if "onnx_int8" in report.comparison:
+        click.echo("the onnx-int8 file in onnxruntime:")
+        print_comparison(report.comparison["onnx_int8"], "the float model")

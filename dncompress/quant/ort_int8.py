@@ -11,6 +11,7 @@ scale (max|w| / 127.5) and lower widths are stored in int8 containers.
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def onnxruntime_int8(quantized: Network, calib: np.ndarray, opset: int = 13) -> 
                                           quantize_static)
     if calib is None or not len(calib):
         raise DncompressError("the int8 ONNX export needs calibration images")
-    float_model = build_onnx(plain_convolutional(quantized), opset)
+    float_model = build_onnx(plain_convolutional(quantized), opset, dynamic_batch=True)
     images = (calib[i:i + 1] for i in range(len(calib)))
 
     class Reader(CalibrationDataReader):
@@ -40,8 +41,12 @@ def onnxruntime_int8(quantized: Network, calib: np.ndarray, opset: int = 13) -> 
     with tempfile.TemporaryDirectory(prefix="dncompress-int8-") as folder:
         source, target = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
         source.write_bytes(float_model.SerializeToString())
-        quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"CalibTensorRangeSymmetric": False})
+        logging.disable(logging.WARNING)        # its advice to run a pre-processing script, on every call
+        try:
+            quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                            calibrate_method=CalibrationMethod.MinMax,
+                            extra_options={"CalibTensorRangeSymmetric": False})
+        finally:
+            logging.disable(logging.NOTSET)
         return target.read_bytes()
