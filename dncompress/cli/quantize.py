@@ -38,6 +38,9 @@ def parse_act_bits(text: str) -> int | None:
               help="Ranges: minmax, percentile, or mse (the range minimizing each conv's output error).")
 @click.option("--keep-first-last", default=8, show_default=True, help="Bits of the first conv and the convs "
               "feeding the detection heads (0: same as --bits).")
+@click.option("--budget-bits", type=click.FloatRange(2, 8), help="Mixed precision: average weight bits (weighted "
+              "by weight count); each conv's width is chosen from its measured sensitivity (printed). "
+              "--keep-first-last convs stay at their width; --bits is ignored.")
 @click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES), default="packed", show_default=True,
               help="packed: integer .dnq file (the real size; detect/eval/export read it); darknet-q: "
               "[quantize_convolutional] cfg + on-grid float weights; darknet: plain [convolutional] that "
@@ -53,7 +56,7 @@ def parse_act_bits(text: str) -> int | None:
               "fidelity on it (default: fidelity on the 7 packaged sample images, not used to calibrate).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def quantize_command(cfg, weights, bits, act_bits, per_channel, calib, calib_images, rounding, bias_correction,
-                     method, keep_first_last, fmt, opencv, opset, prefix, data_path, force):
+                     method, keep_first_last, budget_bits, fmt, opencv, opset, prefix, data_path, force):
     """Quantize convolutions to BITS (fake quantization the engine, eval and detect reproduce): each conv in
     turn on the quantized network's own inputs, GPTQ rounding and bias correction by default. Prints the
     size before/after and the fidelity to the float model on held-out images.
@@ -64,6 +67,7 @@ def quantize_command(cfg, weights, bits, act_bits, per_channel, calib, calib_ima
       dncompress quantize yolov3-tiny --bits 4 --calib my_images/ --data val.txt
       dncompress quantize yolov3-tiny --bits 8 --calib my_images/ --format onnx-int8
       dncompress quantize yolov3-tiny --bits 4 --act-bits none --format darknet
+      dncompress quantize yolov3-tiny --budget-bits 4.5 --calib my_images/   # widths per conv
     """
     from ..quant.apply import QuantConfig
     from ..quant.workflow import run_quantize
@@ -77,7 +81,7 @@ def quantize_command(cfg, weights, bits, act_bits, per_channel, calib, calib_ima
     refuse_xnor(net, "quantize")
     config = QuantConfig(bits, act, per_channel, method, keep_first_last, bias_correction, rounding)
     report = run_quantize(net, [net.file, weights], config, fmt, prefix, calib, calib_images, data_path, opencv,
-                          opset, force, progress=echo_err)
+                          opset, force, progress=echo_err, budget_bits=budget_bits)
     print_quantize_report(report)
 
 
@@ -87,6 +91,8 @@ def print_quantize_report(report) -> None:
                    "calibrating on your own images (--calib DIR) fits the ranges to what the model will see")
     for warning in report.warnings:
         echo_err(f"warning: {warning}")
+    if report.sensitivity:
+        print_sensitivity(report.sensitivity, report.layer_bits)
     for fmt, paths in report.outputs.items():
         click.echo(f"wrote {' and '.join(paths)} ({fmt}): {report.written_bytes[fmt] / 1e6:.2f} MB")
     widths = sorted(set(report.layer_bits.values()))
@@ -98,3 +104,15 @@ def print_quantize_report(report) -> None:
     if "onnx_int8" in report.comparison:
         click.echo("the onnx-int8 file in onnxruntime:")
         print_comparison(report.comparison["onnx_int8"], "the float model")
+
+
+def print_sensitivity(sens, chosen: dict[int, int]) -> None:
+    """Per conv: weights, relative head error with only that conv at each width, the chosen width."""
+    widths = sorted(next(iter(sens.errors.values())))
+    click.echo(f"{'layer':>5} {'weights':>9} " + " ".join(f"{f'{b}-bit':>8}" for b in widths) + "  chosen")
+    for index, errors in sens.errors.items():
+        click.echo(f"{index:>5} {sens.weights[index]:>9,} " + " ".join(f"{errors[b]:8.1e}" for b in widths)
+                   + f"  {chosen[index]:>6}")
+    total = sum(sens.weights.values())
+    click.echo(f"head error (relative, squared) when only that conv is rounded; average "
+               f"{sum(chosen[i] * n for i, n in sens.weights.items()) / total:.2f} bits per weight")

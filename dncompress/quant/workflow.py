@@ -17,6 +17,7 @@ from ..export.onnx import save_onnx
 from ..fsutil import atomic_write, check_outputs
 from ..network import Network
 from .apply import QuantConfig, layer_bits, plain_convolutional, quantize_network
+from .mixed import Sensitivity, allocate, sensitivity
 from .packed import packed_size, write_packed
 
 # installed (dncompress/samples) or the source tree (samples/)
@@ -25,6 +26,7 @@ FORMATS = {"packed": [".dnq"], "darknet-q": [".cfg", ".weights"], "darknet": [".
            "onnx": [".onnx"], "onnx-int8": [".onnx"]}
 # few calibration images: add their mirror images (more input positions for ranges and Hessians)
 FLIP_BELOW = 32
+SENSITIVITY_IMAGES = 8
 
 
 def samples_folder() -> Path:
@@ -44,19 +46,16 @@ def default_holdout() -> Path:
     return samples_folder()
 
 
-def output_names(stem: str, config: QuantConfig, fmt: str, prefix: str | None, opencv: bool) -> dict[str, list[str]]:
+def output_names(stem: str, config: QuantConfig, fmt: str, prefix: str | None, opencv: bool,
+                 budget_bits: float | None = None) -> dict[str, list[str]]:
     """Files per format: <stem>-w<bits>a<act>-<format>.<suffix> unless `prefix` is given; the format is in
     the name so that runs with different --format never collide."""
-    base = prefix or f"{stem}-{width_tag(config)}"
+    bits = f"{budget_bits:g}avg" if budget_bits else config.bits
+    base = prefix or f"{stem}-w{bits}a{config.act_bits or 'f'}"
     names = {fmt: [f"{base}-{fmt}{suffix}" for suffix in FORMATS[fmt]]}
     if opencv and fmt != "darknet":
         names["darknet"] = [f"{base}-darknet{suffix}" for suffix in FORMATS["darknet"]]
     return names
-
-
-def width_tag(config: QuantConfig) -> str:
-    bits = f"{config.budget_bits:g}avg" if getattr(config, "budget_bits", None) else config.bits
-    return f"w{bits}a{config.act_bits or 'f'}"
 
 
 @dataclasses.dataclass
@@ -73,6 +72,7 @@ class QuantizeReport:
     seconds: float
     layer_bits: dict[int, int]
     warnings: list[str]
+    sensitivity: Sensitivity | None = None
 
 
 def load_calibration(net: Network, calib: str | None, count: int) -> tuple[np.ndarray, str, bool]:
@@ -97,14 +97,16 @@ def detects_nothing(net: Network, calib: np.ndarray, conf: float = 0.25) -> bool
 
 def run_quantize(net: Network, inputs: list[str | None], config: QuantConfig, fmt: str, prefix: str | None,
                  calib: str | None, calib_images: int, data: str | None, opencv: bool = False, opset: int = 13,
-                 force: bool = False, progress: Callable[[str], None] | None = None) -> QuantizeReport:
-    """Quantize `net`, write `fmt` (and plain Darknet files with `opencv`), measure against the float model."""
+                 force: bool = False, progress: Callable[[str], None] | None = None,
+                 budget_bits: float | None = None) -> QuantizeReport:
+    """Quantize `net`, write `fmt` (and plain Darknet files with `opencv`), measure against the float model.
+    With `budget_bits`, per-conv widths come from a sensitivity measurement on the calibration images."""
     if fmt not in FORMATS:
         raise DncompressError(f"unknown format '{fmt}'; use {', '.join(FORMATS)}")
     if fmt == "darknet" and config.act_bits:
         raise DncompressError("--format darknet cannot carry activation quantization (Darknet/OpenCV run "
                               "float activations); add --act-bits none")
-    outputs = output_names(Path(net.file or "model").stem, config, fmt, prefix, opencv)
+    outputs = output_names(Path(net.file or "model").stem, config, fmt, prefix, opencv, budget_bits)
     check_outputs([p for paths in outputs.values() for p in paths], inputs, force)
     start = time.perf_counter()
     images, calib_source, calib_default = load_calibration(net, calib, calib_images)
@@ -112,6 +114,10 @@ def run_quantize(net: Network, inputs: list[str | None], config: QuantConfig, fm
     if detects_nothing(net, images):
         warnings.append(f"the float model detects nothing (confidence >= 0.25) on the calibration images in "
                         f"{calib_source}; ranges may not fit the images you run it on")
+    sens = None
+    if budget_bits:
+        sens = sensitivity(net, images[:SENSITIVITY_IMAGES], progress=progress)
+        config = dataclasses.replace(config, layer_bits=allocate(sens, budget_bits, fixed_widths(net, config)))
     quantized = quantize_network(net, config, images, progress)
     bits = layer_bits(net, config)
     written = write_formats(quantized, outputs, images, opset)
@@ -124,7 +130,15 @@ def run_quantize(net: Network, inputs: list[str | None], config: QuantConfig, fm
                                                  progress=False)
     return QuantizeReport(outputs, net.param_count() * 4, written, packed_size(quantized), calib_source,
                           len(images), calib_default, holdout, comparison, time.perf_counter() - start, bits,
-                          warnings)
+                          warnings, sens)
+
+
+def fixed_widths(net: Network, config: QuantConfig) -> dict[int, int]:
+    """The convs --keep-first-last holds at its width while the budget is spread over the others."""
+    if not config.keep_first_last:
+        return {}
+    everything = layer_bits(net, dataclasses.replace(config, bits=0))
+    return {i: b for i, b in everything.items() if b}
 
 
 def onnx_candidate(path: str, quantized: Network):
