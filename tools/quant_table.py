@@ -12,11 +12,14 @@ import os
 import statistics
 import time
 
+import onnx
+
 
 from dncompress.eval import evaluate, predict
 from dncompress.export.onnx import build_onnx, onnx_forward
 from dncompress.quant.apply import QuantConfig, quantize_network
 from dncompress.quant.packed import packed_size
+from dncompress.quant.ort_int8 import onnxruntime_int8
 from dncompress.quant.qdq import build_qdq_onnx
 from experiment import add_arguments, load_experiment
 
@@ -48,7 +51,8 @@ def latency_pair(a, b, x, rounds: int = 15) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser, calib_images=32)
-    parser.add_argument("--only", help="run the settings whose name contains this text")
+    parser.add_argument("--only", help="run the settings whose name is in this comma-separated list")
+    parser.add_argument("--onnx-int8", action="store_true", help="also evaluate the onnx-int8 export of W8A8 rows")
     parser.add_argument("--no-latency", action="store_true")
     args = parser.parse_args()
     exp = load_experiment(args)
@@ -59,15 +63,22 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     print(f"| fp32 | {result.map50:.4f} | {result.map50_95:.4f} | 1.0000 | {net.param_count() * 4 / 1e6:.2f} MB | |")
     for name, config in settings():
-        if args.only and args.only not in name:
+        if args.only and name not in args.only.split(";"):
             continue
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         q = quantize_network(net, config, calib)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         preds = predict(q.forward, q.heads, dataset, *size, progress=False)
         r = evaluate(preds, dataset, classes)
         print(f"| {name} | {r.map50:.4f} | {r.map50_95:.4f} | {evaluate(preds, reference, classes).map50:.4f} "
-              f"| {packed_size(q) / 1e6:.2f} MB | {seconds:.0f} s (load {os.getloadavg()[0]:.1f}) |", flush=True)
+              f"| {packed_size(q) / 1e6:.2f} MB | {seconds:.0f} s, {cpu:.0f} s CPU (load {os.getloadavg()[0]:.1f}) |",
+              flush=True)
+        if args.onnx_int8 and config.bits == 8 and config.act_bits == 8:
+            forward = onnx_forward(onnx.load_from_string(onnxruntime_int8(q, calib)))
+            preds_int8 = predict(forward, q.heads, dataset, *size, progress=False)
+            r = evaluate(preds_int8, dataset, classes)
+            print(f"| {name}, onnx-int8 in onnxruntime | {r.map50:.4f} | {r.map50_95:.4f} "
+                  f"| {evaluate(preds_int8, reference, classes).map50:.4f} | | |", flush=True)
     if args.no_latency:
         return
     x = calib[:1]
