@@ -106,6 +106,7 @@ def run_quantize(net: Network, inputs: list[str | None], config: QuantConfig, fm
     if fmt == "darknet" and config.act_bits:
         raise DncompressError("--format darknet cannot carry activation quantization (Darknet/OpenCV run "
                               "float activations); add --act-bits none")
+    layer_bits(net, config)                     # refuses unquantizable layers before any work
     outputs = output_names(Path(net.file or "model").stem, config, fmt, prefix, opencv, budget_bits)
     check_outputs([p for paths in outputs.values() for p in paths], inputs, force)
     start = time.perf_counter()
