@@ -29,7 +29,11 @@ def settings() -> list[tuple[str, QuantConfig]]:
         rows += [(f"{name}, nearest", QuantConfig(bits, act)),
                  (f"{name}, nearest + bias correction", QuantConfig(bits, act, bias_correction=True)),
                  (f"{name}, GPTQ + bias correction", QuantConfig(bits, act, bias_correction=True, rounding="gptq"))]
-    rows += [("W4A8, mse ranges (output error), nearest", QuantConfig(4, 8, method="mse")),
+    rows += [("W8A8, percentile ranges, GPTQ + bias correction", QuantConfig(8, 8, method="percentile",
+                                                                            bias_correction=True, rounding="gptq")),
+             ("W8A8, mse ranges, GPTQ + bias correction", QuantConfig(8, 8, method="mse", bias_correction=True,
+                                                                    rounding="gptq")),
+             ("W4A8, mse ranges (output error), nearest", QuantConfig(4, 8, method="mse")),
              ("W4A8, mse ranges, GPTQ + bias correction", QuantConfig(4, 8, method="mse", bias_correction=True,
                                                                     rounding="gptq"))]
     return rows
