@@ -1,6 +1,5 @@
 """Mixed precision: sensitivities fall with width; the allocation meets the budget and spends bits where the
 measured error is largest."""
-import numpy as np
 import pytest
 
 from dncompress.data import calibration_batch

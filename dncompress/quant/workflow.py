@@ -12,7 +12,7 @@ import numpy as np
 
 from ..data import calibration_batch, load_dataset
 from ..errors import DncompressError
-from ..eval import compare_models, predict
+from ..eval import compare_models
 from ..export.onnx import save_onnx
 from ..fsutil import atomic_write, check_outputs
 from ..network import Network
