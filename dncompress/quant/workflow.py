@@ -13,7 +13,7 @@ import numpy as np
 from ..data import calibration_batch, load_dataset
 from ..errors import DncompressError
 from ..eval import compare_models
-from ..export.onnx import save_onnx
+from ..export.onnx import check_parity, save_onnx
 from ..fsutil import atomic_write, check_outputs
 from ..network import Network
 from .apply import QuantConfig, layer_bits, plain_convolutional, quantize_network
@@ -164,7 +164,9 @@ def write_formats(quantized: Network, outputs: dict[str, list[str]], calib: np.n
         elif fmt == "darknet":
             plain_convolutional(quantized).save(*paths)
         elif fmt == "onnx":
-            save_onnx(build_qdq_onnx(quantized, opset), paths[0])
+            model = build_qdq_onnx(quantized, opset)
+            check_parity(quantized, model, paths[0])
+            save_onnx(model, paths[0])
         elif fmt == "onnx-int8":
             from .ort_int8 import onnxruntime_int8
             atomic_write(paths[0], [onnxruntime_int8(quantized, calib, opset)])
