@@ -110,9 +110,13 @@ def run_quantize(net: Network, inputs: list[str | None], config: QuantConfig, fm
     outputs = output_names(Path(net.file or "model").stem, config, fmt, prefix, opencv, budget_bits)
     check_outputs([p for paths in outputs.values() for p in paths], inputs, force)
     start = time.perf_counter()
-    images, calib_source, calib_default = load_calibration(net, calib, calib_images)
     warnings = []
-    if detects_nothing(net, images):
+    images, calib_source, calib_default = None, "", False
+    if config.act_bits or config.bias_correction or config.rounding == "gptq" or budget_bits or fmt == "onnx-int8":
+        images, calib_source, calib_default = load_calibration(net, calib, calib_images)
+    elif calib:
+        warnings.append("--calib is not used: weights-only round-to-nearest without bias correction needs none")
+    if images is not None and detects_nothing(net, images):
         warnings.append(f"the float model detects nothing (confidence >= 0.25) on the calibration images in "
                         f"{calib_source}; ranges may not fit the images you run it on")
     sens = None
@@ -130,7 +134,8 @@ def run_quantize(net: Network, inputs: list[str | None], config: QuantConfig, fm
         comparison["onnx_int8"] = compare_models(net, onnx_candidate(outputs["onnx-int8"][0], quantized), dataset,
                                                  progress=False)
     return QuantizeReport(outputs, net.param_count() * 4, written, packed_size(quantized), calib_source,
-                          len(images), calib_default, holdout, comparison, time.perf_counter() - start, bits,
+                          0 if images is None else len(images), calib_default, holdout, comparison,
+                          time.perf_counter() - start, bits,
                           warnings, sens)
 
 
