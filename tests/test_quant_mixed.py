@@ -32,3 +32,22 @@ def test_sensitivity_falls_with_width_and_drives_a_working_network():
     widths = allocate(sens, 4.0)
     q = quantize_network(net, QuantConfig(act_bits=8, layer_bits=widths, rounding="gptq"), calib)
     assert {layer.index: layer.bitw for layer in q.layers if layer.type == "quantize_convolutional"} == widths
+
+
+def test_budget_bits_cli_prints_the_table_and_meets_the_budget(tmp_path):
+    from click.testing import CliRunner
+
+    from dncompress.cli import main
+    from dncompress.quant.packed import read_packed
+    net = small_network(6)
+    net.save(tmp_path / "s.cfg", tmp_path / "s.weights")
+    result = CliRunner().invoke(main, ["quantize", str(tmp_path / "s.cfg"), str(tmp_path / "s.weights"),
+                                       "--budget-bits", "5", "--keep-first-last", "0", "--calib",
+                                       str(COCO_FEW / "images"), "--calib-images", "4", "-o", str(tmp_path / "q")])
+    assert result.exit_code == 0, result.output
+    assert "chosen" in result.stdout and "bits per weight" in result.stdout
+    q = read_packed(tmp_path / "q-packed.dnq")
+    convs = [layer for layer in q.layers if layer.type == "quantize_convolutional"]
+    sizes = [layer.params["weights"].size for layer in convs]
+    assert sum(layer.bitw * n for layer, n in zip(convs, sizes)) / sum(sizes) <= 5
+    assert len({layer.bitw for layer in convs}) > 1

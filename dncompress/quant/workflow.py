@@ -128,6 +128,9 @@ def run_quantize(net: Network, inputs: list[str | None], config: QuantConfig, fm
     written = write_formats(quantized, outputs, images, opset)
     holdout = data or str(default_holdout())
     dataset = load_dataset(holdout)
+    if not data and detects_nothing(net, calibration_batch(holdout, 8, net.info.width, net.info.height)):
+        warnings.append(f"the float model detects nothing on the sample images in {holdout}, so the fidelity "
+                        "below is meaningless; pass --data with images it detects objects on")
     comparison = compare_models(net, quantized, dataset, progress=False)
     if "onnx-int8" in outputs:
         # onnxruntime requantizes activations itself: measure the file, not just the engine's model
