@@ -43,8 +43,8 @@ def test_bits_4_out_of_the_box_then_another_format_and_opencv(tiny_weights, tmp_
                   "--opencv", "--rounding", "nearest"], tmp_path)
     assert second.exit_code == 0, second.output
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["yolov3-tiny-w4af-darknet-q.cfg", "yolov3-tiny-w4af-darknet-q.weights",
-                     "yolov3-tiny-w4af-darknet.cfg", "yolov3-tiny-w4af-darknet.weights", packed.name]
+    assert names == sorted(["yolov3-tiny-w4af-darknet-q.cfg", "yolov3-tiny-w4af-darknet-q.weights",
+                            "yolov3-tiny-w4af-darknet.cfg", "yolov3-tiny-w4af-darknet.weights", packed.name])
     engine = Network.from_cfg(tmp_path / "yolov3-tiny-w4af-darknet-q.cfg", tmp_path / "yolov3-tiny-w4af-darknet-q.weights")
     cv_net = cv2.dnn.readNetFromDarknet(str(tmp_path / "yolov3-tiny-w4af-darknet.cfg"),
                                         str(tmp_path / "yolov3-tiny-w4af-darknet.weights"))
