@@ -82,7 +82,8 @@ def test_ctrl_c_during_the_renames_completes_the_set_first(tmp_path, monkeypatch
 TINY = CFGS / "yolov3-tiny.cfg"
 INTERRUPTED_WRITERS = {
     "prune": (lambda weights, data, out: ["prune", TINY, weights, "--ratio", "0.5", "-o", out / "p"], 2),
-    "quantize": (lambda weights, data, out: ["quantize", TINY, weights, "--act-bits", "none", "-o", out / "q"], 2),
+    "quantize": (lambda weights, data, out: ["quantize", TINY, weights, "--act-bits", "none", "--rounding", "nearest",
+                                             "--no-bias-correction", "--format", "darknet-q", "-o", out / "q"], 2),
     "reparam": (lambda weights, data, out: ["reparam", TINY, weights, "-o", out / "r"], 2),
     "export": (lambda weights, data, out: ["export", TINY, weights, "-o", out / "m.onnx"], 1),
     "train": (lambda weights, data, out: ["train", TINY, weights, "--data", data, "--epochs", "1", "--imgsz", "64",
@@ -108,7 +109,8 @@ def test_ctrl_c_while_writing_outputs_leaves_none(name, tmp_path, tiny_weights, 
     out.mkdir()
     result = CliRunner().invoke(main, [str(a) for a in args(tiny_weights, tmp_path / "data", out)])
     assert result.exit_code == 130, result.output
-    assert result.stderr == "interrupted; no partial output was written\n"
+    # progress lines (quantize prints one per conv) may come first
+    assert result.stderr.endswith("interrupted; no partial output was written\n") and "Traceback" not in result.stderr
     assert len(calls) == at_call
     assert list(out.iterdir()) == []
 

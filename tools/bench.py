@@ -8,7 +8,9 @@ the model pruned with `prune --scope layer --ratio R` (R=0.3 removes ~50% of the
 over the unpruned model in each backend. --load N starts N busy processes (pure Python spin loops, ended
 when the benchmark ends, at most --load-seconds) beside the measurement: the machine's other work.
 --rss runs `detect`, `eval` and `train` (one short epoch) in child processes and prints each one's peak
-resident memory, and that of one batch-1 forward. The 1-minute load average is printed before and after.
+resident memory, and that of one batch-1 forward. --int8 adds onnxruntime on the `quantize --format
+onnx-int8` model (W8A8, calibrated on the packaged sample images) and its speed-up over the fp32 export,
+timed in the same blocks. The 1-minute load average is printed before and after.
 Targets live in the README, not in tests.
 """
 from __future__ import annotations
@@ -91,6 +93,18 @@ def rss_report(threads: int) -> None:
             print(f"  {name:<36} {mb:7.0f} MB   {time.perf_counter() - start:6.1f} s{status}", flush=True)
 
 
+def int8_model(net):
+    """The W8A8 onnx-int8 export (dynamic batch), calibrated on the packaged sample images as `quantize` does."""
+    import onnx
+
+    from dncompress.quant.apply import QuantConfig, quantize_network
+    from dncompress.quant.ort_int8 import onnxruntime_int8
+    from dncompress.quant.workflow import load_calibration
+    calib, _, _ = load_calibration(net, None, 8)
+    quantized = quantize_network(net, QuantConfig(8, 8, rounding="nearest"), calib)
+    return onnx.load_from_string(onnxruntime_int8(quantized, calib))
+
+
 def pruned_network(net, ratio: float):
     """`dncompress prune --scope layer --ratio R` (bn criterion, compensation) of net."""
     from dncompress.prune.apply import prune_network
@@ -113,6 +127,7 @@ def main() -> None:
     parser.add_argument("--rss", action="store_true", help="peak RSS of detect, eval and train")
     parser.add_argument("--cfg", default="yolov3-tiny")
     parser.add_argument("--weights")
+    parser.add_argument("--int8", action="store_true", help="also time onnxruntime int8 vs fp32")
     args = parser.parse_args()
 
     import cv2
@@ -148,6 +163,7 @@ def main() -> None:
                 cvnet = cv2.dnn.readNetFromDarknet(f"{prefix}.cfg", f"{prefix}.weights")
                 outs = cvnet.getUnconnectedOutLayersNames()
                 ort_forward = onnx_forward(build_onnx(model, dynamic_batch=True), threads=engine_threads)
+                int8_forward = onnx_forward(int8_model(model), threads=engine_threads) if args.int8 else None
                 for batch in args.batch:
                     blob = np.random.default_rng(0).random((batch, 3, args.imgsz, args.imgsz), dtype=np.float32)
 
@@ -155,15 +171,20 @@ def main() -> None:
                         cvnet.setInput(blob)
                         cvnet.forward(outs)
                     runs = max(3, args.runs // batch) if batch > 1 else args.runs
-                    result = medians_ms({"numpy engine": lambda blob=blob, model=model: model.forward(blob),
-                                         "onnxruntime": lambda blob=blob: ort_forward(blob),
-                                         "opencv dnn": opencv}, runs)
+                    fns = {"numpy engine": lambda blob=blob, model=model: model.forward(blob),
+                           "onnxruntime": lambda blob=blob: ort_forward(blob), "opencv dnn": opencv}
+                    if int8_forward:
+                        fns["onnxruntime int8"] = lambda blob=blob: int8_forward(blob)
+                    result = medians_ms(fns, runs)
                     medians[label, batch] = result
                     base = result["opencv dnn"]
                     print(f" {label} ({summary(model)['bflops']:.2f} BFLOPs), batch {batch} ({runs} runs), "
                           f"load average {os.getloadavg()[0]:.2f}")
                     for name, ms in result.items():
-                        print(f"  {name:<14} {ms:9.1f} ms   {ms / base:5.2f}x opencv dnn", flush=True)
+                        print(f"  {name:<16} {ms:9.1f} ms   {ms / base:5.2f}x opencv dnn", flush=True)
+                    if int8_forward:
+                        print(f"  onnxruntime int8 vs fp32: {result['onnxruntime'] / result['onnxruntime int8']:.2f}x "
+                              "faster", flush=True)
             for label in list(models)[1:]:
                 for batch in args.batch:
                     speedups = "  ".join(f"{name} {medians['unpruned', batch][name] / ms:.2f}x"

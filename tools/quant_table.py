@@ -1,33 +1,42 @@
 """The quantization results of docs/quantization.md: mAP@0.5 on a labelled dataset for fp32 and several
-post-training settings, packed file sizes, and onnxruntime latency of the QDQ export vs fp32.
+post-training settings (round-to-nearest vs GPTQ, with bias correction), the time each quantization took,
+packed file sizes, and onnxruntime latency of the int8 export vs fp32.
 
-    python tools/quant_table.py --data ../shared/data/coco128 --calib ../shared/data/images
+    python tools/quant_table.py --data ../shared/data/voc765/eval200.txt \
+        --calib ../shared/data/voc765/fit565.txt --calib-images 64 [--only W4A8]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+
+import onnx
 
 
 from dncompress.eval import evaluate, predict
 from dncompress.export.onnx import build_onnx, onnx_forward
 from dncompress.quant.apply import QuantConfig, quantize_network
 from dncompress.quant.packed import packed_size
+from dncompress.quant.ort_int8 import onnxruntime_int8
 from dncompress.quant.qdq import build_qdq_onnx
 from experiment import add_arguments, load_experiment
 
-SETTINGS = [
-    ("W8A8", QuantConfig(8, 8)),
-    ("W8 weights only", QuantConfig(8, None)),
-    ("W4A8", QuantConfig(4, 8)),
-    ("W4A8 + bias correction", QuantConfig(4, 8, bias_correction=True)),
-    ("W4A8, mse ranges", QuantConfig(4, 8, method="mse")),
-    ("W4A8, percentile ranges", QuantConfig(4, 8, method="percentile")),
-    ("W4 weights only", QuantConfig(4, None)),
-    ("W4 weights only + bias correction", QuantConfig(4, None, bias_correction=True)),
-    ("W4 weights only, mse", QuantConfig(4, None, method="mse")),
-]
+def settings() -> list[tuple[str, QuantConfig]]:
+    rows = []
+    for name, bits, act in (("W8A8", 8, 8), ("W4A8", 4, 8), ("W4 weights only", 4, None), ("W3A8", 3, 8)):
+        rows += [(f"{name}, nearest", QuantConfig(bits, act)),
+                 (f"{name}, nearest + bias correction", QuantConfig(bits, act, bias_correction=True)),
+                 (f"{name}, GPTQ + bias correction", QuantConfig(bits, act, bias_correction=True, rounding="gptq"))]
+    rows += [("W8A8, percentile ranges, GPTQ + bias correction", QuantConfig(8, 8, method="percentile",
+                                                                            bias_correction=True, rounding="gptq")),
+             ("W8A8, mse ranges, GPTQ + bias correction", QuantConfig(8, 8, method="mse", bias_correction=True,
+                                                                    rounding="gptq")),
+             ("W4A8, mse ranges (output error), nearest", QuantConfig(4, 8, method="mse")),
+             ("W4A8, mse ranges, GPTQ + bias correction", QuantConfig(4, 8, method="mse", bias_correction=True,
+                                                                    rounding="gptq"))]
+    return rows
 
 
 def latency_pair(a, b, x, rounds: int = 15) -> tuple[float, float]:
@@ -46,27 +55,44 @@ def latency_pair(a, b, x, rounds: int = 15) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser, calib_images=32)
+    parser.add_argument("--only", help="run the settings whose name is in this comma-separated list")
+    parser.add_argument("--onnx-int8", action="store_true", help="also evaluate the onnx-int8 export of W8A8 rows")
+    parser.add_argument("--no-latency", action="store_true")
     args = parser.parse_args()
     exp = load_experiment(args)
     net, size, dataset, calib, classes = exp.net, exp.size, exp.dataset, exp.calib, exp.classes
     base, reference = exp.base_preds, exp.reference
     result = evaluate(base, dataset, classes)
-    print("| model | mAP@0.5 | mAP@0.5:0.95 | fidelity mAP@0.5 | packed size |")
-    print("| --- | --- | --- | --- | --- |")
-    print(f"| fp32 | {result.map50:.4f} | {result.map50_95:.4f} | 1.0000 | {net.param_count() * 4 / 1e6:.2f} MB |")
-    for name, config in SETTINGS:
-        q = quantize_network(net, config, calib, progress=False)
+    print("| model | mAP@0.5 | mAP@0.5:0.95 | fidelity mAP@0.5 | packed size | quantization time |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"| fp32 | {result.map50:.4f} | {result.map50_95:.4f} | 1.0000 | {net.param_count() * 4 / 1e6:.2f} MB | |")
+    for name, config in settings():
+        if args.only and name not in args.only.split(";"):
+            continue
+        start, cpu_start = time.perf_counter(), time.process_time()
+        q = quantize_network(net, config, calib)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         preds = predict(q.forward, q.heads, dataset, *size, progress=False)
         r = evaluate(preds, dataset, classes)
         print(f"| {name} | {r.map50:.4f} | {r.map50_95:.4f} | {evaluate(preds, reference, classes).map50:.4f} "
-              f"| {packed_size(q) / 1e6:.2f} MB |", flush=True)
+              f"| {packed_size(q) / 1e6:.2f} MB | {seconds:.0f} s, {cpu:.0f} s CPU (load {os.getloadavg()[0]:.1f}) |",
+              flush=True)
+        if args.onnx_int8 and config.bits == 8 and config.act_bits == 8:
+            forward = onnx_forward(onnx.load_from_string(onnxruntime_int8(q, calib)))
+            preds_int8 = predict(forward, q.heads, dataset, *size, progress=False)
+            r = evaluate(preds_int8, dataset, classes)
+            print(f"| {name}, onnx-int8 in onnxruntime | {r.map50:.4f} | {r.map50_95:.4f} "
+                  f"| {evaluate(preds_int8, reference, classes).map50:.4f} | | |", flush=True)
+    if args.no_latency:
+        return
     x = calib[:1]
     fp32 = onnx_forward(build_onnx(net), threads=2)
-    for name, config in (("W8A8 QDQ", QuantConfig(8, 8)), ("W8 weights-only QDQ", QuantConfig(8, None))):
-        qdq = onnx_forward(build_qdq_onnx(quantize_network(net, config, calib, progress=False)), threads=2)
-        ms_q, ms_f = latency_pair(qdq, fp32, x)
-        print(f"onnxruntime {name}: {ms_q:.1f} ms vs fp32 {ms_f:.1f} ms ({ms_q / ms_f:.2f}x)")
-
+    w8a8 = quantize_network(net, QuantConfig(8, 8), calib)
+    for name, model in (("W8A8 QDQ (reproduces the engine)", build_qdq_onnx(w8a8)),
+                        ("W8A8 onnx-int8 (quantize_static)", onnx.load_from_string(onnxruntime_int8(w8a8, calib)))):
+        ms_q, ms_f = latency_pair(onnx_forward(model, threads=2), fp32, x)
+        print(f"onnxruntime {name}: {ms_q:.1f} ms vs fp32 {ms_f:.1f} ms ({ms_q / ms_f:.2f}x; load "
+              f"{os.getloadavg()[0]:.1f})")
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,75 @@
+"""Mixed precision: per-conv sensitivity (how much the heads move when that conv alone has its weights
+rounded to b bits) and a greedy choice of widths under an average-bits budget (weighted by weights)."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from ..errors import DncompressError
+from ..network import Network
+from .apply import QuantConfig, layer_bits, quantize_layer
+
+WIDTHS = (2, 3, 4, 5, 6, 8)
+
+
+@dataclasses.dataclass
+class Sensitivity:
+    """errors[index][bits]: relative squared head error, sum ||dy||^2 / sum ||y||^2 over the images."""
+    weights: dict[int, int]                  # weight count per conv
+    errors: dict[int, dict[int, float]]
+
+
+def head_error(net: Network, calib: np.ndarray, reference: list[np.ndarray], replaced: dict) -> float:
+    def run(layer, xs):
+        return replaced.get(layer.index, layer).forward(xs)
+    outputs = net.forward(calib, run=run)
+    return float(sum(np.square(o - r).sum() for o, r in zip(outputs, reference))
+                 / sum(np.square(r).sum() for r in reference))
+
+
+def sensitivity(net: Network, calib: np.ndarray, widths=WIDTHS,
+                progress: Callable[[str], None] | None = None) -> Sensitivity:
+    """Each conv alone at each width (round-to-nearest weights, float activations) on calib (N, C, H, W)."""
+    convs = sorted(layer_bits(net, QuantConfig()))
+    reference = net.forward(calib)
+    errors = {}
+    for index in convs:
+        layer = net.layers[index]
+        errors[index] = {b: head_error(net, calib, reference,
+                                       {index: quantize_layer(net, layer, b, QuantConfig(b, None), None, None)})
+                         for b in widths}
+        if progress:
+            progress(f"sensitivity layer {index}: " + " ".join(f"{b}b {e:.2e}" for b, e in errors[index].items()))
+    weights = {i: int(np.prod(net.layers[i].param_shapes()["weights"])) for i in convs}
+    return Sensitivity(weights, errors)
+
+
+def allocate(sens: Sensitivity, budget: float, fixed: dict[int, int] | None = None) -> dict[int, int]:
+    """Widths per conv with weighted average <= `budget` bits: start at the widest, then repeatedly narrow
+    the conv whose next step down adds the least error per bit saved (errors taken as additive)."""
+    fixed = fixed or {}
+    widths = {i: max(e) for i, e in sens.errors.items()}
+    widths.update(fixed)
+    total = sum(sens.weights.values())
+
+    def average() -> float:
+        return sum(widths[i] * n for i, n in sens.weights.items()) / total
+
+    floor = sum((fixed.get(i) or min(e)) * sens.weights[i] for i, e in sens.errors.items()) / total
+    if budget < floor:
+        raise DncompressError(f"--budget-bits {budget:g} is below the narrowest allocation ({floor:.2f} average "
+                              "bits with the first/last convs kept)")
+    while average() > budget:
+        best, best_cost = None, np.inf
+        for i, e in sens.errors.items():
+            narrower = [b for b in e if b < widths[i]]
+            if i in fixed or not narrower:
+                continue
+            step = max(narrower)
+            cost = (e[step] - e[widths[i]]) / ((widths[i] - step) * sens.weights[i])
+            if cost < best_cost:
+                best, best_cost = (i, step), cost
+        widths[best[0]] = best[1]
+    return widths

@@ -1,0 +1,183 @@
+"""The `quantize` command as a library workflow: default calibration images, output names, writing the
+chosen format, and a report (sizes, fidelity to the float model on held-out images, mAP with a dataset).
+Nothing here prints; progress goes through a callback."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..data import calibration_batch, load_dataset
+from ..errors import DncompressError
+from ..eval import compare_models
+from ..export.onnx import check_parity, save_onnx
+from ..fsutil import atomic_write, check_outputs
+from ..network import Network
+from .apply import QuantConfig, layer_bits, plain_convolutional, quantize_network
+from .mixed import Sensitivity, allocate, sensitivity
+from .packed import packed_size, write_packed
+
+# installed (dncompress/samples) or the source tree (samples/)
+SAMPLE_FOLDERS = [Path(__file__).parent.parent / "samples", Path(__file__).parent.parent.parent / "samples"]
+FORMATS = {"packed": [".dnq"], "darknet-q": [".cfg", ".weights"], "darknet": [".cfg", ".weights"],
+           "onnx": [".onnx"], "onnx-int8": [".onnx"]}
+# few calibration images: add their mirror images (more input positions for ranges and Hessians)
+FLIP_BELOW = 32
+SENSITIVITY_IMAGES = 8
+
+
+def samples_folder() -> Path:
+    for folder in SAMPLE_FOLDERS:
+        if (folder / "coco12" / "images").is_dir():
+            return folder
+    raise DncompressError("the packaged sample images are missing; pass calibration images with --calib DIR")
+
+
+def default_calibration() -> Path:
+    """12 COCO images shipped with dncompress: calibration that works out of the box."""
+    return samples_folder() / "coco12" / "images"
+
+
+def default_holdout() -> Path:
+    """Darknet's 7 sample images: never used to calibrate by default, so fidelity on them is held out."""
+    return samples_folder()
+
+
+def output_names(stem: str, config: QuantConfig, fmt: str, prefix: str | None, opencv: bool,
+                 budget_bits: float | None = None) -> dict[str, list[str]]:
+    """Files per format: <stem>-w<bits>a<act>-<format>.<suffix> unless `prefix` is given; the format is in
+    the name so that runs with different --format never collide."""
+    bits = f"{budget_bits:g}avg" if budget_bits else config.bits
+    base = prefix or f"{stem}-w{bits}a{config.act_bits or 'f'}"
+    names = {fmt: [f"{base}-{fmt}{suffix}" for suffix in FORMATS[fmt]]}
+    if opencv and fmt != "darknet":
+        names["darknet"] = [f"{base}-darknet{suffix}" for suffix in FORMATS["darknet"]]
+    return names
+
+
+@dataclasses.dataclass
+class QuantizeReport:
+    outputs: dict[str, list[str]]
+    float_bytes: int                  # the float32 .weights size
+    written_bytes: dict[str, int]     # per format, on disk
+    packed_bytes: int                 # integers + scales + biases + cfg
+    calib_source: str
+    calib_images: int
+    calib_default: bool
+    fidelity_source: str
+    comparison: dict                  # compare_models(): fidelity_map50, and map50/map50_95 with labels
+    seconds: float
+    layer_bits: dict[int, int]
+    warnings: list[str]
+    sensitivity: Sensitivity | None = None
+
+
+def load_calibration(net: Network, calib: str | None, count: int) -> tuple[np.ndarray, str, bool]:
+    """(images (N, 3, H, W), where they came from, whether they are the packaged default)."""
+    source = Path(calib) if calib else default_calibration()
+    batch = calibration_batch(source, count, net.info.width, net.info.height)
+    if len(batch) < FLIP_BELOW:
+        batch = np.concatenate([batch, batch[..., ::-1]])
+    return batch, str(source), calib is None
+
+
+def detects_nothing(net: Network, calib: np.ndarray, conf: float = 0.25) -> bool:
+    from ..detect import decode_image
+    for start in range(0, len(calib), 8):
+        outputs = net.forward(calib[start:start + 8])
+        for i in range(len(outputs[0])):
+            scores = decode_image(net.heads, [o[i] for o in outputs])[1]
+            if (scores >= conf).any():
+                return False
+    return True
+
+
+def run_quantize(net: Network, inputs: list[str | None], config: QuantConfig, fmt: str, prefix: str | None,
+                 calib: str | None, calib_images: int, data: str | None, opencv: bool = False, opset: int = 13,
+                 force: bool = False, progress: Callable[[str], None] | None = None,
+                 budget_bits: float | None = None) -> QuantizeReport:
+    """Quantize `net`, write `fmt` (and plain Darknet files with `opencv`), measure against the float model.
+    With `budget_bits`, per-conv widths come from a sensitivity measurement on the calibration images."""
+    if fmt not in FORMATS:
+        raise DncompressError(f"unknown format '{fmt}'; use {', '.join(FORMATS)}")
+    if fmt == "darknet" and config.act_bits:
+        raise DncompressError("--format darknet cannot carry activation quantization (Darknet/OpenCV run "
+                              "float activations); add --act-bits none")
+    layer_bits(net, config)                     # refuses unquantizable layers before any work
+    outputs = output_names(Path(net.file or "model").stem, config, fmt, prefix, opencv, budget_bits)
+    check_outputs([p for paths in outputs.values() for p in paths], inputs, force)
+    start = time.perf_counter()
+    warnings = []
+    images, calib_source, calib_default = None, "", False
+    if config.act_bits or config.bias_correction or config.rounding == "gptq" or budget_bits or fmt == "onnx-int8":
+        images, calib_source, calib_default = load_calibration(net, calib, calib_images)
+    elif calib:
+        warnings.append("--calib is not used: weights-only round-to-nearest without bias correction needs none")
+    if images is not None and detects_nothing(net, images):
+        warnings.append(f"the float model detects nothing (confidence >= 0.25) on the calibration images in "
+                        f"{calib_source}; ranges may not fit the images you run it on")
+    sens = None
+    if budget_bits:
+        sens = sensitivity(net, images[:SENSITIVITY_IMAGES], progress=progress)
+        config = dataclasses.replace(config, layer_bits=allocate(sens, budget_bits, fixed_widths(net, config)))
+    quantized = quantize_network(net, config, images, progress)
+    bits = layer_bits(net, config)
+    written = write_formats(quantized, outputs, images, opset)
+    holdout = data or str(default_holdout())
+    dataset = load_dataset(holdout)
+    if not data and detects_nothing(net, calibration_batch(holdout, 8, net.info.width, net.info.height)):
+        warnings.append(f"the float model detects nothing on the sample images in {holdout}, so the fidelity "
+                        "below is meaningless; pass --data with images it detects objects on")
+    comparison = compare_models(net, quantized, dataset, progress=False)
+    if "onnx-int8" in outputs:
+        # onnxruntime requantizes activations itself: measure the file, not just the engine's model
+        comparison["onnx_int8"] = compare_models(net, onnx_candidate(outputs["onnx-int8"][0], quantized), dataset,
+                                                 progress=False)
+    return QuantizeReport(outputs, net.param_count() * 4, written, packed_size(quantized), calib_source,
+                          0 if images is None else len(images), calib_default, holdout, comparison,
+                          time.perf_counter() - start, bits,
+                          warnings, sens)
+
+
+def fixed_widths(net: Network, config: QuantConfig) -> dict[int, int]:
+    """The convs --keep-first-last holds at its width while the budget is spread over the others."""
+    if not config.keep_first_last:
+        return {}
+    everything = layer_bits(net, dataclasses.replace(config, bits=0))
+    return {i: b for i, b in everything.items() if b}
+
+
+def onnx_candidate(path: str, quantized: Network):
+    """An ONNX file in the shape compare_models wants: forward (onnxruntime) and the heads to decode."""
+    from ..export.onnx import onnx_forward
+    return Candidate(quantized.heads, quantized.info, onnx_forward(path))
+
+
+@dataclasses.dataclass
+class Candidate:
+    heads: list
+    info: object
+    forward: Callable
+
+
+def write_formats(quantized: Network, outputs: dict[str, list[str]], calib: np.ndarray, opset: int) -> dict[str, int]:
+    """Write each format's files; returns bytes on disk per format."""
+    from .qdq import build_qdq_onnx
+    for fmt, paths in outputs.items():
+        if fmt == "darknet-q":
+            quantized.save(*paths)
+        elif fmt == "darknet":
+            plain_convolutional(quantized).save(*paths)
+        elif fmt == "onnx":
+            model = build_qdq_onnx(quantized, opset)
+            check_parity(quantized, model, paths[0])
+            save_onnx(model, paths[0])
+        elif fmt == "onnx-int8":
+            from .ort_int8 import onnxruntime_int8
+            atomic_write(paths[0], [onnxruntime_int8(quantized, calib, opset)])
+        else:
+            write_packed(quantized, paths[0])
+    return {fmt: sum(Path(p).stat().st_size for p in paths) for fmt, paths in outputs.items()}

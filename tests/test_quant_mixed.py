@@ -1,0 +1,53 @@
+"""Mixed precision: sensitivities fall with width; the allocation meets the budget and spends bits where the
+measured error is largest."""
+import pytest
+
+from dncompress.data import calibration_batch
+from dncompress.errors import DncompressError
+from dncompress.quant.apply import QuantConfig, quantize_network
+from dncompress.quant.mixed import Sensitivity, allocate, sensitivity
+
+from conftest import COCO_FEW, small_network
+
+
+def test_allocation_meets_budget_and_favours_sensitive_layers():
+    sens = Sensitivity({1: 1000, 2: 1000, 3: 100},
+                       {1: {2: 1.0, 4: 0.1, 8: 0.0}, 2: {2: 0.01, 4: 0.001, 8: 0.0}, 3: {2: 5.0, 4: 0.5, 8: 0.0}})
+    widths = allocate(sens, 5.0)
+    average = sum(widths[i] * n for i, n in sens.weights.items()) / 2100
+    assert average <= 5.0
+    assert widths[2] == 2 and widths[1] >= 4
+    assert allocate(sens, 8.0) == {1: 8, 2: 8, 3: 8}
+    assert allocate(sens, 5.0, fixed={3: 8})[3] == 8
+    with pytest.raises(DncompressError, match="below"):
+        allocate(sens, 2.5, fixed={1: 8})
+
+
+def test_sensitivity_falls_with_width_and_drives_a_working_network():
+    net = small_network(5)
+    calib = calibration_batch(COCO_FEW, 4, 96, 96)
+    sens = sensitivity(net, calib, widths=(2, 4, 8))
+    for errors in sens.errors.values():
+        assert errors[2] > errors[4] > errors[8] >= 0
+    widths = allocate(sens, 4.0)
+    q = quantize_network(net, QuantConfig(act_bits=8, layer_bits=widths, rounding="gptq"), calib)
+    assert {layer.index: layer.bitw for layer in q.layers if layer.type == "quantize_convolutional"} == widths
+
+
+def test_budget_bits_cli_prints_the_table_and_meets_the_budget(tmp_path):
+    from click.testing import CliRunner
+
+    from dncompress.cli import main
+    from dncompress.quant.packed import read_packed
+    net = small_network(6)
+    net.save(tmp_path / "s.cfg", tmp_path / "s.weights")
+    result = CliRunner().invoke(main, ["quantize", str(tmp_path / "s.cfg"), str(tmp_path / "s.weights"),
+                                       "--budget-bits", "5", "--keep-first-last", "0", "--calib",
+                                       str(COCO_FEW / "images"), "--calib-images", "4", "-o", str(tmp_path / "q")])
+    assert result.exit_code == 0, result.output
+    assert "chosen" in result.stdout and "bits per weight" in result.stdout
+    q = read_packed(tmp_path / "q-packed.dnq")
+    convs = [layer for layer in q.layers if layer.type == "quantize_convolutional"]
+    sizes = [layer.params["weights"].size for layer in convs]
+    assert sum(layer.bitw * n for layer, n in zip(convs, sizes)) / sum(sizes) <= 5
+    assert len({layer.bitw for layer in convs}) > 1
