@@ -48,7 +48,7 @@ def test_obs_costs_and_greedy_match_brute_force(s):
     costs = state.costs(np.arange(len(columns)))
     brute = [refit_error(x, w, columns[p]) for p in range(len(columns))]
     np.testing.assert_allclose(costs, brute, rtol=1e-6, atol=1e-8)
-    order, curve = greedy_removal([ObsState(regularized_inverse(gram, 0.0), w.copy(), columns, 1.0)], 3)
+    order, curve = greedy_removal([ObsState(regularized_inverse(gram, 0.0), w.copy(), columns, 1.0)], 3, batch=0)
     # the curve is the exact refit error of the removed set, and each step was the best single addition
     for n in range(3):
         np.testing.assert_allclose(curve[n], refit_error(x, w, columns[order[:n + 1]].ravel()), rtol=1e-6)
@@ -60,7 +60,7 @@ def test_obs_costs_and_greedy_match_brute_force(s):
 def test_greedy_removal_is_near_the_best_subset():
     x, w, columns = problem(3, positions=6, s=2)
     gram = x.T @ x
-    order, curve = greedy_removal([ObsState(regularized_inverse(gram, 0.0), w.copy(), columns, 1.0)], 3)
+    order, curve = greedy_removal([ObsState(regularized_inverse(gram, 0.0), w.copy(), columns, 1.0)], 3, batch=0)
     best = min(refit_error(x, w, columns[list(c)].ravel()) for c in itertools.combinations(range(6), 3))
     worst = max(refit_error(x, w, columns[list(c)].ravel()) for c in itertools.combinations(range(6), 3))
     assert curve[-1] <= best + 0.25 * (worst - best)
@@ -169,3 +169,12 @@ def test_oneshot_refit_beats_plain_slicing(tiny_net):
     err = sum(float(np.sum((a - b) ** 2)) for a, b in zip(ref, ours))
     err_slim = sum(float(np.sum((a - b) ** 2)) for a, b in zip(ref, theirs))
     assert err < 0.5 * err_slim
+
+
+def test_batched_removal_curve_ends_at_the_exact_refit_error():
+    x, w, columns = problem(5, positions=40, s=2, rows=400)
+    gram = x.T @ x
+    order, curve = greedy_removal([ObsState(regularized_inverse(gram, 0.0), w.copy(), columns, 2.0)], 25,
+                                  batch=0.25)
+    assert len(order) == len(set(order)) == 25 and np.all(np.diff(curve) >= 0)
+    np.testing.assert_allclose(curve[-1], refit_error(x, w, columns[order].ravel()) / 2.0, rtol=1e-6)

@@ -214,16 +214,22 @@ def regularized_inverse(gram: np.ndarray, ridge: float) -> np.ndarray:
 
 @dataclasses.dataclass
 class ObsState:
-    """One consumer during greedy removal: H^-1 (K+1, K+1), weights (O, K+1) (last column: bias delta),
-    the columns of each position, and the output energy that normalizes its errors."""
+    """One consumer during greedy removal: H^-1 (k, k) and weights (O, k) over the columns still present
+    (the last one is the bias), where[j] = row of original column j in them (-1 once removed), the original
+    columns of each position, and the output energy that normalizes its errors."""
     hinv: np.ndarray
     weights: np.ndarray
     columns: np.ndarray
     energy: float
+    where: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.where is None:
+            self.where = np.arange(len(self.hinv))
 
     def costs(self, alive: np.ndarray) -> np.ndarray:
-        """Error increase of removing each alive position (P_alive,)."""
-        cols = self.columns[alive]                                            # (P, s)
+        """Error increase of removing each alive position alone (P_alive,)."""
+        cols = self.where[self.columns[alive]]                                # (P, s)
         blocks = self.hinv[cols[:, :, None], cols[:, None, :]]                # (P, s, s)
         w = self.weights[:, cols]                                             # (O, P, s)
         if cols.shape[1] == 1:
@@ -231,35 +237,46 @@ class ObsState:
         inverse = np.linalg.inv(blocks)                                       # (P, s, s)
         return np.einsum("ops,pst,opt->p", w, inverse, w, optimize=True)
 
-    def remove(self, p: int) -> None:
-        """Remove position p: optimal compensation of the other weights, Schur downdate of H^-1."""
-        s = self.columns[p]
+    def remove(self, positions: list[int]) -> float:
+        """Remove positions together: optimal compensation of the other weights, Schur downdate of H^-1,
+        then the removed rows and columns are dropped. Returns the exact error increase."""
+        s = self.where[self.columns[positions].ravel()]
         inv_block = np.linalg.inv(self.hinv[np.ix_(s, s)])
-        rows = self.hinv[s]                                                   # (s, K+1)
-        self.weights -= (self.weights[:, s] @ inv_block) @ rows
+        rows = self.hinv[s]                                                   # (|s|, k)
+        ws = self.weights[:, s]
+        increase = float(np.sum((ws @ inv_block) * ws))
+        self.weights -= (ws @ inv_block) @ rows
         self.hinv -= rows.T @ (inv_block @ rows)
-        self.weights[:, s] = 0.0
-        self.hinv[s, :] = 0.0
-        self.hinv[:, s] = 0.0
-        self.hinv[s, s] = 1.0                                                 # inert; never chosen again
+        keep = np.ones(len(self.hinv), bool)
+        keep[s] = False
+        self.hinv = self.hinv[np.ix_(keep, keep)]
+        self.weights = self.weights[:, keep]
+        new_index = np.cumsum(keep) - 1
+        alive = self.where >= 0
+        self.where[alive] = np.where(keep[self.where[alive]], new_index[self.where[alive]], -1)
+        return increase
 
 
-def greedy_removal(states: list[ObsState], count: int) -> tuple[list[int], list[float]]:
-    """Remove `count` positions one at a time, each time the one with the least summed relative error
-    increase over the consumers. Returns (positions in removal order, cumulative relative error)."""
+def greedy_removal(states: list[ObsState], count: int, batch: float = 1 / 16) -> tuple[list[int], list[float]]:
+    """Remove `count` positions, each round the max(1, batch * alive) with the least summed relative error
+    increase over the consumers (batch=0: one at a time, exact greedy). Returns (positions in removal
+    order, cumulative relative error after each; within a round the exact round total is spread evenly)."""
     n = len(states[0].columns)
     alive = np.ones(n, bool)
-    order, curve, total = [], [], 0.0
-    for _ in range(min(count, n)):
+    order: list[int] = []
+    curve: list[float] = []
+    total = 0.0
+    while len(order) < min(count, n):
         idx = np.flatnonzero(alive)
+        take = min(max(1, int(batch * len(idx))), min(count, n) - len(order))
         cost = sum(st.costs(idx) / max(st.energy, 1e-30) for st in states)
-        best = int(idx[int(np.argmin(cost))])
-        total += float(max(np.min(cost), 0.0))
-        for st in states:
-            st.remove(best)
-        alive[best] = False
-        order.append(best)
-        curve.append(total)
+        chosen = [int(p) for p in idx[np.argsort(cost, kind="stable")[:take]]]
+        increase = sum(st.remove(chosen) / max(st.energy, 1e-30) for st in states)
+        for i, p in enumerate(chosen):
+            curve.append(total + max(increase, 0.0) * (i + 1) / take)
+        total += max(increase, 0.0)
+        alive[chosen] = False
+        order.extend(chosen)
     return order, curve
 
 
@@ -450,6 +467,11 @@ def prune_oneshot(net: Network, images: np.ndarray, target: float, kind: str = "
     prunable = [g for g, group in enumerate(groups) if group.prunable]
     if not prunable:
         raise DncompressError("the network has no prunable channel groups", net.file)
+    model = cost_model(net, groups, kind)
+    full = model.cost(np.array([len(g.positions) for g in groups], float))
+    budget = target * 1e9 / 2 if kind == "bflops" else target
+    if budget >= full:
+        raise DncompressError("the target is not below the network's current cost; nothing to prune", net.file)
     consumers = {g: consumers_of(net, groups[g], maps) for g in prunable}
     all_consumers = {c.conv for cs in consumers.values() for c in cs}
     calib = calibrate(net, images, all_consumers, max_rows, progress=progress)
@@ -468,11 +490,6 @@ def prune_oneshot(net: Network, images: np.ndarray, target: float, kind: str = "
                                   lambda c: _folded_with_bias_column(net.layers[c]),
                                   lambda c: float(np.sum(np.square(calib.targets[c], dtype=np.float64))))
         curves[g] = greedy_removal(states, n - floors[g])[1]
-    model = cost_model(net, groups, "channels" if kind == "channels" else kind)
-    full = model.cost(np.array([len(g.positions) for g in groups], float))
-    budget = target * 1e9 / 2 if kind == "bflops" else target
-    if budget >= full:
-        raise DncompressError(f"the target is not below the network's current cost; nothing to prune", net.file)
     alloc = allocate(curves, groups, model, budget, floors)
     for g in alloc:
         alloc[g] = kept_count(groups[g], alloc[g], min_keep, multiple)
