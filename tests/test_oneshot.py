@@ -178,3 +178,75 @@ def test_batched_removal_curve_ends_at_the_exact_refit_error():
                                   batch=0.25)
     assert len(order) == len(set(order)) == 25 and np.all(np.diff(curve) >= 0)
     np.testing.assert_allclose(curve[-1], refit_error(x, w, columns[order].ravel()) / 2.0, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the CLI: the default method, the guard, bad input
+
+
+def small_input_cfg(tmp_path, side=192):
+    """yolov3-tiny at side x side (the real weights still detect the samples' dog, bicycle, horses)."""
+    text = (CFGS / "yolov3-tiny.cfg").read_text()
+    text = text.replace("width=416", f"width={side}").replace("height=416", f"height={side}")
+    cfg = tmp_path / "tiny192.cfg"
+    cfg.write_text(text)
+    return cfg
+
+
+def run(args):
+    from click.testing import CliRunner
+    from dncompress.cli import main
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.slow
+def test_cli_default_method_prints_fidelity_and_writes_a_model_opencv_loads(tiny_weights, tmp_path):
+    from conftest import ROOT
+    cfg = small_input_cfg(tmp_path)
+    out = tmp_path / "p"
+    result = run(["prune", cfg, tiny_weights, "--target-bflops", "0.6", "--calib", ROOT / "samples", "--calib-images",
+                  "5", "-o", out])
+    assert result.exit_code == 0, result.output
+    assert "fidelity to the original on held-out calibration images" in result.stdout
+    assert "not sparsity-trained" in result.stdout
+    net = Network.from_cfg(f"{out}.cfg", f"{out}.weights")
+    assert summary(net)["bflops"] <= 0.6 * 1.01
+    assert opencv_parity(net, tmp_path) <= 2e-4
+
+
+@pytest.mark.slow
+def test_cli_min_fidelity_refuses_to_write(tiny_weights, tmp_path):
+    from conftest import ROOT
+    cfg = small_input_cfg(tmp_path)
+    result = run(["prune", cfg, tiny_weights, "--ratio", "0.9", "--min-keep", "0.02", "--calib", ROOT / "samples",
+                  "--calib-images", "5", "--min-fidelity", "0.99", "-o", tmp_path / "p"])
+    assert result.exit_code == 2, result.output
+    assert "below --min-fidelity 0.99; nothing written" in result.stderr
+    assert "WARNING: fidelity" in result.stderr and "--finetune" in result.stderr
+    assert not list(tmp_path.glob("p*"))
+
+
+def test_cli_bad_inputs_exit_2_and_write_nothing(tiny_weights, tmp_path):
+    from conftest import ROOT
+    cfg = small_input_cfg(tmp_path)
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    import cv2
+    for i in range(3):
+        cv2.imwrite(str(blank / f"{i}.jpg"), np.full((64, 64, 3), 128, np.uint8))
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    (unlabelled / "dog.jpg").write_bytes((ROOT / "samples" / "dog.jpg").read_bytes())
+    cases = [
+        (["--target-bflops", "100"], "is not below the network's"),
+        (["--target-params", "1e12"], "is not below the network's"),
+        (["--ratio", "0.5", "--target-bflops", "1"], "give one of --ratio"),
+        (["--ratio", "0.5", "--calib", blank], "detects nothing"),
+        (["--ratio", "0.5", "--data", unlabelled], "--data has no labels"),
+    ]
+    for extra, message in cases:
+        result = run(["prune", cfg, tiny_weights, *extra, "-o", tmp_path / "out"])
+        assert result.exit_code == 2, (extra, result.output)
+        assert result.stderr.startswith("error:") and message in result.stderr, (extra, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert not list(tmp_path.glob("out*"))

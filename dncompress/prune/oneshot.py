@@ -39,7 +39,7 @@ from .reconstruct import bn_scale
 # relative ridge of the Hessian used for selection (FINDINGS: 0.005 beat 0.1 with 64 images + flips)
 SELECTION_RIDGE = 0.005
 # candidates for the refit, chosen per consumer by 2-fold cross-validation over calibration images
-RIDGES = (1e-3, 5e-3, 2e-2, 1e-1)
+RIDGES = (1e-3, 5e-3, 2e-2, 0.1, 0.3, 1.0)
 Progress = Callable[[str], None]
 
 
@@ -404,20 +404,78 @@ def choose_ridge(st: FoldStatistics, kept: np.ndarray, prior: np.ndarray) -> tup
     return best
 
 
-def set_folded(layer, original, w: np.ndarray) -> None:
+def set_folded(layer, original, w: np.ndarray, rows: np.ndarray | None = None) -> None:
     """Give conv `layer` folded weights w (O, K+1) (last column: output offset vs the original's folded
-    output without bias), keeping `original`'s BN scale: raw weights w / scale, offset into the BN mean."""
-    scale = bn_scale(original)
+    output without bias), keeping `original`'s BN scale: raw weights w / scale, offset into the BN mean.
+    rows: which of `original`'s filters `layer` kept (default all)."""
+    rows = np.arange(original.filters) if rows is None else rows
+    scale = bn_scale(original)[rows]
     safe = np.abs(scale) > 1e-8
     raw = np.where(safe[:, None], w[:, :-1] / np.where(safe, scale, 1)[:, None],
                    layer.params["weights"].reshape(layer.filters, -1))
     update = {"weights": raw.reshape(layer.params["weights"].shape).astype(np.float32)}
     if layer.batch_normalize:
         shift = np.where(safe, w[:, -1] / np.where(safe, scale, 1), 0)
-        update["rolling_mean"] = (original.params["rolling_mean"] - shift).astype(np.float32)
+        update["rolling_mean"] = (original.params["rolling_mean"][rows] - shift).astype(np.float32)
     else:
-        update["biases"] = (original.params["biases"] + w[:, -1]).astype(np.float32)
+        update["biases"] = (original.params["biases"][rows] + w[:, -1]).astype(np.float32)
     layer.set_params(**update)
+
+
+def fold_statistics(cols: np.ndarray, target: np.ndarray, folds: np.ndarray) -> FoldStatistics:
+    """cols (K+1, R) with the ones row, target (R, O), folds (R,) 0/1 -> FoldStatistics."""
+    k, o = cols.shape[0], target.shape[1]
+    st = FoldStatistics(np.zeros((2, k, k)), np.zeros((2, o, k)), np.zeros(2))
+    for f in (0, 1):
+        mine = folds == f
+        xc, yc = cols[:, mine], target[mine]
+        st.gram[f] = (xc @ xc.T).astype(np.float64)
+        st.cross[f] = (yc.T @ xc.T).astype(np.float64)
+        st.energy[f] = float(np.sum(np.square(yc, dtype=np.float64)))
+    return st
+
+
+def chunked_walk(net: Network, x: np.ndarray, chunk: int):
+    """Like reconstruct.forward_in_order (yield each layer with its full-batch inputs before running it),
+    but each layer runs `chunk` images at a time, so im2col scratch stays small."""
+    last_reader = {i: layer.index for layer in net.layers for i in layer.inputs}
+    outputs: dict[int, np.ndarray] = {}
+    for layer in net.layers:
+        xs = [outputs[i] if i >= 0 else x for i in layer.inputs]
+        yield layer, xs
+        outputs[layer.index] = np.concatenate([layer.forward([v[s:s + chunk] for v in xs])
+                                               for s in range(0, len(x), chunk)])
+        for i in layer.inputs:
+            if last_reader.get(i) == layer.index:
+                outputs.pop(i, None)
+
+
+def refit_all(original: Network, pruned: Network, calib: Calibration, kept_outputs: dict[int, np.ndarray],
+              progress: Progress = _silent) -> dict[int, tuple[float, float]]:
+    """The final sweep: in network order, refit every conv of `pruned` that has targets (all convs that
+    do not read the network input) to the original's output on the pruned network's own inputs, so that
+    drift from earlier layers does not accumulate. One walk over all calibration images at once.
+    kept_outputs[conv]: original filter indices each conv kept. Returns {conv: (ridge, held-out error)}."""
+    folds = calib.fold()
+    done = {}
+    for layer, xs in chunked_walk(pruned, calib.images, calib.chunk):
+        c = layer.index
+        if layer.type not in CONV_TYPES or c not in calib.targets or layer.groups != 1:
+            continue
+        progress(f"final refit of conv {c}")
+        pos = calib.positions[c]
+        rows = kept_outputs[c]
+        cols = _ones_row(np.concatenate([sampled_columns(layer, xs[0][s:s + calib.chunk], pos[s:s + calib.chunk])
+                                         for s in range(0, len(pos), calib.chunk)], axis=1))
+        target = calib.targets[c][:, rows]
+        st = fold_statistics(cols, target, np.repeat(folds, pos.shape[1]))
+        prior = _folded_with_bias_column(layer)
+        kept_cols = np.arange(cols.shape[0] - 1)
+        ridge, err = choose_ridge(st, kept_cols, prior)
+        w = fit(st.gram.sum(0), st.cross.sum(0), prior, ridge)
+        set_folded(layer, original.layers[c], w, rows)
+        done[c] = (ridge, err)
+    return done
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -433,6 +491,7 @@ class GroupStep:
     predicted_error: float          # from the allocation curves (original network)
     refit_error: float              # 2-fold held-out relative error of its consumers after the refit
     ridges: dict[int, float]
+    final_errors: dict[int, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -458,7 +517,7 @@ def _folded_with_bias_column(layer) -> np.ndarray:
 
 def prune_oneshot(net: Network, images: np.ndarray, target: float, kind: str = "channels",
                   min_keep: float = 0.1, multiple: int = 1, max_rows: int = 24000, flips: bool = True,
-                  progress: Progress = _silent) -> OneShotResult:
+                  final_refit: bool = True, progress: Progress = _silent) -> OneShotResult:
     """Prune `net` (unchanged) to cost <= target ('channels': prunable channels kept; 'bflops': BFLOPs;
     'params': parameters) on calibration images (N, C, H, W). See the module docstring."""
     images = with_flips(images) if flips else images
@@ -497,6 +556,7 @@ def prune_oneshot(net: Network, images: np.ndarray, target: float, kind: str = "
     # 2. sequential pruning of the pruned network with selection and refit on its own inputs
     pruned = net.copy()
     steps = []
+    kept_outputs = {layer.index: np.arange(layer.filters) for layer in net.layers if layer.type in CONV_TYPES}
     for g in sorted(prunable, key=lambda g: min(groups[g].convs)):
         group = groups[g]
         count = len(group.positions) - alloc[g]
@@ -523,6 +583,9 @@ def prune_oneshot(net: Network, images: np.ndarray, target: float, kind: str = "
         drop = {ch for p in removed for ch in current.positions[p]}
         keep = {ch for m in channel_maps(pruned) for ch in m if ch not in drop and ch[0] >= 0}
         sliced = prune_network(pruned, keep, with_compensation=False)
+        for conv in group.convs:
+            still = np.array([ch in keep for ch in channel_maps(pruned)[conv]])
+            kept_outputs[conv] = kept_outputs[conv][still]
         for c in cons:
             s = stats[c.conv]
             gone = np.zeros(s.gram.shape[1] - 1, bool)
@@ -538,5 +601,9 @@ def prune_oneshot(net: Network, images: np.ndarray, target: float, kind: str = "
         steps.append(GroupStep(group.convs, len(group.positions), alloc[g],
                                curves[g][count - 1] if count - 1 < len(curves[g]) else float("nan"),
                                float(np.sum(errors)) if errors else 0.0, ridges))
+    if final_refit:
+        final = refit_all(net, pruned, calib, kept_outputs, progress)
+        for step in steps:
+            step.final_errors = {c: final[c][1] for c in step.ridges if c in final}
     counts = {tuple(groups[g].convs): alloc[g] for g in prunable}
     return OneShotResult(pruned, counts, steps, sparse, share, sum(p.size for p in calib.positions.values()))

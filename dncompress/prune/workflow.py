@@ -73,7 +73,7 @@ def check_target(net: Network, kind: str, target: float) -> None:
 def channel_target(net: Network, ratio: float) -> float:
     """--ratio R: keep (1 - R) of the prunable channels."""
     if not 0 < ratio < 1:
-        raise DncompressError(f"--ratio {ratio:g} must be between 0 and 1")
+        raise DncompressError(f"--ratio {ratio} must be in (0, 1)")
     prunable = sum(len(p) for g in channel_groups(net) if g.prunable for p in g.positions)
     return (1 - ratio) * prunable
 
@@ -94,6 +94,8 @@ def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str,
     """Check inputs, prune, measure. Returns (pruned network, report) with the pruning report keys plus
     'method', 'calibration', 'steps', 'sparsity' ('trained', 'small_gamma_share'), 'holdout_fidelity',
     'seconds', and with --data 'fidelity_map50' and (labelled) 'map50'/'map50_95' [before, after]."""
+    if not 0 <= min_keep <= 1:
+        raise DncompressError(f"--min-keep {min_keep} must be a fraction in [0, 1]")
     check_target(net, kind, target)
     dataset = load_dataset(data) if data else None
     if dataset is not None and not dataset.num_boxes:
