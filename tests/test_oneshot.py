@@ -160,6 +160,9 @@ def test_oneshot_refit_beats_plain_slicing(tiny_net):
     result = prune_oneshot(tiny_net, images[:3], channel_target(tiny_net, 0.3), "channels", max_rows=4000)
     keep = set()
     for group in channel_groups(tiny_net):
+        if not group.prunable:
+            keep.update(ch for pos in group.positions for ch in pos)
+            continue
         n = result.network.layers[group.convs[0]].filters // group.multiplicity(group.convs[0])
         order = np.argsort(-np.abs(tiny_net.layers[group.convs[0]].params["scales"][:len(group.positions)]))
         for p in order[:n]:
