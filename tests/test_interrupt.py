@@ -81,7 +81,8 @@ def test_ctrl_c_during_the_renames_completes_the_set_first(tmp_path, monkeypatch
 # Ctrl-C precedes)
 TINY = CFGS / "yolov3-tiny.cfg"
 INTERRUPTED_WRITERS = {
-    "prune": (lambda weights, data, out: ["prune", TINY, weights, "--ratio", "0.5", "-o", out / "p"], 2),
+    "prune": (lambda weights, data, out: ["prune", TINY, weights, "--ratio", "0.5", "--criterion", "bn", "-o",
+                                          out / "p"], 2),
     "quantize": (lambda weights, data, out: ["quantize", TINY, weights, "--act-bits", "none", "--rounding", "nearest",
                                              "--no-bias-correction", "--format", "darknet-q", "-o", out / "q"], 2),
     "reparam": (lambda weights, data, out: ["reparam", TINY, weights, "-o", out / "r"], 2),

@@ -7,6 +7,12 @@ forward at batch 1, timed interleaved with the unpruned model).
         [--cfg yolov3-tiny] [--ratios 0.3,0.5,0.7] [--criterion bn] [--scope global] [--calib-images 16]
 
 Calibration images (for reconstruction and --criterion activation) should not be the evaluation images.
+
+With --oneshot, the table of the default method (one-shot OBS selection + least-squares refit) at BFLOPs
+targets and --ratio 0.7, beside the unpruned model at smaller input sizes (the same-BFLOPs baseline):
+
+    python tools/prune_table.py --oneshot --data ../shared/data/voc765/eval200.txt
+        --calib ../shared/data/voc765/fit565.txt --calib-images 64 --targets 3.339,2.782,1.669 --ratio 0.7
 """
 from __future__ import annotations
 
@@ -57,7 +63,14 @@ def main() -> None:
     parser.add_argument("--ratios", default="0.3,0.5,0.7")
     parser.add_argument("--criterion", default="bn", choices=sorted(CRITERIA))
     parser.add_argument("--scope", default="global", choices=["global", "layer"])
+    parser.add_argument("--oneshot", action="store_true", help="the one-shot method's table (see above)")
+    parser.add_argument("--targets", default="3.339,2.782,1.669", help="--oneshot: BFLOPs targets")
+    parser.add_argument("--ratio", type=float, default=0.7, help="--oneshot: also this --ratio (0: none)")
+    parser.add_argument("--sizes", default="320,256", help="--oneshot: unpruned baselines at these input sizes")
     args = parser.parse_args()
+    if args.oneshot:
+        oneshot_table(args)
+        return
     exp = load_experiment(args)
     net, size, dataset, calib, classes = exp.net, exp.size, exp.dataset, exp.calib, exp.classes
     base_preds, reference = exp.base_preds, exp.reference
@@ -81,6 +94,56 @@ def main() -> None:
             print(f"| {ratio:g} | {method} | {evaluate(preds, dataset, classes).map50:.4f} | "
                   f"{evaluate(preds, reference, classes).map50:.4f} | {cost['params'] / base_cost['params']:.3f}x | "
                   f"{cost['bflops'] / base_cost['bflops']:.3f}x | {latency:.2f}x |", flush=True)
+
+
+def oneshot_table(args) -> None:
+    """Unpruned at 416 and smaller sizes, then one-shot pruning at each target (fit on the first
+    --calib-images of --calib), mAP@0.5 / fidelity on --data, wall time of the pruning itself."""
+    import os
+
+    from dncompress.data import load_dataset
+    from dncompress.eval import fidelity_dataset
+    from dncompress.prune.oneshot import prune_oneshot
+    from dncompress.prune.workflow import batch_of, channel_target
+    from dncompress.zoo import find_weights, resolve_cfg
+    cfg = resolve_cfg(args.cfg)
+    net = Network.from_cfg(cfg, find_weights(cfg, args.weights))
+    size = (net.info.width, net.info.height)
+    dataset = load_dataset(args.data)
+    classes = net.heads[0].classes
+    base_preds = predict(net.forward, net.heads, dataset, *size, progress=False)
+    base = evaluate(base_preds, dataset, classes).map50
+    reference = fidelity_dataset(base_preds, dataset)
+    base_cost = summary(net)
+    fit = load_dataset(args.calib)
+    fit.items = fit.items[:args.calib_images]
+    images = batch_of(fit, *size)
+    print(f"{args.cfg}: mAP@0.5 on {args.data} ({len(dataset)} images); fit on the first {len(images)} images of "
+          f"{args.calib} (+ mirrors); load {os.getloadavg()[0]:.1f}")
+    print("| model | BFLOPs | params | mAP@0.5 | kept | fidelity | prune time |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| unpruned {size[0]} | {base_cost['bflops']:.3f} | {base_cost['params']:,} | {base:.4f} | 100% | 1 | - |",
+          flush=True)
+    for side in [int(s) for s in args.sizes.split(",") if s]:
+        small = Network.from_cfg(cfg, find_weights(cfg, args.weights), side, side)
+        preds = predict(small.forward, small.heads, dataset, side, side, progress=False)
+        value = evaluate(preds, dataset, classes).map50
+        print(f"| unpruned {side} | {summary(small)['bflops']:.3f} | {base_cost['params']:,} | {value:.4f} | "
+              f"{value / base:.0%} | - | - |", flush=True)
+    runs = [("bflops", float(t), f"--target-bflops {t}") for t in args.targets.split(",") if t]
+    if args.ratio:
+        runs.append(("channels", channel_target(net, args.ratio), f"--ratio {args.ratio:g}"))
+    for kind, target, label in runs:
+        start = time.perf_counter()
+        pruned = prune_oneshot(net, images, target, kind).network
+        seconds = time.perf_counter() - start
+        preds = predict(pruned.forward, pruned.heads, dataset, *size, progress=False)
+        value = evaluate(preds, dataset, classes).map50
+        cost = summary(pruned)
+        print(f"| one-shot {label} | {cost['bflops']:.3f} ({1 - cost['bflops'] / base_cost['bflops']:.0%} less) | "
+              f"{cost['params']:,} | {value:.4f} | {value / base:.0%} | "
+              f"{evaluate(preds, reference, classes).map50:.4f} | {seconds:.0f} s (load {os.getloadavg()[0]:.1f}) |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -38,11 +38,17 @@ def print_pruning_report(report: dict) -> None:
 
 @click.command("prune")
 @model_arguments
-@click.option("--ratio", type=Number(), help="Fraction of prunable channels to remove (0.7 = 70%).")
-@click.option("--criterion", type=click.Choice(sorted(CRITERIA) + ["energy"]), default="bn", show_default=True,
-              help="Channel importance: |BN gamma| (network slimming), filter L1/L2 norm, mean activation, random; "
-              "or 'energy': energy-aware weight pruning (RATIO of each conv's weights zeroed, highest-energy "
-              "convs first, restore + least-squares refit on --calib, stop past --max-drop).")
+@click.option("--ratio", type=Number(), help="Fraction of prunable channels to remove (0.7 = 70%); with the default "
+              "criterion a cost target spread over the layers by measured reconstruction error.")
+@click.option("--criterion", type=click.Choice(["obs"] + sorted(CRITERIA) + ["energy"]), default="obs",
+              show_default=True,
+              help="obs: one-shot pruning with layer-wise reconstruction (channels chosen by their consumers' "
+              "output error, Optimal Brain Surgeon on the Gram matrix of their inputs, consumers refit by least "
+              "squares, widths allocated by measured error under the target; needs calibration images: --calib, "
+              "else the packaged samples). Or a per-channel score with slicing + compensation: |BN gamma| "
+              "(network slimming), filter L1/L2 norm, mean activation, random; or 'energy': energy-aware weight "
+              "pruning (RATIO of each conv's weights zeroed, highest-energy convs first, restore + least-squares "
+              "refit on --calib, stop past --max-drop).")
 @click.option("--min-keep", default=0.1, show_default=True, type=Number(),
               help="Per-layer floor: fraction of each layer's channels kept (and at least 1 channel).")
 @click.option("--round", "multiple", type=click.Choice(["1", "8", "16"]), default="1", show_default=True,
@@ -54,8 +60,14 @@ def print_pruning_report(report: dict) -> None:
 @click.option("--reconstruct", is_flag=True, help="Refit consumers by least squares on --calib images.")
 @click.option("--calib", type=click.Path(), help="Calibration images (folder or dataset) for --reconstruct "
               "and --criterion activation.")
-@click.option("--calib-images", default=16, type=click.IntRange(min=1), show_default=True,
-              help="How many calibration images to use.")
+@click.option("--calib-images", type=click.IntRange(min=1),
+              help="How many calibration images to fit on (default 64 for obs, else 16); obs measures fidelity "
+              "on up to 32 --calib images after them.")
+@click.option("--target-params", type=click.FloatRange(min=0, min_open=True),
+              help="obs: conv weights to reach (instead of --ratio).")
+@click.option("--min-fidelity", type=click.FloatRange(0, 1),
+              help="obs: refuse to write the model (exit 2) when its fidelity to the original on held-out "
+              "calibration images is below this.")
 @click.option("-o", "--output", "prefix", help="Output prefix: writes PREFIX.cfg and PREFIX.weights "
               "(default <stem>-pruned<RATIO>).")
 @click.option("--data", "data_path", type=click.Path(), help="Dataset: report mAP before/after and fidelity.")
@@ -67,7 +79,8 @@ def print_pruning_report(report: dict) -> None:
               "--calib images after the first --calib-images, held out from the fit) falls below 1 - MAX_DROP.")
 @click.option("--search", is_flag=True, help="Pruning-as-Search: learn per-layer widths by training binary "
               "channel indicators (and the weights) on --data towards --target-bflops.")
-@click.option("--target-bflops", type=Number(0, low_open=True), help="--search: BFLOPs to reach.")
+@click.option("--target-bflops", type=Number(0, low_open=True),
+              help="obs and --search: BFLOPs to reach (instead of --ratio).")
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(1), help="--search: epochs over --data.")
 @click.option("--penalty", default=200.0, show_default=True, type=Number(0),
               help="--search: weight of ((BFLOPs - target) / target)^2 beside the YOLO loss per image.")
@@ -93,15 +106,17 @@ def print_pruning_report(report: dict) -> None:
               help="--finetune: training input size (the model keeps its own).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, compensate, reconstruct, calib,
-                  calib_images, prefix, data_path, sensitivity, ratios, max_drop, search, target_bflops, epochs,
-                  penalty, gate_lr, weight_lr, batch, class_list, names_path, finetune_epochs, finetune_lr,
-                  finetune_imgsz, force):
+                  calib_images, target_params, min_fidelity, prefix, data_path, sensitivity, ratios, max_drop, search,
+                  target_bflops, epochs, penalty, gate_lr, weight_lr, batch, class_list, names_path, finetune_epochs,
+                  finetune_lr, finetune_imgsz, force):
     """Remove channels (network slimming and friends) and write a smaller cfg + weights that Darknet and
     OpenCV load.
 
     \b
     Examples:
-      dncompress prune yolov3-tiny.cfg --ratio 0.3 --reconstruct --calib images/ --data val/
+      dncompress prune yolov3-tiny --target-bflops 3.3 --calib voc/fit.txt --data voc/val.txt
+      dncompress prune yolov3-tiny.cfg --ratio 0.7 --min-fidelity 0.5
+      dncompress prune yolov3-tiny.cfg --ratio 0.3 --criterion bn --reconstruct --calib images/
       dncompress prune yolov3-tiny --criterion energy --ratio 0.5 --calib images/
       dncompress prune yolov3-tiny --search --target-bflops 3 --data train/
       dncompress prune yolov3-tiny --scope layer --ratio 0.3 --reconstruct --calib fit.txt --calib-images 64 \\
@@ -131,6 +146,20 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
         if ratio is None and not (sensitivity or search):
             write_specialized(net, class_names, prefix or f"{stem}-{len(class_names)}classes", weights)
             return
+    if reconstruct and criterion == "obs":
+        criterion = "bn"            # --reconstruct belongs to the score-and-slice methods
+    if criterion == "obs" and not (sensitivity or search):
+        from ..prune.workflow import SAMPLES
+        if calib or (SAMPLES / "coco12").is_dir():
+            finetune = (finetune_epochs, finetune_lr, finetune_imgsz, batch) if finetune_epochs else None
+            run_oneshot(net, weights, stem, ratio, target_bflops, target_params, calib, calib_images or 64,
+                        min_keep, int(multiple), data_path, min_fidelity, prefix, force, class_names, finetune)
+            return
+        click.echo("note: no calibration images (--calib) and no packaged samples: falling back to the data-free "
+                   "method, |BN gamma| of each layer at RATIO with compensation; calibration images would do "
+                   "much better", err=True)
+        criterion, scope = "bn", "layer"
+    calib_images = calib_images or 16
     if sensitivity:
         if not data_path:
             raise DncompressError("--sensitivity needs --data")
@@ -182,3 +211,78 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
             report.update(compare_models(net, pruned, cli_dataset(data_path, class_names)))
         print_pruning_report(report)
     click.echo(f"wrote {outputs[0]} and {outputs[1]}" + (f" and {prefix}.names" if class_names else ""))
+
+
+def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, calib, calib_images: int,
+                min_keep: float, multiple: int, data_path, min_fidelity, prefix, force, class_names=None,
+                finetune=None) -> None:
+    """The default method: one-shot pruning with reconstruction, the guard, then (if it passes) the write;
+    with `finetune` = (epochs, lr, imgsz, batch) the pruned model is fine-tuned against `net` first (the
+    guard then judges the fine-tuned model, which prune_recover reports)."""
+    from ..fsutil import atomic_write, check_outputs
+    from .prune_recover import finetune_for_cli, names_bytes
+    from ..prune.workflow import FIDELITY_WARNING, channel_target, oneshot_prune
+    targets = [t for t in (ratio, target_bflops, target_params) if t is not None]
+    if len(targets) != 1:
+        raise DncompressError("give one of --ratio, --target-bflops, --target-params (e.g. --ratio 0.5)")
+    if ratio is not None:
+        kind, target, label = "channels", channel_target(net, ratio), f"{ratio:g}"
+    elif target_bflops is not None:
+        kind, target, label = "bflops", target_bflops, f"{target_bflops:g}bflops"
+    else:
+        kind, target, label = "params", target_params, f"{target_params:g}params"
+    prefix = prefix or f"{stem}-pruned{label}"
+    outputs = [f"{prefix}.cfg", f"{prefix}.weights"]
+    extra = ([f"{prefix}.names"] if class_names else []) + ([f"{prefix}_last.weights", f"{prefix}_last.npz"]
+                                                            if finetune else [])
+    check_outputs(outputs + extra, [net.file, weights, calib, data_path], force)
+    if finetune and not (calib or data_path):
+        raise DncompressError("--finetune needs images: --calib (fine-tune on them) or --data")
+    pruned, report = oneshot_prune(net, calib, calib_images, kind, target, min_keep, multiple,
+                                   None if class_names else data_path, progress=echo_err)
+    print_oneshot_report(report)
+    fidelity = report["holdout_fidelity"]
+    if fidelity < FIDELITY_WARNING:
+        click.echo(f"WARNING: fidelity {fidelity:.3f} < {FIDELITY_WARNING}: this model loses most of what the "
+                   "original detects. Remedies: " + ("" if report["user_calibration"] else "--calib with ~64+ "
+                   "images like yours, ") + "a smaller --ratio / larger --target-bflops, or fine-tune it "
+                   "(prune --finetune / train --teacher).", err=True)
+    if class_names:
+        atomic_write(f"{prefix}.names", names_bytes(class_names))
+    if finetune:
+        epochs, lr, imgsz, batch = finetune
+        pruned = finetune_for_cli(net, pruned, calib, data_path, class_names, epochs, lr, imgsz, batch, prefix)
+        if min_fidelity is not None:
+            click.echo("note: --min-fidelity judges the model before fine-tuning only; the fine-tuned model's "
+                       "figures are above", err=True)
+    elif min_fidelity is not None and fidelity < min_fidelity:
+        raise DncompressError(f"fidelity {fidelity:.4f} is below --min-fidelity {min_fidelity:g}; nothing written")
+    else:
+        pruned.save(*outputs)
+    click.echo(f"wrote {outputs[0]} and {outputs[1]}" + (f" and {prefix}.names" if class_names else ""))
+
+
+def echo_err(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def print_oneshot_report(report: dict) -> None:
+    click.echo(f"method: {report['method']}; {report['calibration']} "
+               f"({report['calibration_rows']:,} sampled rows; {report['seconds']:.0f} s)")
+    if not report["user_calibration"]:
+        click.echo("note: calibration on the packaged samples; --calib with images like yours would do better")
+    sparsity = report["sparsity"]
+    click.echo(f"BN gamma histogram: {sparsity['small_gamma_share']:.1%} of prunable channels below 1% of their "
+               "layer's largest: " + ("sparsity-trained (network slimming); near-zero channels go first"
+                                      if sparsity["trained"] else "not sparsity-trained; widths allocated by "
+                                      "measured reconstruction error, not by gamma"))
+    click.echo(f"{'group':>10} {'channels':>13} {'predicted err':>13} {'refit err':>10} ridge")
+    for step in report["steps"]:
+        ridges = ",".join(f"{r:g}" for r in step["ridges"].values())
+        click.echo(f"{'conv ' + ','.join(map(str, step['convs'])):>10} {step['positions']:>5} -> {step['kept']:<5} "
+                   f"{step['predicted_error']:13.4f} {step['refit_error']:10.4f} {ridges}")
+    click.echo("(errors: relative output error of the group's consumers; predicted on the original network, "
+               "refit: 2-fold held-out on the calibration images)")
+    print_pruning_report(report)
+    click.echo(f"fidelity to the original on held-out calibration images (mAP@0.5 of its detections at conf "
+               f"0.25): {report['holdout_fidelity']:.4f}")
