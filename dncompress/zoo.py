@@ -25,6 +25,9 @@ from .fsutil import publish
 DEFAULT_MODEL = "yolov3-tiny"
 # Installed as package data first; the repository root copy serves a source checkout.
 PACKAGED_CFGS = [Path(__file__).parent / "darknet_cfgs", Path(__file__).parent.parent / "darknet_cfgs"]
+# sample images (Darknet's 7 photos, 12 COCO images with labels): installed as dncompress/samples, or the
+# source tree's samples/; default calibration (coco12) and held-out fidelity images of prune and quantize
+SAMPLE_FOLDERS = [Path(__file__).parent / "samples", Path(__file__).parent.parent / "samples"]
 CHUNK = 1 << 20
 URL_TIMEOUT = 20
 # What a failing source may raise; anything else is a bug and keeps its traceback.
@@ -226,3 +229,11 @@ def resolve_cfg(name: str | Path) -> Path:
             return candidate
     raise DncompressError(f"cfg not found (tried {', '.join(str(p.absolute()) for p in tried)}); packaged "
                           f"cfgs: {', '.join(_packaged_cfg_names())}", str(name))
+
+
+def samples_folder() -> Path:
+    """The packaged sample images (a folder with the 7 Darknet photos and coco12/)."""
+    for folder in SAMPLE_FOLDERS:
+        if (folder / "coco12" / "images").is_dir():
+            return folder
+    raise DncompressError("the packaged sample images are missing; pass calibration images with --calib DIR")

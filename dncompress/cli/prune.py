@@ -149,8 +149,8 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
     if reconstruct and criterion == "obs":
         criterion = "bn"            # --reconstruct belongs to the score-and-slice methods
     if criterion == "obs" and not (sensitivity or search):
-        from ..prune.workflow import SAMPLES
-        if calib or (SAMPLES / "coco12").is_dir():
+        from ..prune.workflow import has_samples
+        if calib or has_samples():
             finetune = (finetune_epochs, finetune_lr, finetune_imgsz, batch) if finetune_epochs else None
             run_oneshot(net, weights, stem, ratio, target_bflops, target_params, calib, calib_images or 64,
                         min_keep, int(multiple), data_path, min_fidelity, prefix, force, class_names, finetune)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -15,6 +14,7 @@ from ..errors import DncompressError
 from ..eval import compare_models, evaluate, fidelity_dataset, predict
 from ..network import Network
 from ..stats import summary
+from ..zoo import samples_folder
 from .groups import channel_groups
 from .oneshot import Progress, _silent, cost_model, prune_oneshot
 from .report import pruning_report
@@ -24,7 +24,6 @@ FIDELITY_WARNING = 0.5
 # calibration images held out from the fit to measure fidelity
 HOLDOUT_IMAGES = 32
 # the packaged samples (a source checkout): fit on coco12, measure fidelity on the 7 Darknet photos
-SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 
 @dataclasses.dataclass
@@ -47,8 +46,9 @@ def split_calibration(calib: str | None, count: int) -> CalibrationSplit | None:
                  else f"fit on {len(fit)} --calib images (+ mirrors); fidelity on the same images (optimistic: "
                  "--calib has no more)")
         return CalibrationSplit(fit, holdout, where, True)
-    if (SAMPLES / "coco12").is_dir() and any(SAMPLES.glob("*.jpg")):
-        fit, holdout = load_dataset(SAMPLES / "coco12"), load_dataset(SAMPLES)
+    if has_samples():
+        samples = samples_folder()
+        fit, holdout = load_dataset(samples / "coco12"), load_dataset(samples)
         return CalibrationSplit(fit, holdout, f"fit on the {len(fit)} packaged coco12 sample images (+ mirrors), "
                                 f"fidelity on the {len(holdout)} Darknet sample photos", False)
     return None
@@ -122,3 +122,11 @@ def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str,
         report.update(compare_models(net, pruned, dataset, progress=False))
     report["cost_after"] = summary(pruned)
     return pruned, report
+
+
+def has_samples() -> bool:
+    """Whether the packaged sample images are there (default calibration without --calib)."""
+    try:
+        return any(samples_folder().glob("*.jpg"))
+    except DncompressError:
+        return False

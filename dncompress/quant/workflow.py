@@ -16,24 +16,16 @@ from ..eval import compare_models
 from ..export.onnx import check_parity, save_onnx
 from ..fsutil import atomic_write, check_outputs
 from ..network import Network
+from ..zoo import samples_folder
 from .apply import QuantConfig, layer_bits, plain_convolutional, quantize_network
 from .mixed import Sensitivity, allocate, sensitivity
 from .packed import packed_size, write_packed
 
-# installed (dncompress/samples) or the source tree (samples/)
-SAMPLE_FOLDERS = [Path(__file__).parent.parent / "samples", Path(__file__).parent.parent.parent / "samples"]
 FORMATS = {"packed": [".dnq"], "darknet-q": [".cfg", ".weights"], "darknet": [".cfg", ".weights"],
            "onnx": [".onnx"], "onnx-int8": [".onnx"]}
 # few calibration images: add their mirror images (more input positions for ranges and Hessians)
 FLIP_BELOW = 32
 SENSITIVITY_IMAGES = 8
-
-
-def samples_folder() -> Path:
-    for folder in SAMPLE_FOLDERS:
-        if (folder / "coco12" / "images").is_dir():
-            return folder
-    raise DncompressError("the packaged sample images are missing; pass calibration images with --calib DIR")
 
 
 def default_calibration() -> Path:
