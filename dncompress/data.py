@@ -207,8 +207,11 @@ def load_dataset(path: str | Path) -> Dataset:
                     for img in images], names, str(path), classes)
 
 
-def calibration_batch(path: str | Path, count: int, net_w: int, net_h: int, use_letterbox: bool = True) -> np.ndarray:
-    """The first `count` images of a folder or dataset, preprocessed: (N, 3, net_h, net_w) float32."""
+def calibration_batch(path: str | Path, count: int, net_w: int, net_h: int, use_letterbox: bool = True,
+                      channels: int = 3) -> np.ndarray:
+    """The first `count` images of a folder or dataset, preprocessed: (N, channels, net_h, net_w) float32
+    (channels=1: grey as Darknet reads images for such networks)."""
     from .detect import load_image, preprocess
     samples = load_dataset(path).items[:count]
-    return np.concatenate([preprocess(load_image(s.image), net_w, net_h, use_letterbox) for s in samples])
+    return np.concatenate([preprocess(load_image(s.image), net_w, net_h, use_letterbox, channels)
+                           for s in samples])

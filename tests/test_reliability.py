@@ -332,7 +332,7 @@ def test_a_9000_class_head_is_not_one_nms_loop_per_class(monkeypatch):
     assert len(np.unique(classes)) > 3000 and calls == []
 
 
-def test_grayscale_networks_run_detect_eval_and_train(tmp_path):
+def test_grayscale_networks_run_detect_eval_train_and_calibrate(tmp_path):
     """channels=1 (grayscale models): detect/eval blamed the cfg (a 3-channel blob), train raised a
     traceback. Images are now read as Darknet's stb_image reads them with 1 channel: (77R+150G+29B)>>8."""
     from pathlib import Path
@@ -358,7 +358,14 @@ def test_grayscale_networks_run_detect_eval_and_train(tmp_path):
                   "--out", str(tmp_path / "out"), "--thresh", "0.01"],
                  ["eval", str(cfg), str(tmp_path / "gray.weights"), "--data", str(data)],
                  ["train", str(cfg), str(tmp_path / "gray.weights"), "--data", str(data), "--epochs", "1",
-                  "--batch", "1", "-o", str(tmp_path / "t")]):
+                  "--batch", "1", "-o", str(tmp_path / "t")],
+                 # calibration images are read with the network's channels too
+                 ["prune", str(cfg), str(tmp_path / "gray.weights"), "--ratio", "0.3", "--criterion", "bn",
+                  "--reconstruct", "--calib", str(data), "-o", str(tmp_path / "p")],
+                 ["quantize", str(cfg), str(tmp_path / "gray.weights"), "--bits", "8", "--calib", str(data),
+                  "-o", str(tmp_path / "q")],
+                 ["sparsify", str(cfg), str(tmp_path / "gray.weights"), "--pattern", "unstructured", "--ratio",
+                  "0.3", "--bias-correction", "--calib", str(data), "-o", str(tmp_path / "s")]):
         out = runner.invoke(main, args)
         assert out.exit_code == 0, (args[0], out.output, out.exception)
 

@@ -166,7 +166,7 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
         prefix = prefix or f"{stem}-sensitivity"
         check_outputs([f"{prefix}.png", f"{prefix}.json"], [net.file, weights], force)
         run_sensitivity(net, criterion, parse_ratios(ratios), load_dataset(data_path), prefix,
-                        calibration_batch(calib, calib_images, *size) if calib else None)
+                        calibration_batch(calib, calib_images, *size, channels=net.info.channels) if calib else None)
         return
     if search:
         if not data_path or target_bflops is None:
@@ -176,7 +176,7 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
         check_outputs(outputs, [net.file, weights, data_path], force)
         run_search(net, load_dataset(data_path), SearchConfig(target_bflops, epochs, batch, penalty, gate_lr,
                                                               weight_lr),
-                   calibration_batch(data_path, SEARCH_BN_IMAGES, *size), outputs)
+                   calibration_batch(data_path, SEARCH_BN_IMAGES, *size, channels=net.info.channels), outputs)
         return
     if ratio is None:
         raise DncompressError("--ratio is required (e.g. --ratio 0.7)")
@@ -192,7 +192,7 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
     if criterion == "energy":
         run_energy_pruning(net, ratio, calib, calib_images, max_drop, outputs, data_path)
         return
-    calib_batch = calibration_batch(calib, calib_images, *size) if calib else None
+    calib_batch = calibration_batch(calib, calib_images, *size, channels=net.info.channels) if calib else None
     keep = plan_pruning(channel_groups(net), CRITERIA[criterion](net, calib=calib_batch), ratio, scope, min_keep,
                         int(multiple))
     pruned = prune_network(net, keep, compensate)

@@ -88,8 +88,8 @@ def run_energy_pruning(net: Network, ratio: float, calib: str | None, calib_imag
     def fidelity(candidate: Network) -> float:
         preds = predict(candidate.forward, candidate.heads, dataset, *size, progress=False)
         return evaluate(preds, reference, net.heads[0].classes).map50
-    pruned, steps = energy_aware_prune(net, calibration_batch(calib, calib_images, *size), ratio, fidelity,
-                                       max_drop)
+    batch = calibration_batch(calib, calib_images, *size, channels=net.info.channels)
+    pruned, steps = energy_aware_prune(net, batch, ratio, fidelity, max_drop)
     pruned.save(*outputs)
     click.echo(f"{'layer':>5} {'energy':>7} {'density':>8} {'output error':>22} {'fidelity':>9}")
     for step in steps:

@@ -129,7 +129,8 @@ def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_firs
     if config:
         sparse, _ = sparsify_network(net, config)
         if bias_correction:
-            correct_bias(net, sparse, calibration_batch(calib, calib_images, net.info.width, net.info.height))
+            correct_bias(net, sparse, calibration_batch(calib, calib_images, net.info.width, net.info.height,
+                                                        channels=net.info.channels))
         print_weight_sparsity(weight_sparsity_report(net, sparse))
     if masks:
         sparse = with_activation_masks(sparse, activation_threshold, winner_rate)
@@ -151,7 +152,7 @@ def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_firs
     if data_path:
         dataset = load_dataset(data_path)
         if measure_activations:
-            x = calibration_batch(data_path, images, net.info.width, net.info.height)
+            x = calibration_batch(data_path, images, net.info.width, net.info.height, channels=net.info.channels)
             before = activation_stats(net, x)
             print_activation_sparsity(before, activation_stats(sparse, x) if sparse is not net else before, len(x))
         if sparse is not net:

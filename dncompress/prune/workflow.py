@@ -54,8 +54,8 @@ def split_calibration(calib: str | None, count: int) -> CalibrationSplit | None:
     return None
 
 
-def batch_of(dataset: Dataset, width: int, height: int) -> np.ndarray:
-    return np.concatenate([preprocess(load_image(s.image), width, height, True) for s in dataset.items])
+def batch_of(dataset: Dataset, width: int, height: int, channels: int = 3) -> np.ndarray:
+    return np.concatenate([preprocess(load_image(s.image), width, height, True, channels) for s in dataset.items])
 
 
 def check_target(net: Network, kind: str, target: float) -> None:
@@ -108,7 +108,7 @@ def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str,
     size = (net.info.width, net.info.height)
     reference = fidelity_reference(net, split.holdout)
     start = time.perf_counter()
-    result = prune_oneshot(net, batch_of(split.fit, *size), target, kind, min_keep, multiple, progress=progress)
+    result = prune_oneshot(net, batch_of(split.fit, *size, net.info.channels), target, kind, min_keep, multiple, progress=progress)
     seconds = time.perf_counter() - start
     pruned = result.network
     preds = predict(pruned.forward, pruned.heads, reference, *size, progress=False)

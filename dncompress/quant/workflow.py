@@ -70,7 +70,7 @@ class QuantizeReport:
 def load_calibration(net: Network, calib: str | None, count: int) -> tuple[np.ndarray, str, bool]:
     """(images (N, 3, H, W), where they came from, whether they are the packaged default)."""
     source = Path(calib) if calib else default_calibration()
-    batch = calibration_batch(source, count, net.info.width, net.info.height)
+    batch = calibration_batch(source, count, net.info.width, net.info.height, channels=net.info.channels)
     if len(batch) < FLIP_BELOW:
         batch = np.concatenate([batch, batch[..., ::-1]])
     return batch, str(source), calib is None
@@ -120,7 +120,8 @@ def run_quantize(net: Network, inputs: list[str | None], config: QuantConfig, fm
     written = write_formats(quantized, outputs, images, opset)
     holdout = data or str(default_holdout())
     dataset = load_dataset(holdout)
-    if not data and detects_nothing(net, calibration_batch(holdout, 8, net.info.width, net.info.height)):
+    held_out = calibration_batch(holdout, 8, net.info.width, net.info.height, channels=net.info.channels)
+    if not data and detects_nothing(net, held_out):
         warnings.append(f"the float model detects nothing on the sample images in {holdout}, so the fidelity "
                         "below is meaningless; pass --data with images it detects objects on")
     comparison = compare_models(net, quantized, dataset, progress=False)
