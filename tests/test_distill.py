@@ -150,7 +150,7 @@ def test_prune_cli_finetune_writes_the_recovered_model(tmp_path):
     small_network(0).save(tmp_path / "m.cfg", tmp_path / "m.weights")
     out = str(tmp_path / "p")
     result = CliRunner().invoke(main, ["prune", str(tmp_path / "m.cfg"), str(tmp_path / "m.weights"), "--ratio", "0.3",
-                                       "--classes", "person,dog", "--finetune", "1", "--finetune-imgsz", "64",
+                                       "--criterion", "bn", "--classes", "person,dog", "--finetune", "1", "--finetune-imgsz", "64",
                                        "--batch", "4", "--data", str(COCO_FEW), "-o", out])
     assert result.exit_code == 0, result.output
     assert "fine-tune epoch 1/1 step 3/3" in result.output
