@@ -114,6 +114,11 @@ def test_engine_matches_opencv_and_onnx(path, size):
     theirs = onnx_forward(build_onnx(logits))(x)
     for a, b in zip(theirs, ours):
         assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max(), "onnxruntime"
+    if any(getattr(layer, "xnor", False) for layer in net.layers):
+        # measured: darknet53_448_xnor differs from OpenCV by 220x its output scale, while onnxruntime (with
+        # the binarization in the graph) matches above and tests/test_darknet_layers.py checks xnor against
+        # Darknet's C loop: OpenCV's importer runs xnor=1 convs as float convs
+        pytest.skip("OpenCV DNN runs xnor=1 convs as float convs; compared with onnxruntime only")
     try:
         diff = opencv_relative_diff(net, x)
     except (cv2.error, KeyError) as err:
