@@ -192,8 +192,8 @@ def test_ctrl_c_mid_finetune_leaves_the_last_complete_epoch(tmp_path):
     small_network(0).save(tmp_path / "m.cfg", tmp_path / "m.weights")
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    args = ["prune", "m.cfg", "m.weights", "--ratio", "0.3", "--finetune", "200", "--finetune-imgsz", "64",
-            "--batch", "4", "--data", str(COCO_FEW), "-o", "p"]
+    args = ["prune", "m.cfg", "m.weights", "--ratio", "0.3", "--criterion", "bn", "--finetune", "200",
+            "--finetune-imgsz", "64", "--batch", "4", "--data", str(COCO_FEW), "-o", "p"]
     process = subprocess.Popen([sys.executable, "-m", "dncompress", *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
