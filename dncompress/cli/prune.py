@@ -72,7 +72,8 @@ def print_pruning_report(report: dict) -> None:
               "(default <stem>-pruned<RATIO>).")
 @click.option("--data", "data_path", type=click.Path(), help="Dataset: report mAP before/after and fidelity.")
 @click.option("--sensitivity", is_flag=True, help="With --data: prune each layer group alone at --ratios and "
-              "write a table and a PNG plot instead of a pruned model.")
+              "write a table and a PNG plot instead of a pruned model (channels ranked by --criterion; |BN gamma| "
+              "when it is obs).")
 @click.option("--ratios", default="0.25,0.5,0.75,0.9", show_default=True, help="Ratios for --sensitivity.")
 @click.option("--max-drop", default=0.05, show_default=True, type=UNIT,
               help="--criterion energy: stop when fidelity to the original (mAP@0.5 of its detections on the "
@@ -159,6 +160,8 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
                    "method, |BN gamma| of each layer at RATIO with compensation; calibration images would do "
                    "much better", err=True)
         criterion, scope = "bn", "layer"
+    if criterion == "obs":  # --sensitivity ranks each group's channels by a per-channel score
+        criterion = "bn"
     calib_images = calib_images or 16
     if sensitivity:
         if not data_path:
