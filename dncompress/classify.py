@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .detect import darknet_resize
+from .detect import darknet_resize, read_names
 from .errors import DncompressError
 from .network import Network
 
@@ -50,15 +50,8 @@ def class_count(net: Network) -> int:
 
 def read_class_names(path: str | Path | None, classes: int) -> list[str]:
     """Names from a file (one a line, at least `classes`), else the class indices."""
-    if path is None:
-        return [str(i) for i in range(classes)]
-    try:
-        names = [n.strip() for n in Path(path).read_text().splitlines() if n.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise DncompressError(f"cannot read names file: {err}", str(path)) from None
-    if len(names) < classes:
-        raise DncompressError(f"has {len(names)} names but the network has {classes} classes", str(path))
-    return names
+    # not detect.read_names' COCO default: an 80-class classifier is not a COCO detector
+    return read_names(path, classes) if path is not None else [str(i) for i in range(classes)]
 
 
 def classify_image(forward: Callable[[np.ndarray], list[np.ndarray]], img: np.ndarray, net_w: int, net_h: int,

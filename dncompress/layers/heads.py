@@ -14,6 +14,16 @@ def _anchors(layer: Layer) -> np.ndarray:
     return np.array(values, dtype=np.float32).reshape(-1, 2)
 
 
+def _masked_anchors(layer: Layer) -> tuple[np.ndarray, list[int]]:
+    """All anchors of a [yolo]-style head and its mask= (default: every anchor of num=), checked."""
+    all_anchors = _anchors(layer)
+    total = layer.section.get_int("num", len(all_anchors))
+    mask = layer.section.get_ints("mask", list(range(total)))
+    if any(not 0 <= m < len(all_anchors) for m in mask):
+        raise layer.error(f"mask {mask} refers past the {len(all_anchors)} anchors", "mask")
+    return all_anchors, mask
+
+
 @register("yolo")
 class Yolo(Layer):
     keys = frozenset({"classes", "anchors", "num", "mask", "ignore_thresh", "scale_x_y", "new_coords"})
@@ -25,15 +35,12 @@ class Yolo(Layer):
         "embedding_layer", "show_details", "max"})
     unsupported_keys = {"map": ()}  # remaps class ids
     approximated_keys = {"nms_kind": (("greedynms", "default"), "detect and eval use greedy IoU NMS")}
+
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
         s = section
         self.classes = positive(self, "classes", s.get_int("classes", 20), 100000)
-        all_anchors = _anchors(self)
-        total = s.get_int("num", len(all_anchors))
-        self.mask = s.get_ints("mask", list(range(total)))
-        if any(not 0 <= m < len(all_anchors) for m in self.mask):
-            raise self.error(f"mask {self.mask} refers past the {len(all_anchors)} anchors", "mask")
+        all_anchors, self.mask = _masked_anchors(self)
         self.anchors = all_anchors[self.mask]
         self.all_anchors = all_anchors
         self.ignore_thresh = s.get_float("ignore_thresh", 0.5)
@@ -105,11 +112,7 @@ class GaussianYolo(Layer):
         super().__init__(section, index, shapes, net)
         s = section
         self.classes = positive(self, "classes", s.get_int("classes", 20), 100000)
-        all_anchors = _anchors(self)
-        total = s.get_int("num", len(all_anchors))
-        self.mask = s.get_ints("mask", list(range(total)))
-        if any(not 0 <= m < len(all_anchors) for m in self.mask):
-            raise self.error(f"mask {self.mask} refers past the {len(all_anchors)} anchors", "mask")
+        all_anchors, self.mask = _masked_anchors(self)
         self.anchors = all_anchors[self.mask]
         self.scale_x_y = s.get_float("scale_x_y", 1.0)
         if self.scale_x_y != 1.0:
