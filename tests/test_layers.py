@@ -52,6 +52,10 @@ def test_route_groups_take_the_requested_half():
      "different spatial sizes"),
     ("[bogus]\n", r"unknown section \[bogus\]; supported: .*\[convolutional\]"),
     ("[convolutional]\nfilters=10\nsize=1\n[yolo]\nmask=0,1\nanchors=1,2,3,4\nclasses=80\n", "170"),
+    # a huge num= with a mask= is only the anchors' count (found by the slow fuzz: it once allocated it)
+    ("[convolutional]\nfilters=10\nsize=1\n[yolo]\nmask=0\nanchors=1,2\nnum=1000000000\nclasses=80\n", "85"),
+    ("[convolutional]\nfilters=10\nsize=1\n[yolo]\nanchors=1,2\nnum=1000000000\nclasses=80\n",
+     r"num=1000000000 without mask= needs 1 to 1"),
 ])
 def test_bad_cfgs_give_clear_errors(body, message):
     with pytest.raises(DncompressError, match=message) as err:

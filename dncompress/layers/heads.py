@@ -17,8 +17,14 @@ def _anchors(layer: Layer) -> np.ndarray:
 def _masked_anchors(layer: Layer) -> tuple[np.ndarray, list[int]]:
     """All anchors of a [yolo]-style head and its mask= (default: every anchor of num=), checked."""
     all_anchors = _anchors(layer)
-    total = layer.section.get_int("num", len(all_anchors))
-    mask = layer.section.get_ints("mask", list(range(total)))
+    if "mask" in layer.section.options:
+        mask = layer.section.get_ints("mask")
+    else:
+        total = layer.section.get_int("num", len(all_anchors))
+        if not 0 < total <= len(all_anchors):
+            raise layer.error(f"num={total} without mask= needs 1 to {len(all_anchors)} (the anchors given)",
+                              "num")
+        mask = list(range(total))
     if any(not 0 <= m < len(all_anchors) for m in mask):
         raise layer.error(f"mask {mask} refers past the {len(all_anchors)} anchors", "mask")
     return all_anchors, mask
