@@ -88,3 +88,24 @@ def test_prune_cli_classes_alone_and_eval_maps_labels_by_name(tmp_path):
                                     "--classes", "dog,unicorn", "-o", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "unknown class 'unicorn'" in bad.output
     assert not list(tmp_path.glob("bad*"))
+
+
+@pytest.mark.slow
+def test_prune_cli_classes_with_a_cost_target_prunes_the_trunk_too(tiny_weights, tmp_path):
+    """--classes beside --target-bflops (no --ratio) once wrote the specialized model unpruned, silently."""
+    from click.testing import CliRunner
+
+    from conftest import CFGS, ROOT
+    from dncompress.cli import main
+    from dncompress.stats import summary
+    cfg = tmp_path / "tiny192.cfg"
+    cfg.write_text((CFGS / "yolov3-tiny.cfg").read_text().replace("=416", "=192"))
+    out = tmp_path / "p"
+    result = CliRunner().invoke(main, ["prune", str(cfg), str(tiny_weights), "--classes", "dog,person,car,bicycle",
+                                       "--target-bflops", "0.6", "--calib", str(ROOT / "samples"),
+                                       "--calib-images", "4", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    net = Network.from_cfg(f"{out}.cfg", f"{out}.weights")
+    assert [h.classes for h in net.heads] == [4, 4]
+    assert summary(net)["bflops"] <= 0.6 * 1.01
+    assert (tmp_path / "p.names").read_text().split() == ["dog", "person", "car", "bicycle"]

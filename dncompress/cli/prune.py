@@ -144,7 +144,7 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
     class_names = None
     if class_list:
         class_names, net = specialize_for_cli(net, class_list, names_path)
-        if ratio is None and not (sensitivity or search):
+        if ratio is None and target_bflops is None and target_params is None and not (sensitivity or search):
             write_specialized(net, class_names, prefix or f"{stem}-{len(class_names)}classes", weights)
             return
     if reconstruct and criterion == "obs":
