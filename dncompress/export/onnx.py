@@ -79,8 +79,10 @@ def emit_conv(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
         raise DncompressError(f"layer {layer.index} [quantize_convolutional] quantizes its input, which a float "
                               "export cannot express; export quantized networks as QDQ (quantize --format onnx)")
     x, w_name = hooked or (xs[0], g.const(f"conv{layer.index}_w", w))
+    d = getattr(layer, "dilation", 1)      # Darknet pads a dilated conv by pad * dilation
     y = g.op("Conv", [x, w_name, g.const(f"conv{layer.index}_b", b)], f"conv{layer.index}",
-             kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2, pads=[layer.pad] * 4, group=layer.groups)
+             kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2, pads=[layer.pad * d] * 4, group=layer.groups,
+             **({"dilations": [d, d]} if d > 1 else {}))
     return emit_activation(g, y, layer.activation)
 
 
@@ -267,6 +269,48 @@ DARKNET_EMITTERS = {
     "reorg": emit_reorg, "reorg3d": emit_reorg, "sam": emit_attention, "scale_channels": emit_attention,
     "local": emit_local, "local_avgpool": emit_local_avgpool, "gaussian_yolo": emit_identity,
 }
+
+
+# --- recurrent layers (issue 18): one time step from the zero state, as Network.forward runs them ---
+def emit_recurrent_part(g: GraphBuilder, layer: Layer, name: str, x: str | None) -> str:
+    """Sub-layer `name` of a recurrent layer on x (None: the zero state -> a constant, broadcast over the
+    batch): Gemm on the flattened input ([rnn]/[gru]/[lstm]) or Conv ([crnn]), then its activation."""
+    if x is None:
+        return g.const(f"{layer.type}{layer.index}_{name}_zero", layer.zero_input_output(name))
+    w, b = layer.folded(name)
+    activation = layer.part(name)[2]
+    hint = f"{layer.type}{layer.index}_{name}"
+    if layer.type == "crnn":
+        y = g.op("Conv", [x, g.const(f"{hint}_w", w), g.const(f"{hint}_b", b)], hint,
+                 kernel_shape=[layer.size] * 2, pads=[layer.pad] * 4, group=layer.groups)
+    else:
+        y = g.op("Gemm", [g.op("Flatten", [x], axis=1), g.const(f"{hint}_w", w), g.const(f"{hint}_b", b)],
+                 hint, transB=1)
+    if activation == "loggy":           # 2 sigmoid(x) - 1
+        return g.op("Sub", [g.op("Mul", [g.op("Sigmoid", [y]), g.const("two", np.float32(2))]),
+                            g.const("one", np.float32(1))])
+    return emit_activation(g, y, activation)
+
+
+def emit_recurrent(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    """[rnn]/[crnn]: output(input(x) + self(0)); [gru]: (1 - z) h~ (z h vanishes); [lstm]: o tanh(i g)."""
+    def part(name: str, x: str | None) -> str:
+        return emit_recurrent_part(g, layer, name, x)
+
+    def gate(state: str, inp: str, squash: str) -> str:
+        return g.op(squash, [g.op("Add", [part(inp, xs[0]), part(state, None)])])
+    if layer.type in ("rnn", "crnn"):
+        y = part("output", g.op("Add", [part("input", xs[0]), part("self", None)]))
+    elif layer.type == "gru":
+        z = gate("state_z", "input_z", "Sigmoid")
+        y = g.op("Mul", [g.op("Sub", [g.const("one", np.float32(1)), z]), gate("state_h", "input_h", "Sigmoid")])
+    else:
+        cell = g.op("Mul", [gate("wi", "ui", "Sigmoid"), gate("wg", "ug", "Tanh")])
+        y = g.op("Mul", [gate("wo", "uo", "Sigmoid"), g.op("Tanh", [cell])])
+    return g.op("Reshape", [y, g.const("shape", np.array([0, *layer.out_shape]))], f"{layer.type}{layer.index}")
+
+
+RECURRENT_EMITTERS = {"rnn": emit_recurrent, "gru": emit_recurrent, "lstm": emit_recurrent, "crnn": emit_recurrent}
 # --- end of the Darknet-world block ---
 
 
@@ -274,7 +318,7 @@ EMITTERS: dict[str, Callable[[GraphBuilder, Layer, list[str]], str]] = {
     "convolutional": emit_conv, "quantize_convolutional": emit_conv, "maxpool": emit_maxpool,
     "upsample": emit_upsample, "route": emit_route, "shortcut": emit_shortcut, "dropout": emit_identity,
     "avgpool": emit_avgpool, "yolo": emit_identity, "region": emit_identity, "summax_convolutional": emit_summax,
-    **DARKNET_EMITTERS,
+    **DARKNET_EMITTERS, **RECURRENT_EMITTERS,
 }
 
 
