@@ -52,9 +52,9 @@ NET_TRAINING_KEYS = frozenset({
 
 def net_info(section: Section) -> NetInfo:
     """Input geometry from [net]; width/height must be positive multiples of 32 in practice, not by rule.
-    A cfg giving only `inputs=` (Darknet's recurrent text models: no width, height, channels) takes a
-    vector of that many values, read as (inputs, 1, 1)."""
-    if "inputs" in section.options and not NET_KEYS - {"inputs"} & set(section.options):
+    A cfg giving `inputs=` without `channels=` (Darknet's recurrent text models: c = 0, so only the
+    flat input count matters) takes a vector of that many values, read as (inputs, 1, 1)."""
+    if "inputs" in section.options and "channels" not in section.options:
         inputs = section.get_int("inputs")
         if not 0 < inputs <= 1 << 24:
             raise section.error(f"inputs={inputs} must be between 1 and {1 << 24}", "inputs")

@@ -153,6 +153,9 @@ def refuse_xnor(net, command: str) -> None:
         if getattr(layer, "share", None) is not None:
             raise layer.error(f"share_index= (shared weights) is supported by stats, detect, eval, classify and "
                               f"export, not by {command}", "share_index")
+        if layer.type == "detection":
+            raise layer.error(f"the YOLOv1 [detection] head is supported by stats, detect, eval and export, "
+                              f"not by {command}")
         if getattr(layer, "recurrent", False):
             raise layer.error(f"[{layer.type}] (recurrent) is supported by stats, detect, eval, classify and "
                               f"export, not by {command}")
