@@ -33,7 +33,7 @@ FAST = {"yolov3-tiny.cfg", "yolov4-tiny.cfg", "yolov7-tiny.cfg", "yolov2-tiny.cf
 # p7 cfgs reach 1x1 maps at 128: BN statistics calibrated on 2 images of 1x1 maps (a near-zero variance)
 # overflow to NaN; at 256 the deepest maps are 2x2
 SIZES = {"cspx-p7-mish.cfg": 256, "cspx-p7-mish_hp.cfg": 256}
-# Float32 rounding, not semantics (tools/float_drift.py, docs/darknet.md): against a float64 run of the
+# Float32 rounding, not semantics (tools/float_drift.py, README "Darknet cfgs"): against a float64 run of the
 # same maths, OpenCV DNN with its default Winograd F(6x6,3x3) 3x3 convs is 3-7x further than the engine
 # or onnxruntime (e.g. yolov3-spp: OpenCV 1.35e-4, engine 2.7e-5, onnxruntime 2.2e-5), and with Winograd
 # off it is as close as they are (2.75e-5): OpenCV runs without Winograd here. On the deepest cfgs the

@@ -33,14 +33,15 @@ def loggy(x: np.ndarray) -> np.ndarray:
 
 
 class Recurrent(Layer):
-    """Shared by the recurrent layers: sub-layers `parts` (name -> (inputs, outputs, activation)), their
-    tensors in .weights order, BN folded per call, and the one-step forward from a zero state."""
+    """Shared by the recurrent layers: sub-layers `parts` ((name, inputs, outputs, activation) each), their
+    tensors in .weights order, BN folded per call, and the one-step forward from a zero state. The BN flag
+    is `bn`, not `batch_normalize`, so Network.calibrate_batchnorm (per-conv statistics) skips them."""
 
     # (name, inputs, outputs, activation) per sub-layer, in .weights order; set by each __init__
     parts: list[tuple[str, int, int, str]]
     order: ClassVar[tuple[str, ...]] = CONNECTED_ORDER
-    # the output of a zero-state step differs from a network read as a feed-forward one: a note for
-    # commands that cannot follow the state (export writes one step from the zero state)
+    # marks layers whose output depends on a state (conv.refuse_xnor: prune, quantize, train refuse them;
+    # export writes one step from the zero state)
     recurrent = True
 
     def setup_common(self) -> None:
