@@ -30,9 +30,10 @@ SIZE = 128
 # cfgs whose [crop] needs their own input size, and the deep cfgs (tests marked slow otherwise)
 FAST = {"yolov3-tiny.cfg", "yolov4-tiny.cfg", "yolov7-tiny.cfg", "yolov2-tiny.cfg", "enet-coco.cfg", "darknet.cfg",
         "tiny.cfg", "writing.cfg", "yolov3-tiny-prn.cfg", "efficientnet_b0.cfg", "rnn.cfg", "gru.cfg"}
-# p7 cfgs reach 1x1 maps at 128: BN statistics calibrated on 2 images of 1x1 maps (a near-zero variance)
-# overflow to NaN; at 256 the deepest maps are 2x2
-SIZES = {"cspx-p7-mish.cfg": 256, "cspx-p7-mish_hp.cfg": 256}
+# measured: cspx-p7-mish (276M parameters) was OOM-killed at 11.3 GB resident (two networks with their
+# folded and Winograd weight copies, the ONNX model and its session): the two p7 cfgs above this are not
+# compared (at 128 their BN, calibrated on 1x1 maps, also overflowed to NaN before)
+MAX_COMPARED_PARAMS = 250_000_000
 # Float32 rounding, not semantics (tools/float_drift.py, README "Darknet cfgs"): against a float64 run of the
 # same maths, OpenCV DNN with its default Winograd F(6x6,3x3) 3x3 convs is 3-7x further than the engine
 # or onnxruntime (e.g. yolov3-spp: OpenCV 1.35e-4, engine 2.7e-5, onnxruntime 2.2e-5), and with Winograd
@@ -72,7 +73,6 @@ def working() -> list[tuple[Path, int, bool]]:
             continue
         # [crop] needs the cfg's own size; small-input cfgs (go 19x19, cifar 28x28) keep theirs
         size = net.info.width if "[crop]" in path.read_text() or net.info.width < SIZE else SIZE
-        size = SIZES.get(path.name, size)
         cases.append((path, size, path.name not in FAST))
     return cases
 
@@ -118,6 +118,8 @@ def same_maths(what: str, theirs: list[np.ndarray], ours: list[np.ndarray], exac
     pytest.param(p, s, id=p.name, marks=[pytest.mark.slow] if slow else []) for p, s, slow in working()])
 def test_engine_matches_opencv_and_onnx(path, size):
     import cv2
+    if load(path, max_activation_mb=1e9).param_count() > MAX_COMPARED_PARAMS:
+        pytest.skip(f"over {MAX_COMPARED_PARAMS:,} parameters: the comparison needs > 10 GB of memory")
     net = random_calibrated(path, size)
     x = np.random.default_rng(1).random((1, *net.input_shape), dtype=np.float32)
     logits = logits_network(net)
