@@ -47,7 +47,8 @@ class Recurrent(Layer):
     def setup_common(self) -> None:
         self.bn = bool(self.section.get_int("batch_normalize", 0))
         self.inputs_count = int(np.prod(self.in_shapes[0]))
-        self.size = 1  # kernel size, for the energy model (stats.layer_energy); [crnn] sets its own
+        # kernel size and stride, for the stats table and the energy model; [crnn] sets its own size
+        self.size, self.stride = 1, 1
 
     def part(self, name: str) -> tuple[int, int, str]:
         return next(p[1:] for p in self.parts if p[0] == name)
