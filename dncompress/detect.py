@@ -257,7 +257,32 @@ def decode_gaussian_yolo(layer: Layer, out: np.ndarray) -> tuple[np.ndarray, np.
     return boxes, objectness, scores
 
 
-DECODERS = {"yolo": decode_yolo, "region": decode_region, "gaussian_yolo": decode_gaussian_yolo}
+def decode_detection(layer: Layer, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """YOLOv1 [detection] (get_detection_detections): per cell `classes` probabilities (softmax'd first
+    when softmax=1, as forward_detection_layer), then `num` confidences, then `num` boxes x, y (cell
+    offsets), w, h (squared with sqrt=1) relative to the image; M = side*side*num boxes, cell-major.
+    The confidence is the raw value (no logistic), the class score confidence * probability."""
+    if layer.coords != 4:
+        raise layer.error(f"coords={layer.coords}: boxes of [detection] are decoded with coords=4 only", "coords")
+    side, n, k = layer.side, layer.num, layer.classes
+    cells = side * side
+    p = out.reshape(-1).astype(np.float32)
+    probs = p[:cells * k].reshape(cells, k)
+    if layer.softmax:
+        e = np.exp(probs - probs.max(axis=1, keepdims=True))
+        probs = e / e.sum(axis=1, keepdims=True)
+    confidence = p[cells * k:cells * (k + n)].copy()
+    t = p[cells * (k + n):].reshape(cells, n, 4)
+    row, col = np.divmod(np.arange(cells, dtype=np.float32), side)
+    boxes = np.empty((cells, n, 4), dtype=np.float32)
+    boxes[..., 0] = (t[..., 0] + col[:, None]) / side
+    boxes[..., 1] = (t[..., 1] + row[:, None]) / side
+    boxes[..., 2:] = t[..., 2:] ** 2 if layer.sqrt else t[..., 2:]
+    return boxes.reshape(-1, 4), confidence, np.repeat(probs, n, axis=0)
+
+
+DECODERS = {"yolo": decode_yolo, "region": decode_region, "gaussian_yolo": decode_gaussian_yolo,
+            "detection": decode_detection}
 
 
 def to_pixels(boxes: np.ndarray, img_w: int, img_h: int, net_w: int, net_h: int,

@@ -36,7 +36,7 @@ def max_activation_mb() -> float:
     return value
 
 
-NET_KEYS = frozenset({"width", "height", "channels"})
+NET_KEYS = frozenset({"width", "height", "channels", "inputs"})
 # [net] keys Darknet reads for training (or preprocessing options `detect`/`eval` take as flags)
 NET_TRAINING_KEYS = frozenset({
     "batch", "subdivisions", "momentum", "decay", "angle", "saturation", "exposure", "hue", "aspect",
@@ -46,12 +46,19 @@ NET_TRAINING_KEYS = frozenset({
     "try_fix_nan", "min_crop", "max_crop", "adam", "B1", "B2", "eps", "loss_scale", "dynamic_minibatch",
     "optimized_memory", "workspace_size_limit_MB", "max_chart_loss", "label_smooth_eps", "resize_step",
     "attention", "adversarial_lr", "contrastive", "contrastive_jit_flip", "contrastive_color", "unsupervised",
-    "time_steps", "inputs", "ema_alpha", "use_cuda_graph", "sgdr_cycle", "sgdr_mult", "num_sequences",
+    "time_steps", "ema_alpha", "use_cuda_graph", "sgdr_cycle", "sgdr_mult", "num_sequences",
     "show_receptive_field", "equidistant_point", "max"})
 
 
 def net_info(section: Section) -> NetInfo:
-    """Input geometry from [net]; width/height must be positive multiples of 32 in practice, not by rule."""
+    """Input geometry from [net]; width/height must be positive multiples of 32 in practice, not by rule.
+    A cfg giving `inputs=` without `channels=` (Darknet's recurrent text models: c = 0, so only the
+    flat input count matters) takes a vector of that many values, read as (inputs, 1, 1)."""
+    if "inputs" in section.options and "channels" not in section.options:
+        inputs = section.get_int("inputs")
+        if not 0 < inputs <= 1 << 24:
+            raise section.error(f"inputs={inputs} must be between 1 and {1 << 24}", "inputs")
+        return NetInfo(1, 1, inputs)
     info = NetInfo(section.get_int("width", 416), section.get_int("height", 416),
                    section.get_int("channels", 3))
     for key, value in (("width", info.width), ("height", info.height), ("channels", info.channels)):
@@ -87,6 +94,9 @@ class Network:
             shapes.append(layer.out_shape)
         if not self.layers:
             raise DncompressError("the cfg has no layers after [net]", file, self.net_section.where())
+        for layer in self.layers:      # layers using another's parameters ([convolutional] share_index=)
+            if hasattr(layer, "link"):
+                layer.link(self.layers)
         self.header = WeightsHeader()
         self._last_use = self._compute_last_use()
         self._check_activation_memory(max_activation_mb)
@@ -176,12 +186,13 @@ class Network:
                 continue
             params = {}
             for name, shape in shapes.items():
-                if name == "weights":
+                kind = name.rpartition(".")[2]  # recurrent layers' sub-layer tensors: "<part>.weights"
+                if kind == "weights":
                     fan_in = int(np.prod(shape[1:]))
                     params[name] = rng.normal(0, np.sqrt(2.0 / fan_in), shape).astype(np.float32)
-                elif name == "rolling_variance":
+                elif kind == "rolling_variance":
                     params[name] = rng.uniform(0.5, 2.0, shape).astype(np.float32)
-                elif name == "scales":
+                elif kind == "scales":
                     params[name] = rng.uniform(0.25, 0.75, shape).astype(np.float32)
                 else:
                     params[name] = rng.normal(0, 0.1, shape).astype(np.float32)
@@ -193,7 +204,7 @@ class Network:
         outputs: dict[int, np.ndarray] = {}
         for layer in self.layers:
             xs = [outputs[i] if i >= 0 else x.astype(np.float32) for i in layer.inputs]
-            if getattr(layer, "batch_normalize", False):
+            if getattr(layer, "batch_normalize", False) and getattr(layer, "share", None) is None:
                 raw = layer.kernel_output(xs[0])
                 layer.set_params(rolling_mean=raw.mean(axis=(0, 2, 3)).astype(np.float32),
                                  rolling_variance=raw.var(axis=(0, 2, 3)).astype(np.float32))

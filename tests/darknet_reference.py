@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from dncompress.engine.conv import conv2d
+from dncompress.layers.conv import dilate_kernel
 from dncompress.network import Network
 
 # OpenCV's Darknet importer names a layer's activation after the NEXT layer index (conv_0, bn_0, leaky_1)
@@ -58,27 +59,76 @@ def compared_layers(net: Network) -> list[int]:
 
 def opencv_relative_diff(net: Network, x: np.ndarray) -> float:
     """max |engine - OpenCV| / max |engine| over the compared layers; raises cv2.error if OpenCV refuses."""
+    keep, theirs = opencv_outputs(net, x)
+    ours = engine_outputs(net, x, keep)
+    return relative_diff(theirs, ours)
+
+
+def relative_diff(theirs: list[np.ndarray], ours: list[np.ndarray]) -> float:
+    """max over outputs of max |theirs - ours| / max |ours|."""
+    return max(float(np.abs(a.reshape(b.shape) - b).max() / max(float(np.abs(b).max()), 1e-12))
+               for a, b in zip(theirs, ours))
+
+
+def logit_layers(net: Network, keep: list[int]) -> list[int]:
+    """The compared layers that are logistic convs: compared on their logits (before the squashing, an
+    error relative to the output's largest value, 1, would be an absolute error on logits of any size)."""
+    return [k for k in keep if getattr(net.layers[k], "activation", "") == "logistic"
+            and net.layers[k].type == "convolutional"]
+
+
+def engine_outputs(net: Network, x: np.ndarray, keep: list[int], dtype=np.float32) -> list[np.ndarray]:
+    """The engine's outputs of the layers `keep` (logistic convs: their logits) for x; with
+    dtype=np.float64, the float64 reference of `float64_run`."""
+    logits = logit_layers(net, keep)
+    wanted = set(keep) | {net.layers[k].inputs[0] for k in logits}
+    if dtype == np.float64:
+        outs = net._forward(x.astype(np.float64), wanted, float64_run)
+    else:
+        outs = net.forward(x, keep=wanted)
+    ours = dict(zip(sorted(wanted), outs))
+    for k in logits:
+        layer = net.layers[k]
+        w, b = float64_fold(layer) if dtype == np.float64 else layer.folded()
+        ours[k] = conv2d(ours[layer.inputs[0]], w, b, layer.stride, layer.pad, layer.groups)
+    return [ours[k] for k in keep]
+
+
+def float64_fold(layer) -> tuple[np.ndarray, np.ndarray]:
+    """A conv's weights and bias with batchnorm folded in, kept in float64."""
+    scale, shift = layer.output_affine()
+    return layer.kernel_weights().astype(np.float64) * scale[:, None, None, None], shift
+
+
+def float64_run(layer, xs: list[np.ndarray]) -> np.ndarray:
+    """`Network.forward(run=...)` computing every conv in float64 (weights folded in float64, float64
+    GEMM): the reference that float32 engines (ours, OpenCV's) both approximate. Other layers run their
+    own forward, which keeps float64 inputs float64 (checked)."""
+    if layer.type in ("convolutional", "conv") and not getattr(layer, "xnor", False):
+        from dncompress.engine.activations import ACTIVATIONS
+        w, b = float64_fold(layer)
+        d = layer.dilation
+        y = conv2d(xs[0], dilate_kernel(w, d) if d > 1 else w, b, layer.stride, layer.pad * d, layer.groups)
+        return layer.mask(ACTIVATIONS[layer.activation](y))
+    y = layer.forward(xs)
+    assert y.dtype == np.float64, f"layer {layer.index} [{layer.type}] returned {y.dtype}"
+    return y
+
+
+def opencv_outputs(net: Network, x: np.ndarray, winograd: bool = True) -> tuple[list[int], list[np.ndarray]]:
+    """(compared layers, OpenCV DNN's outputs of them for x; logistic convs: their logits); raises
+    cv2.error if OpenCV refuses the cfg."""
     import cv2
     with tempfile.TemporaryDirectory() as tmp:
         cfg, weights = Path(tmp) / "n.cfg", Path(tmp) / "n.weights"
         net.save(cfg, weights)
         cv_net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
     keep = compared_layers(net)
-    # a logistic head conv is compared on its logits: after the squashing, an error relative to the
-    # output's largest value (1) is an absolute error on logits of any size
-    logits = [k for k in keep if getattr(net.layers[k], "activation", "") == "logistic"
-              and net.layers[k].type == "convolutional"]
+    logits = logit_layers(net, keep)
     names = opencv_layer_names(cv_net, len(net.layers))
     names.update({k: v for k, v in opencv_layer_names(cv_net, len(net.layers), True).items() if k in logits})
     cv_net.enableFusion(False)
+    if not winograd:
+        cv_net.enableWinograd(False)
     cv_net.setInput(x)
-    theirs = cv_net.forward([names[k] for k in keep])
-    ours = net.forward(x, keep=set(keep) | {net.layers[k].inputs[0] for k in logits})
-    ours = {k: v for k, v in zip(sorted(set(keep) | {net.layers[k].inputs[0] for k in logits}), ours)}
-    for k in logits:
-        layer = net.layers[k]
-        w, b = layer.folded()
-        ours[k] = conv2d(ours[layer.inputs[0]], w, b, layer.stride, layer.pad, layer.groups)
-    ours = [ours[k] for k in keep]
-    return max(float(np.abs(a.reshape(b.shape) - b).max() / max(float(np.abs(b).max()), 1e-12))
-               for a, b in zip(theirs, ours))
+    return keep, list(cv_net.forward([names[k] for k in keep]))

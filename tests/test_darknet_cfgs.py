@@ -16,33 +16,34 @@ from dncompress.network import Network
 from dncompress.stats import summary
 
 from conftest import ROOT, SHARED
-from darknet_reference import opencv_relative_diff, random_calibrated
+from darknet_reference import (engine_outputs, float64_run, opencv_outputs, random_calibrated,
+                               relative_diff)
 
 # ../shared beside the checkout (main), or two levels up (a worktree under wt/)
 ALEXEYAB = next((d / "cfg" / "alexeyab" for d in (SHARED, ROOT.parent.parent / "shared" / "data")
                  if (d / "cfg" / "alexeyab").is_dir()), SHARED / "cfg" / "alexeyab")
 CFGS = sorted(ALEXEYAB.glob("*.cfg"))
 pytestmark = pytest.mark.skipif(len(CFGS) != 93, reason="needs ../shared/data/cfg/alexeyab (93 cfgs)")
-# measured: 85 of 93 (the rest: [rnn] [gru] [lstm] [crnn] x6, dilation=2, a missing comma)
-STATS_WORKING = 85
+# measured: 93 of 93
+STATS_WORKING = 93
 SIZE = 128
-# cfgs whose [crop] needs their own input size, and the deep cfgs whose float32 differences with OpenCV,
-# accumulated over 100+ random layers, exceed 1e-4 of the output scale (measured at 96 and 128)
+# cfgs whose [crop] needs their own input size, and the deep cfgs (tests marked slow otherwise)
 FAST = {"yolov3-tiny.cfg", "yolov4-tiny.cfg", "yolov7-tiny.cfg", "yolov2-tiny.cfg", "enet-coco.cfg", "darknet.cfg",
-        "tiny.cfg", "writing.cfg", "yolov3-tiny-prn.cfg", "efficientnet_b0.cfg"}
-TOLERANCE = {"yolov7-tiny.cfg": 2e-4, "cd53paspp-gamma.cfg": 3e-4, "csresnext50-panet-spp.cfg": 2e-4,
-             "csresnext50-panet-spp-original-optimal.cfg": 2e-4, "yolov2.cfg": 2e-4}
-
-
-# measured in the slow run (random weights, 128x128), max |diff| / max |output|, above 1e-4 through float32
-# drift over 100+ random layers (not verified layer by layer); cspx-p7-mish: BN calibrated on 2 images of
-# 1x1 maps overflows to NaN
-KNOWN_DRIFT = {
-    "cd53paspp-gamma.cfg": "onnxruntime 1.07e-4", "csresnext50-panet-spp.cfg": "onnxruntime 1.02e-4",
-    "csresnext50-panet-spp-original-optimal.cfg": "onnxruntime 1.02e-4", "cspx-p7-mish.cfg": "NaN from BN calibration",
-    "yolo.2.0.cfg": "OpenCV 1.1e-4", "yolov3-spp.cfg": "OpenCV 1.4e-4", "yolov3-voc.cfg": "OpenCV 1.1e-4",
-    "yolov3-voc.yolov3-giou-40.cfg": "OpenCV 1.1e-4", "yolov3_5l.cfg": "OpenCV 2.1e-4",
-}
+        "tiny.cfg", "writing.cfg", "yolov3-tiny-prn.cfg", "efficientnet_b0.cfg", "rnn.cfg", "gru.cfg"}
+# measured: cspx-p7-mish (276M parameters) was OOM-killed at 11.3 GB resident (two networks with their
+# folded and Winograd weight copies, the ONNX model and its session): the two p7 cfgs above this are not
+# compared (at 128 their BN, calibrated on 1x1 maps, also overflowed to NaN before)
+MAX_COMPARED_PARAMS = 250_000_000
+# Float32 rounding, not semantics (tools/float_drift.py, README "Darknet cfgs"): against a float64 run of the
+# same maths, OpenCV DNN with its default Winograd F(6x6,3x3) 3x3 convs is 3-7x further than the engine
+# or onnxruntime (e.g. yolov3-spp: OpenCV 1.35e-4, engine 2.7e-5, onnxruntime 2.2e-5), and with Winograd
+# off it is as close as they are (2.75e-5): OpenCV runs without Winograd here. On the deepest cfgs the
+# float32 rounding of every implementation exceeds 1e-4 of the output scale (cd53paspp-gamma at 128:
+# engine 1.44e-4, onnxruntime 1.34e-4, OpenCV 1.32e-4 from float64), so past 1e-4 both float32 results
+# are compared with the float64 run: each must be within 1e-4 of it or within NOISE_RATIO times the
+# other's distance (measured ratios 1.0-1.5; a semantic difference is orders of magnitude apart).
+BAR = 1e-4
+NOISE_RATIO = 3.0
 
 
 def load(path: Path, **kwargs) -> Network:
@@ -101,26 +102,41 @@ def test_darknet_bflops():
         assert summary(net)["bflops"] == pytest.approx(bflops, abs=0.011), name
 
 
+def same_maths(what: str, theirs: list[np.ndarray], ours: list[np.ndarray], exact) -> None:
+    """theirs (another float32 runtime) and ours agree to BAR of the output scale, or, past it, both are
+    float32 roundings of the float64 result `exact()` (see NOISE_RATIO)."""
+    diff = relative_diff(theirs, ours)
+    if diff <= BAR:
+        return
+    reference = exact()
+    e, o = relative_diff(ours, reference), relative_diff(theirs, reference)
+    assert o <= max(BAR, NOISE_RATIO * e) and e <= max(BAR, NOISE_RATIO * o), (
+        f"{what}: {diff:.3g} apart; from float64: engine {e:.3g}, {what} {o:.3g}")
+
+
 @pytest.mark.parametrize("path, size", [
-    pytest.param(p, s, id=p.name, marks=([pytest.mark.slow] if slow else []) + (
-        [pytest.mark.xfail(reason=f"measured {KNOWN_DRIFT[p.name]} > 1e-4", strict=False)]
-        if p.name in KNOWN_DRIFT else [])) for p, s, slow in working()])
+    pytest.param(p, s, id=p.name, marks=[pytest.mark.slow] if slow else []) for p, s, slow in working()])
 def test_engine_matches_opencv_and_onnx(path, size):
     import cv2
+    if load(path, max_activation_mb=1e9).param_count() > MAX_COMPARED_PARAMS:
+        pytest.skip(f"over {MAX_COMPARED_PARAMS:,} parameters: the comparison needs > 10 GB of memory")
     net = random_calibrated(path, size)
     x = np.random.default_rng(1).random((1, *net.input_shape), dtype=np.float32)
     logits = logits_network(net)
     ours = logits.forward(x)
     theirs = onnx_forward(build_onnx(logits))(x)
-    for a, b in zip(theirs, ours):
-        assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max(), "onnxruntime"
+    same_maths("onnxruntime", theirs, ours, lambda: logits._forward(
+        x.astype(np.float64), set(logits.output_indices), float64_run))
     if any(getattr(layer, "xnor", False) for layer in net.layers):
         # measured: darknet53_448_xnor differs from OpenCV by 220x its output scale, while onnxruntime (with
         # the binarization in the graph) matches above and tests/test_darknet_layers.py checks xnor against
         # Darknet's C loop: OpenCV's importer runs xnor=1 convs as float convs
         pytest.skip("OpenCV DNN runs xnor=1 convs as float convs; compared with onnxruntime only")
+    if any(getattr(layer, "dilation", 1) > 1 for layer in net.layers):
+        # measured: OpenCV's output equals the undilated conv's (6e-6), 1.1x the output scale from Darknet's
+        pytest.skip("OpenCV DNN ignores dilation=; compared with onnxruntime only (tests/test_darknet_conv_ext.py)")
     try:
-        diff = opencv_relative_diff(net, x)
+        keep, cv_outputs = opencv_outputs(net, x, winograd=False)
     except (cv2.error, KeyError) as err:
         pytest.skip(f"OpenCV DNN does not run this cfg: {str(err).strip().splitlines()[-1][:120]}")
-    assert diff <= TOLERANCE.get(path.name, 1e-4)
+    same_maths("OpenCV", cv_outputs, engine_outputs(net, x, keep), lambda: engine_outputs(net, x, keep, np.float64))

@@ -241,7 +241,7 @@ def test_inline_comments_duplicate_keys_and_aliases():
     ("[convolutional]\nfilters=4\nsize=1\n[scale_channels]\nfrom=-1\n", "line 9 [scale_channels] from"),
     ("[crop]\ncrop_height=20\ncrop_width=2\n", "line 6 [crop] crop_height"),
     ("[softmax]\ntree=data/9k.tree\n", "line 6 [softmax] tree"),
-    ("[lstm]\noutput=4\n", "line 5 [lstm]"),
+    ("[conv_lstm]\noutput=4\n", "line 5 [conv_lstm]"),
 ])
 def test_unsupported_constructs_name_the_line(body, where):
     with pytest.raises(DncompressError) as err:

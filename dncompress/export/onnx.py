@@ -79,8 +79,10 @@ def emit_conv(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
         raise DncompressError(f"layer {layer.index} [quantize_convolutional] quantizes its input, which a float "
                               "export cannot express; export quantized networks as QDQ (quantize --format onnx)")
     x, w_name = hooked or (xs[0], g.const(f"conv{layer.index}_w", w))
+    d = getattr(layer, "dilation", 1)      # Darknet pads a dilated conv by pad * dilation
     y = g.op("Conv", [x, w_name, g.const(f"conv{layer.index}_b", b)], f"conv{layer.index}",
-             kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2, pads=[layer.pad] * 4, group=layer.groups)
+             kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2, pads=[layer.pad * d] * 4, group=layer.groups,
+             **({"dilations": [d, d]} if d > 1 else {}))
     return emit_activation(g, y, layer.activation)
 
 
@@ -267,6 +269,111 @@ DARKNET_EMITTERS = {
     "reorg": emit_reorg, "reorg3d": emit_reorg, "sam": emit_attention, "scale_channels": emit_attention,
     "local": emit_local, "local_avgpool": emit_local_avgpool, "gaussian_yolo": emit_identity,
 }
+
+
+# --- recurrent layers (issue 18): one time step from the zero state, as Network.forward runs them ---
+def emit_recurrent_part(g: GraphBuilder, layer: Layer, name: str, x: str | None) -> str:
+    """Sub-layer `name` of a recurrent layer on x (None: the zero state -> a constant, broadcast over the
+    batch): Gemm on the flattened input ([rnn]/[gru]/[lstm]) or Conv ([crnn]), then its activation."""
+    if x is None:
+        return g.const(f"{layer.type}{layer.index}_{name}_zero", layer.zero_input_output(name))
+    w, b = layer.folded(name)
+    activation = layer.part(name)[2]
+    hint = f"{layer.type}{layer.index}_{name}"
+    if layer.type == "crnn":
+        y = g.op("Conv", [x, g.const(f"{hint}_w", w), g.const(f"{hint}_b", b)], hint,
+                 kernel_shape=[layer.size] * 2, pads=[layer.pad] * 4, group=layer.groups)
+    else:
+        y = g.op("Gemm", [g.op("Flatten", [x], axis=1), g.const(f"{hint}_w", w), g.const(f"{hint}_b", b)],
+                 hint, transB=1)
+    if activation == "loggy":           # 2 sigmoid(x) - 1
+        return g.op("Sub", [g.op("Mul", [g.op("Sigmoid", [y]), g.const("two", np.float32(2))]),
+                            g.const("one", np.float32(1))])
+    return emit_activation(g, y, activation)
+
+
+def emit_recurrent(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
+    """[rnn]/[crnn]: output(input(x) + self(0)); [gru]: (1 - z) h~ (z h vanishes); [lstm]: o tanh(i g)."""
+    def part(name: str, x: str | None) -> str:
+        return emit_recurrent_part(g, layer, name, x)
+
+    def gate(state: str, inp: str, squash: str) -> str:
+        return g.op(squash, [g.op("Add", [part(inp, xs[0]), part(state, None)])])
+    if layer.type in ("rnn", "crnn"):
+        y = part("output", g.op("Add", [part("input", xs[0]), part("self", None)]))
+    elif layer.type == "gru":
+        z = gate("state_z", "input_z", "Sigmoid")
+        y = g.op("Mul", [g.op("Sub", [g.const("one", np.float32(1)), z]), gate("state_h", "input_h", "Sigmoid")])
+    else:
+        cell = g.op("Mul", [gate("wi", "ui", "Sigmoid"), gate("wg", "ug", "Tanh")])
+        y = g.op("Mul", [gate("wo", "uo", "Sigmoid"), g.op("Tanh", [cell])])
+    return g.op("Reshape", [y, g.const("shape", np.array([0, *layer.out_shape]))], f"{layer.type}{layer.index}")
+
+
+def _slice(g: GraphBuilder, x: str, start: int, stop: int, axis: int) -> str:
+    return g.op("Slice", [x, g.const("starts", np.array([start])), g.const("ends", np.array([stop])),
+                          g.const("axes", np.array([axis]))])
+
+
+def emit_decode_gaussian(g: GraphBuilder, layer: Layer, raw: str) -> tuple[str, str]:
+    """[Gaussian_yolo] as detect.decode_gaussian_yolo: channels per anchor x, ux, y, uy, w, uw, h, uh,
+    objectness, classes; boxes from the means, scores = objectness * sigmoid(class) * (1 - mean of the
+    four sigmoid uncertainties)."""
+    a, k = len(layer.anchors), layer.classes
+    _, h, w = layer.in_shapes[0]
+    t = g.op("Reshape", [raw, g.const("shape", np.array([-1, a, 9 + k, h * w]))], f"head{layer.index}")
+    sig = g.op("Sigmoid", [t])
+    rows, cols = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+    grid = np.stack([cols.ravel(), rows.ravel()])[None, None]          # (1, 1, 2, H*W)
+    xy = g.op("Concat", [_slice(g, sig, 0, 1, 2), _slice(g, sig, 2, 3, 2)], axis=2)
+    xy = g.op("Div", [g.op("Add", [xy, g.const("grid", grid)]),
+                      g.const("cells", np.array([w, h], np.float32).reshape(1, 1, 2, 1))])
+    anchors = (layer.anchors / np.array(layer.net_size, np.float32)).astype(np.float32).reshape(1, a, 2, 1)
+    twh = g.op("Concat", [_slice(g, t, 4, 5, 2), _slice(g, t, 6, 7, 2)], axis=2)
+    wh = g.op("Mul", [g.op("Exp", [twh]), g.const("anchors", anchors)])
+    box = g.op("Concat", [xy, wh], axis=2)
+    box = g.op("Reshape", [g.op("Transpose", [box], perm=[0, 1, 3, 2]), g.const("shape", np.array([-1, a * h * w, 4]))])
+    sigmas = g.op("Concat", [_slice(g, sig, c, c + 1, 2) for c in (1, 3, 5, 7)], axis=2)
+    if g.opset >= 18:
+        mean = g.op("ReduceMean", [sigmas, g.const("axes", np.array([2]))], keepdims=1)
+    else:
+        mean = g.op("ReduceMean", [sigmas], axes=[2], keepdims=1)
+    certainty = g.op("Sub", [g.const("one", np.float32(1)), mean])
+    scores = g.op("Mul", [g.op("Mul", [_slice(g, sig, 8, 9, 2), _slice(g, sig, 9, 9 + k, 2)]), certainty])
+    scores = g.op("Reshape", [g.op("Transpose", [scores], perm=[0, 1, 3, 2]), g.const("shape", np.array([-1, a * h * w, k]))])
+    return box, scores
+
+
+def emit_decode_detection(g: GraphBuilder, layer: Layer, raw: str) -> tuple[str, str]:
+    """YOLOv1 [detection] as detect.decode_detection: boxes (N, side*side*num, 4), scores = confidence *
+    class probability (softmax'd with softmax=1)."""
+    if layer.coords != 4:
+        raise layer.error(f"coords={layer.coords}: boxes of [detection] are decoded with coords=4 only", "coords")
+    side, n, k = layer.side, layer.num, layer.classes
+    cells = side * side
+    flat = g.op("Flatten", [raw], f"head{layer.index}", axis=1)
+    probs = g.op("Reshape", [_slice(g, flat, 0, cells * k, 1), g.const("shape", np.array([-1, cells, 1, k]))])
+    if layer.softmax:
+        probs = g.op("Softmax", [probs], axis=3)
+    confidence = g.op("Reshape", [_slice(g, flat, cells * k, cells * (k + n), 1),
+                                  g.const("shape", np.array([-1, cells, n, 1]))])
+    t = g.op("Reshape", [_slice(g, flat, cells * (k + n), cells * (k + 5 * n), 1),
+                         g.const("shape", np.array([-1, cells, n, 4]))])
+    row, col = np.divmod(np.arange(cells, dtype=np.float32), side)
+    grid = np.stack([col, row], axis=1).reshape(1, cells, 1, 2)
+    xy = g.op("Div", [g.op("Add", [_slice(g, t, 0, 2, 3), g.const("grid", grid)]), g.const("side", np.float32(side))])
+    wh = _slice(g, t, 2, 4, 3)
+    if layer.sqrt:
+        wh = g.op("Mul", [wh, wh])
+    box = g.op("Reshape", [g.op("Concat", [xy, wh], axis=3), g.const("shape", np.array([-1, cells * n, 4]))])
+    scores = g.op("Reshape", [g.op("Mul", [confidence, probs]), g.const("shape", np.array([-1, cells * n, k]))])
+    return box, scores
+
+
+DARKNET_DECODERS = {"gaussian_yolo": emit_decode_gaussian, "detection": emit_decode_detection}
+
+
+RECURRENT_EMITTERS = {"rnn": emit_recurrent, "gru": emit_recurrent, "lstm": emit_recurrent, "crnn": emit_recurrent}
 # --- end of the Darknet-world block ---
 
 
@@ -274,16 +381,17 @@ EMITTERS: dict[str, Callable[[GraphBuilder, Layer, list[str]], str]] = {
     "convolutional": emit_conv, "quantize_convolutional": emit_conv, "maxpool": emit_maxpool,
     "upsample": emit_upsample, "route": emit_route, "shortcut": emit_shortcut, "dropout": emit_identity,
     "avgpool": emit_avgpool, "yolo": emit_identity, "region": emit_identity, "summax_convolutional": emit_summax,
-    **DARKNET_EMITTERS,
+    **DARKNET_EMITTERS, **RECURRENT_EMITTERS,
 }
 
 
 def emit_decode(g: GraphBuilder, layer: Layer, raw: str) -> tuple[str, str]:
     """Raw head (N, A*(5+K), H, W) -> boxes (N, A*H*W, 4) cx cy w h relative to the input, and scores
     (N, A*H*W, K) = objectness * class score; the same order and formulas as detect.decode_yolo/region."""
-    if layer.type == "gaussian_yolo" or getattr(layer, "tree", "") or getattr(layer, "class_map", ""):
-        raise layer.error("this head has no ONNX decode ([Gaussian_yolo], or tree= hierarchical softmax); "
-                          "export without --decode")
+    if layer.type in DARKNET_DECODERS:
+        return DARKNET_DECODERS[layer.type](g, layer, raw)
+    if getattr(layer, "tree", "") or getattr(layer, "class_map", ""):
+        raise layer.error("this head has no ONNX decode (tree= hierarchical softmax); export without --decode")
     a, k = len(layer.anchors), layer.classes
     _, h, w = layer.in_shapes[0]
     t = g.op("Reshape", [raw, g.const("shape", np.array([-1, a, 5 + k, h * w]))], f"head{layer.index}")

@@ -1,7 +1,7 @@
 """One registry of layer types; importing the modules registers them."""
-from . import attention, classifier, conv, heads, local, reorg, route, simple, summax  # noqa: F401  (registration)
+from . import attention, classifier, conv, heads, local, recurrent, reorg, route, simple, summax  # noqa: F401  (registration)
 from .base import LAYERS, Layer, NetInfo, Shape, register
 
-HEAD_TYPES = ("yolo", "region", "gaussian_yolo")
+HEAD_TYPES = ("yolo", "region", "gaussian_yolo", "detection")
 
 __all__ = ["LAYERS", "Layer", "NetInfo", "Shape", "register", "HEAD_TYPES"]

@@ -48,11 +48,31 @@ class Cost(Layer):
 
 @register("detection")
 class Detection(Layer):
-    """YOLOv1 head: identity at inference (its boxes are not decoded by detect)."""
+    """YOLOv1 head: passes its input through (as the other heads; detect.decode_detection applies the class
+    softmax Darknet's forward_detection_layer does). Input: side*side*((1 + coords)*num + classes) values,
+    laid out as class probabilities per cell, then `num` confidences per cell, then `num` boxes per cell."""
 
     keys = frozenset({"classes", "coords", "num", "side", "softmax", "sqrt"})
     training_keys = frozenset({"rescore", "jitter", "random", "reorg", "forced", "max_boxes", "object_scale",
-                               "noobject_scale", "class_scale", "coord_scale"})
+                               "noobject_scale", "class_scale", "coord_scale", "max", "resize"})
+
+    def __init__(self, section, index, shapes, net):
+        super().__init__(section, index, shapes, net)
+        s = section
+        # parse_detection's defaults
+        self.classes = positive(self, "classes", s.get_int("classes", 1), 1 << 16)
+        self.coords = positive(self, "coords", s.get_int("coords", 1), 64)
+        self.num = positive(self, "num", s.get_int("num", 1), 1 << 10)
+        self.side = positive(self, "side", s.get_int("side", 7), 1 << 10)
+        self.softmax = bool(s.get_int("softmax", 0))
+        self.sqrt = bool(s.get_int("sqrt", 0))
+        self.net_size = (net.width, net.height)
+        self.net_channels = net.channels  # images are read with this many channels (detect, eval)
+        expected = self.side ** 2 * ((1 + self.coords) * self.num + self.classes)
+        if int(np.prod(self.in_shapes[0])) != expected:
+            raise self.error(f"input has {int(np.prod(self.in_shapes[0]))} values; side={self.side}, num={self.num}, "
+                             f"coords={self.coords}, classes={self.classes} need side*side*((1 + coords)*num + "
+                             f"classes) = {expected} (make_detection_layer's assert)")
 
     def forward(self, xs):
         return xs[0]

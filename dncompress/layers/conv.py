@@ -63,8 +63,7 @@ class ConvKeys(Layer):
         self.groups = positive(self, "groups", s.get_int("groups", 1))
         self.batch_normalize = bool(s.get_int("batch_normalize", 0))
         self.activation = activation_of(self)
-        if s.get_int("dilation", 1) != 1:
-            raise self.error("dilation other than 1 is not supported", "dilation")
+        self.dilation = self.check_dilation()
         if c % self.groups or self.filters % self.groups:
             raise self.error(f"groups={self.groups} must divide input channels {c} and filters "
                              f"{self.filters}", "groups")
@@ -72,6 +71,21 @@ class ConvKeys(Layer):
         if ho < 1 or wo < 1:
             raise self.error(f"size={self.size} is larger than the {h}x{w} input", "size")
         self.out_shape = (self.filters, ho, wo)
+
+    def check_dilation(self) -> int:
+        """dilation=d: Darknet sizes the output as for d=1 ((H + 2 pad - size) / stride + 1) but runs
+        im2col with padding pad*d and taps d apart; the two agree only when 2 pad = size - 1 (or size=1),
+        so other paddings (where Darknet reads its buffers out of step) are refused."""
+        d = positive(self, "dilation", self.section.get_int("dilation", 1), 64)
+        if d == 1 or self.size == 1:
+            return 1
+        if self.type != "convolutional":
+            raise self.error(f"dilation={d} is supported in [convolutional] only", "dilation")
+        if 2 * self.pad != self.size - 1:
+            raise self.error(f"dilation={d} with size={self.size} needs pad=1 (padding {(self.size - 1) // 2}): "
+                             f"with padding {self.pad} Darknet's output size and its dilated im2col disagree",
+                             "dilation")
+        return d
 
     def param_shapes(self):
         n, c = self.filters, self.in_shapes[0][0]
@@ -127,19 +141,45 @@ def binarize_input(x: np.ndarray) -> np.ndarray:
 
 
 def refuse_xnor(net, command: str) -> None:
-    """Commands whose maths assume float convs (training, refits, quantization) refuse xnor=1 convs."""
+    """Commands whose maths assume plain float convs (training, refits, quantization) refuse xnor=1 convs,
+    dilated convs and recurrent layers (supported by stats, detect, eval, classify and export)."""
     for layer in net.layers:
         if getattr(layer, "xnor", False):
             raise layer.error(f"xnor=1 (binarized conv) is supported by stats, detect, eval, classify and export, "
                               f"not by {command}", "xnor")
+        if getattr(layer, "dilation", 1) != 1:
+            raise layer.error(f"dilation={layer.dilation} is supported by stats, detect, eval, classify and export, "
+                              f"not by {command}", "dilation")
+        if getattr(layer, "share", None) is not None:
+            raise layer.error(f"share_index= (shared weights) is supported by stats, detect, eval, classify and "
+                              f"export, not by {command}", "share_index")
+        if layer.type == "detection":
+            raise layer.error(f"the YOLOv1 [detection] head is supported by stats, detect, eval and export, "
+                              f"not by {command}")
+        if getattr(layer, "recurrent", False):
+            raise layer.error(f"[{layer.type}] (recurrent) is supported by stats, detect, eval, classify and "
+                              f"export, not by {command}")
+
+
+def dilate_kernel(weights: np.ndarray, dilation: int) -> np.ndarray:
+    """(O, C, k, k) taps -> the equivalent (O, C, (k-1)d+1, (k-1)d+1) kernel with zeros between the taps:
+    a dilated conv run by the plain conv kernels (more MACs, the same sums)."""
+    o, c, k, _ = weights.shape
+    size = (k - 1) * dilation + 1
+    out = np.zeros((o, c, size, size), weights.dtype)
+    out[:, :, ::dilation, ::dilation] = weights
+    return out
 
 
 @register("convolutional", "conv")
 class Convolutional(ConvKeys):
     param_names = ("biases", "scales", "rolling_mean", "rolling_variance", "weights")
-    # xnor=1: Darknet's CPU forward binarizes the weights (sign x mean|w| per filter) and the input (sign)
-    keys = ConvKeys.keys | {"activation_threshold", "winner_rate", "xnor"}
-    unsupported_keys = {k: v for k, v in ConvKeys.unsupported_keys.items() if k != "xnor"}
+    # xnor=1: Darknet's CPU forward binarizes the weights (sign x mean|w| per filter) and the input (sign);
+    # share_index=L: the conv uses layer L's weights, biases and BN (none of its own in .weights)
+    keys = ConvKeys.keys | {"activation_threshold", "winner_rate", "xnor", "share_index"}
+    unsupported_keys = {k: v for k, v in ConvKeys.unsupported_keys.items() if k not in ("xnor", "share_index")}
+    # the layer whose parameters this one uses (share_index=; set by `link`), else None
+    share: "Convolutional | None" = None
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
@@ -152,8 +192,28 @@ class Convolutional(ConvKeys):
         if not 0 < self.winner_rate <= 1:
             raise self.error(f"winner_rate={self.winner_rate} must be in (0, 1]", "winner_rate")
         self.xnor = bool(s.get_int("xnor", 0))
+        self.share_index = self.resolve(s.get_int("share_index"), "share_index") if "share_index" in s.options \
+            else None
         self._folded: tuple[np.ndarray, np.ndarray] | None = None
         self._winograd: np.ndarray | None = None
+
+    def link(self, layers: list) -> None:
+        """share_index=: use the parameters of that earlier conv (Darknet's make_convolutional_layer points
+        weights, biases, scales and rolling statistics at the shared layer's, after checking size, weight
+        count, channels and filters; batch_normalize must match or Darknet reads NULL statistics)."""
+        if self.share_index is None:
+            return
+        other = layers[self.share_index]
+        if type(other) is not Convolutional or other.share is not None:
+            raise self.error(f"share_index={self.share_index} refers to a [{other.type}] layer that has no weights "
+                             "of its own; it must be a [convolutional] without share_index", "share_index")
+        mine = (self.size, self.in_shapes[0][0], self.filters, self.groups, self.batch_normalize)
+        theirs = (other.size, other.in_shapes[0][0], other.filters, other.groups, other.batch_normalize)
+        if mine != theirs:
+            raise self.error(f"share_index={self.share_index}: size, input channels, filters, groups, "
+                             f"batch_normalize {mine} differ from that layer's {theirs}", "share_index")
+        self.share = other
+        self.params = other.params     # the same dict: loads and edits of the shared layer apply here
 
     def kernel_weights(self) -> np.ndarray:
         """The weights the kernel multiplies by (binarized for xnor=1)."""
@@ -161,12 +221,20 @@ class Convolutional(ConvKeys):
 
     def kernel_output(self, x):
         x = binarize_input(x) if self.xnor else x
+        if self.dilation > 1:
+            return self.dilated(x, self.kernel_weights(), None)
         return conv2d(x, self.kernel_weights(), None, self.stride, self.pad, self.groups)
+
+    def dilated(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, activation=None) -> np.ndarray:
+        """The dilated conv (dilation > 1) as a plain conv with the zero-spread kernel and padding pad*d."""
+        return conv2d(x, dilate_kernel(w, self.dilation), b, self.stride, self.pad * self.dilation, self.groups,
+                      activation)
 
     def workspace_elements(self) -> int:
         """Most floats of scratch alive beside the output during `forward`: Winograd's padded input,
         transforms, V, M and A^T M sums; or im2col's padded input and columns."""
-        (c, h, w), (o, ho, wo), k, p = self.in_shapes[0], self.out_shape, self.size, self.pad
+        (c, h, w), (o, ho, wo) = self.in_shapes[0], self.out_shape
+        k, p = (self.size - 1) * self.dilation + 1, self.pad * self.dilation
         out = o * ho * wo
         if self.uses_winograd:
             th, tw = (ho + 1) // 2, (wo + 1) // 2
@@ -184,7 +252,11 @@ class Convolutional(ConvKeys):
         return kernel + ACTIVATION_TEMPORARIES.get(self.activation, 0) * min(out, max(BLOCK_ELEMENTS, ho * wo))
 
     def set_params(self, **params: np.ndarray) -> None:
-        """Replace parameters; the folded copy is rebuilt on the next forward."""
+        """Replace parameters; the folded copy is rebuilt on the next forward (a sharing conv's go to the
+        shared layer, whose caches it reads)."""
+        if self.share is not None:
+            self.share.set_params(**params)
+            return
         super().set_params(**params)
         self._folded = None
         self._winograd = None
@@ -195,8 +267,15 @@ class Convolutional(ConvKeys):
         w = weights.astype(np.float64) * scale[:, None, None, None]
         return np.ascontiguousarray(w, np.float32), shift.astype(np.float32)
 
+    def param_shapes(self):
+        """None for a conv sharing another's parameters (Darknet skips it when loading weights)."""
+        return {} if self.share_index is not None else super().param_shapes()
+
     def folded(self) -> tuple[np.ndarray, np.ndarray]:
-        """fold() of the current weights, computed once per parameter change."""
+        """fold() of the current weights, computed once per parameter change (a sharing conv reads the
+        shared layer's cache, which that layer's set_params drops)."""
+        if self.share is not None:
+            return self.share.folded()
         if self._folded is None:
             self._folded = self.fold(self.kernel_weights())
         return self._folded
@@ -205,11 +284,14 @@ class Convolutional(ConvKeys):
     def uses_winograd(self) -> bool:
         """3x3 stride-1 convs with >= 64 input channels: below that the Winograd transforms cost more
         than the smaller GEMM saves (measured on yolov3-tiny: 29 ms vs 33 ms im2col-only, 38 ms all-Winograd)."""
-        return self.size == 3 and self.stride == 1 and self.groups == 1 and self.in_shapes[0][0] >= 64
+        return self.size == 3 and self.stride == 1 and self.groups == 1 and self.in_shapes[0][0] >= 64 \
+            and self.dilation == 1 and self.share_index is None
 
     def forward(self, xs):
         w, b = self.folded()
         xs = [binarize_input(xs[0])] if self.xnor else xs
+        if self.dilation > 1:
+            return self.mask(self.dilated(xs[0], w, b, ACTIVATIONS[self.activation]))
         if self.uses_winograd:
             if self._winograd is None:
                 self._winograd = winograd_weights(w)

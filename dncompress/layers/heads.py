@@ -2,8 +2,11 @@
 into boxes lives in detect.py so the engine, ONNX and OpenCV comparisons all see the same tensors."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
+from ..cfg import CfgWarning
 from .base import Layer, register, positive
 
 
@@ -14,9 +17,27 @@ def _anchors(layer: Layer) -> np.ndarray:
     return np.array(values, dtype=np.float32).reshape(-1, 2)
 
 
+def _darknet_filled_anchors(layer: Layer) -> np.ndarray | None:
+    """Darknet's parse_yolo reads anchors into num*2 values pre-set to 0.5, one per comma-separated field
+    (whitespace removed: `61,45    61,45` reads 61, 4561, 45). When num= asks for more values than given,
+    the rest stay 0.5: done as Darknet does, with a warning (a missing comma, most likely). None when
+    the anchors are complete (or num= is absent: the count check of `_anchors` applies)."""
+    values = layer.section.get_floats("anchors", [])
+    if "num" not in layer.section.options or not values:
+        return None
+    total = layer.section.get_int("num")
+    if not len(values) < 2 * total <= 2 * 4096:
+        return None
+    where = ":".join(p for p in (layer.section.file, layer.section.where("anchors")) if p)
+    warnings.warn(f"{where}: anchors= gives {len(values)} numbers for num={total} ({2 * total} needed; a missing "
+                  "comma?); Darknet fills the rest with 0.5 and so does dncompress", CfgWarning, stacklevel=2)
+    return np.array(values + [0.5] * (2 * total - len(values)), dtype=np.float32).reshape(-1, 2)
+
+
 def _masked_anchors(layer: Layer) -> tuple[np.ndarray, list[int]]:
     """All anchors of a [yolo]-style head and its mask= (default: every anchor of num=), checked."""
-    all_anchors = _anchors(layer)
+    all_anchors = _darknet_filled_anchors(layer)
+    all_anchors = _anchors(layer) if all_anchors is None else all_anchors
     if "mask" in layer.section.options:
         mask = layer.section.get_ints("mask")
     else:
