@@ -88,6 +88,7 @@ class Network:
         if not self.layers:
             raise DncompressError("the cfg has no layers after [net]", file, self.net_section.where())
         self.header = WeightsHeader()
+        self.weights_file: str | None = None  # the .weights file the parameters were read from
         self._last_use = self._compute_last_use()
         self._check_activation_memory(max_activation_mb)
 
@@ -143,6 +144,7 @@ class Network:
     def load_weights(self, path: str | Path) -> None:
         header, payload, stray_bytes = read_weights(path)
         self.load_payload(header, payload, str(path), stray_bytes)
+        self.weights_file = str(path)
 
     def load_payload(self, header: WeightsHeader, payload: np.ndarray, file: str | None = None,
                      stray_bytes: int = 0) -> None:
@@ -203,11 +205,15 @@ class Network:
         """Every parameter tensor in .weights order."""
         return [layer.params[name] for layer in self.layers for name in layer.param_shapes()]
 
-    def save(self, cfg_path: str | Path, weights_path: str | Path) -> None:
-        """Write cfg and weights together: both appear, or (interrupted) neither."""
+    def darknet_files(self, cfg_path: str | Path, weights_path: str | Path) -> dict[str | Path, bytes | list]:
+        """{path: bytes} of the cfg and .weights (sections as they are), after check_params."""
         self.check_params(str(weights_path))
-        atomic_write_many({cfg_path: write_cfg(self.sections).encode(),
-                           weights_path: weights_payload(self.header, self.weight_tensors())})
+        return {cfg_path: write_cfg(self.sections).encode(),
+                weights_path: weights_payload(self.header, self.weight_tensors())}
+
+    def save(self, cfg_path: str | Path, weights_path: str | Path) -> None:
+        """Write cfg and weights together: both appear, or (interrupted) neither (model_io's darknet-q)."""
+        atomic_write_many(self.darknet_files(cfg_path, weights_path))
 
     def _compute_last_use(self) -> list[int]:
         """For each layer, the index of the last layer that reads its output (heads count as read)."""

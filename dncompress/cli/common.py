@@ -8,10 +8,6 @@ import click
 
 from ..errors import DncompressError
 from ..network import DEFAULT_MAX_ACTIVATION_MB, MAX_ACTIVATION_ENV, Network  # noqa: F401 (used by cli/__init__)
-from ..zoo import DEFAULT_MODEL, find_weights, resolve_cfg
-
-# model files that hold their cfg and weights together (quantize --format packed, sparsify)
-SELF_CONTAINED = (".dnq", ".dns")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -77,9 +73,13 @@ def prefix_option(default_text: str):
     return click.option("-o", "--output", "prefix", help=f"Output prefix (default {default_text}).")
 
 
-def open_network(cfg: str | None, weights: str | None, imgsz: tuple[int, int] | None = None) -> Network:
-    """_open_network, printing the cfg's warnings (unused fields) on stderr."""
-    return echo_warnings(_open_network(cfg, weights, imgsz))
+def open_network(cfg: str | None, weights: str | None, imgsz: tuple[int, int] | None = None,
+                 load_weights: bool = True) -> Network:
+    """model_io.open_model with the global --max-activation-mb, printing the cfg's warnings (unused
+    fields) on stderr."""
+    from ..model_io import open_model
+    return echo_warnings(open_model(cfg, weights, imgsz, load_weights=load_weights,
+                                    max_activation_mb=activation_limit()))
 
 
 def echo_warnings(net: Network) -> Network:
@@ -87,25 +87,6 @@ def echo_warnings(net: Network) -> Network:
     for warning in net.warnings:
         click.echo(f"warning: {warning}", err=True)
     return net
-
-
-def _open_network(cfg: str | None, weights: str | None, imgsz: tuple[int, int] | None = None) -> Network:
-    """Resolve a cfg name, find (or fetch) its weights, and build the network (a .dnq packed or .dns sparse
-    model holds both)."""
-    cfg_path = resolve_cfg(cfg or DEFAULT_MODEL)
-    if cfg_path.suffix in SELF_CONTAINED:
-        kind = "packed" if cfg_path.suffix == ".dnq" else "sparse"
-        if imgsz:
-            raise DncompressError(f"--imgsz does not apply to a {kind} model; it keeps the input size it was made "
-                                  "with", str(cfg_path))
-        if kind == "packed":
-            from ..quant.packed import read_packed
-            return read_packed(cfg_path)
-        from ..sparse.format import read_sparse
-        return read_sparse(cfg_path)
-    weights_path = find_weights(cfg_path, weights)
-    width, height = imgsz if imgsz else (None, None)
-    return Network.from_cfg(cfg_path, weights_path, width, height, activation_limit())
 
 
 def activation_limit() -> float | None:
