@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import DncompressError
 from .fsutil import atomic_write_many
 from .network import Network
+from .progress import Progress
 from .zoo import DEFAULT_MODEL, find_weights, resolve_cfg
 
 Chunks = bytes | Iterable[bytes]
@@ -38,7 +39,7 @@ class ModelFormat:
 
 def _darknet_files(net: Network, paths: list[Path]) -> dict[Path, Chunks]:
     """cfg + float32 .weights; [quantize_convolutional] written as plain convs with their on-grid weights."""
-    if any(layer.type == "quantize_convolutional" for layer in net.layers):
+    if any(layer.is_quantized for layer in net.layers):
         from .quant.apply import plain_convolutional
         net = plain_convolutional(net)
     return _darknet_q_files(net, paths)
@@ -79,7 +80,7 @@ def _onnx_files(net: Network, paths: list[Path], opset: int = 13, decode: bool =
     `parity`, if given, receives the difference as parity["max_diff"]."""
     from .export.onnx import build_onnx, check_parity
     build = build_onnx
-    if any(layer.type == "quantize_convolutional" for layer in net.layers):
+    if any(layer.is_quantized for layer in net.layers):
         from .quant.qdq import build_qdq_onnx as build
     model = build(net, opset, decode=decode, nms=nms, dynamic_batch=dynamic_batch)
     diff = check_parity(net, model, paths[0], decode, 2 if dynamic_batch else 1)
@@ -125,10 +126,10 @@ def model_paths(model: str | None) -> tuple[Path, ModelFormat | None]:
 
 def open_model(model: str | Path | None = None, weights: str | Path | None = None,
                imgsz: tuple[int, int] | None = None, *, load_weights: bool = True,
-               max_activation_mb: float | None = None) -> Network:
+               max_activation_mb: float | None = None, progress: Progress | None = None) -> Network:
     """A Network from a cfg (path or packaged name; default yolov3-tiny) and its weights (given, else
     beside the cfg, in the cache, or fetched for a known model), or from a self-contained .dnq/.dns file.
-    With `load_weights=False` weights are read only when given. `net.weights_file` names the weights read;
+    With `load_weights=False` weights are read only when given; a download reports to `progress`. `net.weights_file` names the weights read;
     cfg warnings (unused fields) are in `net.warnings`."""
     path, fmt = model_paths(str(model) if model is not None else None)
     if fmt is not None:
@@ -139,7 +140,7 @@ def open_model(model: str | Path | None = None, weights: str | Path | None = Non
     if path.suffix == ".onnx":
         raise DncompressError("dncompress does not read ONNX; open the cfg and weights it was exported from",
                               str(path))
-    weights_path = find_weights(path, weights) if load_weights or weights else None
+    weights_path = find_weights(path, weights, progress=progress) if load_weights or weights else None
     width, height = imgsz if imgsz else (None, None)
     return Network.from_cfg(path, weights_path, width, height, max_activation_mb)
 
@@ -163,7 +164,7 @@ def infer_format(net: Network, target: str | Path | list) -> str:
     for fmt in FORMATS.values():
         if suffix == fmt.suffixes[0] and fmt.suffixes[0] != ".cfg":
             return fmt.name
-    quantized = any(layer.type == "quantize_convolutional" for layer in net.layers)
+    quantized = any(layer.is_quantized for layer in net.layers)
     return "darknet-q" if quantized else "darknet"
 
 

@@ -12,7 +12,8 @@ import numpy as np
 from .cfg import Section, read_cfg, write_cfg
 from .errors import DncompressError
 from .fsutil import atomic_write_many
-from .layers import HEAD_TYPES, LAYERS, Layer, NetInfo
+from .graph import Graph
+from .layers import LAYERS, Layer, NetInfo
 from .layers.keys import check_keys
 from .threads import parallel, serial
 from .weights import WeightsHeader, WeightsReader, read_weights, weights_payload
@@ -72,7 +73,8 @@ class Network:
         self.net_section = sections[0]
         self.info = net_info(self.net_section)
         # unused cfg fields (layers/keys.py), for the caller to show; unsupported ones raised already
-        self.warnings: list[str] = check_keys(self.net_section, NET_KEYS, NET_TRAINING_KEYS, {})
+        self.warnings: list[str] = [w for section in sections for w in section.warnings]  # parse_cfg's
+        self.warnings += check_keys(self.net_section, NET_KEYS, NET_TRAINING_KEYS, {})
         self.layers: list[Layer] = []
         shapes = []
         for index, section in enumerate(sections[1:]):
@@ -89,7 +91,7 @@ class Network:
             raise DncompressError("the cfg has no layers after [net]", file, self.net_section.where())
         self.header = WeightsHeader()
         self.weights_file: str | None = None  # the .weights file the parameters were read from
-        self._last_use = self._compute_last_use()
+        self.graph = Graph.of(self.layers)
         self._check_activation_memory(max_activation_mb)
 
     @classmethod
@@ -127,12 +129,17 @@ class Network:
 
     @property
     def heads(self) -> list[Layer]:
-        return [layer for layer in self.layers if layer.type in HEAD_TYPES]
+        return [layer for layer in self.layers if layer.is_head]
 
     @property
     def output_indices(self) -> list[int]:
         """The layers `forward` returns: every [yolo]/[region] head, or the last layer (classifiers)."""
-        return [h.index for h in self.heads] or [len(self.layers) - 1]
+        return self.graph.outputs
+
+    @property
+    def last_use(self) -> list[int]:
+        """For each layer, the index of the last layer that reads its output (outputs: len(layers))."""
+        return self.graph.last_use
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -215,17 +222,6 @@ class Network:
         """Write cfg and weights together: both appear, or (interrupted) neither (model_io's darknet-q)."""
         atomic_write_many(self.darknet_files(cfg_path, weights_path))
 
-    def _compute_last_use(self) -> list[int]:
-        """For each layer, the index of the last layer that reads its output (heads count as read)."""
-        last = list(range(len(self.layers)))
-        for layer in self.layers:
-            for source in layer.inputs:
-                if source >= 0:
-                    last[source] = max(last[source], layer.index)
-        for index in self.output_indices:
-            last[index] = len(self.layers)
-        return last
-
     def activation_bytes(self, batch: int = 1) -> tuple[int, int]:
         """(total, peak) float32 activation bytes for `batch` images: all layer outputs summed, and the
         most alive at once in `forward` (the input, outputs awaiting a later reader, the running layer's
@@ -235,7 +231,7 @@ class Network:
         for layer, size in zip(self.layers, sizes):
             peak = max(peak, live + size + layer.workspace_elements())
             live += size
-            live -= sum(sizes[i] for i in set(layer.inputs) if i >= 0 and self._last_use[i] == layer.index)
+            live -= sum(sizes[i] for i in set(layer.inputs) if i >= 0 and self.last_use[i] == layer.index)
         return 4 * batch * sum(sizes), 4 * batch * peak
 
     def _check_activation_memory(self, limit_mb: float | None) -> None:
@@ -285,6 +281,6 @@ class Network:
             xs = [outputs[i] if i >= 0 else x for i in layer.inputs]
             outputs[layer.index] = run(layer, xs) if run else layer.forward(xs)
             for i in layer.inputs:
-                if i >= 0 and self._last_use[i] == layer.index and i not in wanted:
+                if i >= 0 and self.last_use[i] == layer.index and i not in wanted:
                     del outputs[i]
         return [outputs[i] for i in sorted(wanted)]

@@ -15,7 +15,7 @@ from dncompress.export.onnx import build_onnx, onnx_forward
 from dncompress.network import Network
 from dncompress.stats import summary
 
-from conftest import ROOT, SHARED
+from helpers import ROOT, SHARED
 from darknet_reference import opencv_relative_diff, random_calibrated
 
 # ../shared beside the checkout (main), or two levels up (a worktree under wt/)

@@ -8,7 +8,7 @@ from dncompress.errors import DncompressError
 from dncompress.model_io import FORMATS, model_files, open_model, output_paths, save_model, save_models
 from dncompress.quant.apply import QuantConfig, quantize_network
 
-from conftest import small_network
+from helpers import small_network
 
 
 def same_params(a, b) -> None:
@@ -88,3 +88,18 @@ def test_a_failing_format_writes_nothing(tmp_path):
     with pytest.raises(DncompressError, match="non-finite"):
         save_models(net, {"darknet": tmp_path / "m", "sparse": tmp_path / "m.dns"})
     assert not list(tmp_path.iterdir())
+
+
+def test_cfg_warnings_reach_the_cli_as_one_line_each(tmp_path):
+    from click.testing import CliRunner
+
+    from dncompress.cli import main
+    cfg = tmp_path / "d.cfg"
+    cfg.write_text("[net]\nwidth=32\nheight=32\nchannels=3\nwidth=64\n[convolutional]\nfilters=4\nsize=3\npad=1\n"
+                   "activation=leaky\nfoo=1\n")
+    assert len(open_model(cfg, load_weights=False).warnings) == 2
+    result = CliRunner().invoke(main, ["stats", str(cfg)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2
+    assert "duplicate key 'width' (first set on line 2)" in warnings[0] and "foo=1" in warnings[1]

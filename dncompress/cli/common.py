@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import click
@@ -73,13 +74,43 @@ def prefix_option(default_text: str):
     return click.option("-o", "--output", "prefix", help=f"Output prefix (default {default_text}).")
 
 
+class ProgressLines:
+    """Shows the library's progress reports (dncompress.progress) on stderr: on a terminal, a counted task
+    (`done`/`total`) updates one line in place, ended when done == total; in logs and pipes, and for
+    free-form messages, one line per report."""
+
+    def __init__(self):
+        self.open = False   # a terminal line awaiting its newline
+
+    def __call__(self, message: str, done: int | None = None, total: int | None = None) -> None:
+        text = message if done is None else f"{message} {done}/{total}" if total else f"{message} {done}"
+        if done is not None and sys.stderr.isatty():
+            click.echo(f"\r\x1b[K{text}", err=True, nl=False)
+            self.open = done != total
+            if not self.open:
+                click.echo("", err=True)
+        else:
+            self.end()
+            click.echo(text, err=True)
+
+    def end(self) -> None:
+        """Finish a line left open (an error or Ctrl-C mid-task), so the next output starts on its own line."""
+        if self.open:
+            click.echo("", err=True)
+            self.open = False
+
+
+# the one renderer every command hands to the library (ended by the cli Group when a command stops)
+progress_lines = ProgressLines()
+
+
 def open_network(cfg: str | None, weights: str | None, imgsz: tuple[int, int] | None = None,
                  load_weights: bool = True) -> Network:
     """model_io.open_model with the global --max-activation-mb, printing the cfg's warnings (unused
-    fields) on stderr."""
+    fields) and any download progress on stderr."""
     from ..model_io import open_model
     return echo_warnings(open_model(cfg, weights, imgsz, load_weights=load_weights,
-                                    max_activation_mb=activation_limit()))
+                                    max_activation_mb=activation_limit(), progress=progress_lines))
 
 
 def echo_warnings(net: Network) -> Network:

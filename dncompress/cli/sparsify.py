@@ -9,7 +9,7 @@ from ..errors import DncompressError
 from ..sparse.activations import NEAR_ZERO
 from ..sparse.weights import NORMS, PATTERNS, SCOPES, SparsifyConfig
 from ..layers.conv import refuse_xnor
-from .common import Number, model_arguments, open_network, print_comparison
+from .common import Number, model_arguments, open_network, print_comparison, progress_lines
 
 
 def print_weight_sparsity(report: dict) -> None:
@@ -151,4 +151,4 @@ def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_firs
             before = activation_stats(net, x)
             print_activation_sparsity(before, activation_stats(sparse, x) if sparse is not net else before, len(x))
         if sparse is not net:
-            print_comparison(compare_models(net, sparse, dataset))
+            print_comparison(compare_models(net, sparse, dataset, progress=progress_lines))

@@ -32,6 +32,7 @@ def _masked_anchors(layer: Layer) -> tuple[np.ndarray, list[int]]:
 
 @register("yolo")
 class Yolo(Layer):
+    is_head, moves_data = True, False
     keys = frozenset({"classes", "anchors", "num", "mask", "ignore_thresh", "scale_x_y", "new_coords"})
     training_keys = frozenset({
         "jitter", "truth_thresh", "random", "iou_normalizer", "cls_normalizer", "obj_normalizer", "iou_loss",
@@ -70,6 +71,7 @@ class Yolo(Layer):
 class Region(Layer):
     """YOLOv2 head: anchors in grid units, softmax over classes."""
 
+    is_head, moves_data = True, False
     # tree= (YOLO9000's class hierarchy) and map= (class-id remapping) change only the decode, which refuses
     # them (detect.decode_region); the raw output, stats and export are unaffected
     keys = frozenset({"classes", "coords", "num", "anchors", "softmax", "tree", "map"})
@@ -109,6 +111,7 @@ class GaussianYolo(Layer):
     """Gaussian YOLOv3 head: per anchor x, y, w, h each as (mean, uncertainty), then objectness and classes
     (9 + classes channels). Decoded by detect.decode_gaussian_yolo (gaussian_yolo_layer.c)."""
 
+    is_head = True
     keys = frozenset({"classes", "anchors", "num", "mask", "scale_x_y"})
     training_keys = Yolo.training_keys | {"ignore_thresh"}
     unsupported_keys = Yolo.unsupported_keys

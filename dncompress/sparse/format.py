@@ -23,6 +23,7 @@ import numpy as np
 from ..cfg import parse_cfg, write_cfg
 from ..errors import DncompressError
 from ..fsutil import ByteReader, atomic_write, read_framed
+from ..graph import is_plain_conv
 from ..network import Network
 from ..weights import parse_header
 
@@ -72,7 +73,7 @@ def sparse_chunks(net: Network, group: int = 1, encodings: dict[int, str] | None
         chunks += [layer.params[name].astype("<f4").tobytes() for name in names if name != "weights"]
         if "weights" in names:
             weights = layer.params["weights"]
-            if layer.type == "convolutional":
+            if is_plain_conv(layer):
                 encoded = encode_weights(weights, group)
                 chunks += encoded
                 if encodings is not None:
@@ -137,7 +138,7 @@ def read_sparse(path: str | Path) -> Network:
         params = {name: reader.take(int(np.prod(shape))).reshape(shape).copy()
                   for name, shape in shapes.items() if name != "weights"}
         if "weights" in shapes:
-            params["weights"] = reader.weights(shapes["weights"]) if layer.type == "convolutional" else \
+            params["weights"] = reader.weights(shapes["weights"]) if is_plain_conv(layer) else \
                 reader.take(int(np.prod(shapes["weights"]))).reshape(shapes["weights"]).copy()
         if params:
             layer.set_params(**params)
