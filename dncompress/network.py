@@ -101,7 +101,7 @@ class Network:
         """Build from a cfg file (optionally at another input size), load weights if given."""
         sections = read_cfg(cfg_path)
         if width is not None or height is not None:
-            sections[0] = sections[0].copy()
+            sections[0] = dataclasses.replace(sections[0].copy(), warnings=sections[0].warnings)
             sections[0].options["width"] = str(height if width is None else width)
             sections[0].options["height"] = str(width if height is None else height)
         net = cls(sections, str(cfg_path), max_activation_mb)

@@ -229,7 +229,7 @@ def _parallel(net: Network, shortcut, convs: list, x: int, routes: list[int], re
 def sequential_match(net: Network, layer, read_by: list[list[int]]) -> Match | None:
     """conv B reading a linear conv A that nothing else reads, when B(A(x)) is one exact conv no costlier
     than the two."""
-    if layer.type != "convolutional" or layer.batch_normalize or layer.inputs[0] < 0:
+    if not is_plain_conv(layer) or layer.batch_normalize or layer.inputs[0] < 0:
         return None
     first = net.layers[layer.inputs[0]]
     if not is_linear_conv(first) or read_by[first.index] != [layer.index]:

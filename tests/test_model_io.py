@@ -98,6 +98,7 @@ def test_cfg_warnings_reach_the_cli_as_one_line_each(tmp_path):
     cfg.write_text("[net]\nwidth=32\nheight=32\nchannels=3\nwidth=64\n[convolutional]\nfilters=4\nsize=3\npad=1\n"
                    "activation=leaky\nfoo=1\n")
     assert len(open_model(cfg, load_weights=False).warnings) == 2
+    assert len(open_model(cfg, load_weights=False, imgsz=(64, 64)).warnings) == 2   # [net] rewritten
     result = CliRunner().invoke(main, ["stats", str(cfg)])
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
