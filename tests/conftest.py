@@ -32,5 +32,5 @@ def tiny_weights() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_net(tiny_weights):
-    from dncompress.network import Network
-    return Network.from_cfg(CFGS / "yolov3-tiny.cfg", tiny_weights)
+    from dncompress.model_io import open_model
+    return open_model(CFGS / "yolov3-tiny.cfg", tiny_weights)
