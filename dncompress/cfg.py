@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from pathlib import Path
 
 from .errors import DncompressError
@@ -21,6 +20,8 @@ class Section:
     comments: list[str] = dataclasses.field(default_factory=list)
     inner_comments: list[str] = dataclasses.field(default_factory=list)
     key_lines: dict[str, int] = dataclasses.field(default_factory=dict)
+    # constructs Darknet accepts with a warning (a duplicate key); Network adds them to its `warnings`
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def where(self, key: str | None = None) -> str:
         """`line N [type]` for error messages; the key's own line when known."""
@@ -91,12 +92,10 @@ class Section:
         return values
 
     def copy(self) -> "Section":
+        """A copy to transform; the parse warnings stay with the original (shown once)."""
         return dataclasses.replace(self, options=dict(self.options), comments=list(self.comments),
-                                   inner_comments=list(self.inner_comments), key_lines=dict(self.key_lines))
-
-
-class CfgWarning(UserWarning):
-    """A cfg construct Darknet accepts with a warning (e.g. a duplicate key: the first value is used)."""
+                                   inner_comments=list(self.inner_comments), key_lines=dict(self.key_lines),
+                                   warnings=[])
 
 
 def _is_comment(line: str) -> bool:
@@ -130,9 +129,9 @@ def parse_cfg(text: str, file: str | None = None) -> list[Section]:
         section = sections[-1]
         if key in section.options:
             # Darknet's option_find and OpenCV's importer take the first value; warn, as Darknet does
-            warnings.warn(f"{file or '<cfg>'}:line {number} [{section.type}]: duplicate key '{key}' (first set "
-                          f"on line {section.key_lines[key]}); the first value is used, as in Darknet",
-                          CfgWarning, stacklevel=2)
+            section.warnings.append(f"{file or '<cfg>'}:line {number} [{section.type}]: duplicate key '{key}' "
+                                    f"(first set on line {section.key_lines[key]}); the first value is used, as "
+                                    "in Darknet")
             section.inner_comments.extend(pending + [f"# {line}  (duplicate key, ignored)"])
             pending = []
             continue

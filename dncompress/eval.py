@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Sequence
 
-import click
 import numpy as np
 
 from .data import Dataset, Sample
 from .detect import Detection, Forward, iou_matrix, load_image, postprocess, preprocess
 from .layers import Layer
 from .network import Network
+from .progress import Progress, sink
 
 IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 RECALL_POINTS = np.linspace(0, 1, 101)
@@ -49,22 +48,22 @@ class ImagePrediction(Sequence):
 
 def predict(forward: Forward, heads: Sequence[Layer], dataset: Dataset, net_w: int, net_h: int,
             use_letterbox: bool = True, conf: float = 0.005, nms: float = 0.45, batch: int = 8,
-            progress: bool = True) -> list[ImagePrediction]:
-    """Detections for every image of `dataset`, `batch` images per forward pass."""
+            progress: Progress | bool | None = None) -> list[ImagePrediction]:
+    """Detections for every image of `dataset`, `batch` images per forward pass; `progress("predict", done,
+    total)` after each batch."""
+    report = sink(progress)
     predictions: list[ImagePrediction] = []
-    with click.progressbar(length=len(dataset), label="predict", file=sys.stderr,
-                           hidden=not progress or not sys.stderr.isatty()) as bar:
-        for start in range(0, len(dataset), batch):
-            samples = dataset.items[start:start + batch]
-            images = [load_image(s.image) for s in samples]
-            blob = np.concatenate([preprocess(img, net_w, net_h, use_letterbox, heads[0].net_channels)
-                                   for img in images])
-            outputs = forward(blob)
-            for i, img in enumerate(images):
-                dets = postprocess(heads, [o[i] for o in outputs], img.shape[1], img.shape[0], conf, nms,
-                                   use_letterbox)
-                predictions.append(ImagePrediction.from_detections(dets, img.shape[1], img.shape[0]))
-            bar.update(len(samples))
+    for start in range(0, len(dataset), batch):
+        samples = dataset.items[start:start + batch]
+        images = [load_image(s.image) for s in samples]
+        blob = np.concatenate([preprocess(img, net_w, net_h, use_letterbox, heads[0].net_channels)
+                               for img in images])
+        outputs = forward(blob)
+        for i, img in enumerate(images):
+            dets = postprocess(heads, [o[i] for o in outputs], img.shape[1], img.shape[0], conf, nms,
+                               use_letterbox)
+            predictions.append(ImagePrediction.from_detections(dets, img.shape[1], img.shape[0]))
+        report("predict", len(predictions), len(dataset))
     return predictions
 
 
@@ -269,7 +268,7 @@ def timed_predict(*args, **kwargs) -> tuple[list[ImagePrediction], float]:
 
 
 def compare_models(reference: Network, candidate: Network, dataset: Dataset, use_letterbox: bool = True,
-                   progress: bool = True) -> dict:
+                   progress: Progress | bool | None = None) -> dict:
     """mAP of both models on `dataset` (when it has labels) and the candidate's fidelity to the reference."""
     size = (reference.info.width, reference.info.height)
     ref_preds = predict(reference.forward, reference.heads, dataset, *size, use_letterbox, progress=progress)

@@ -170,6 +170,33 @@ def read_framed(path: str | Path, magic: bytes, version: int, kind: str) -> tupl
     return data, cfg, 12 + cfg_len
 
 
+class ByteReader:
+    """The body of a framed model file (.dnq, .dns) read in order: little-endian arrays taken one after
+    another; running out or bytes left over is one error naming the file."""
+
+    def __init__(self, data: bytes, offset: int, path: str | Path):
+        self.data, self.offset, self.path = data, offset, str(path)
+
+    def take(self, count: int, dtype: str = "<f4") -> np.ndarray:
+        """The next `count` values of `dtype` (a read-only view of the file bytes)."""
+        size = count * np.dtype(dtype).itemsize
+        if self.offset + size > len(self.data):
+            raise DncompressError("file ends early; it is truncated", self.path)
+        values = np.frombuffer(self.data, dtype, count, self.offset)
+        self.offset += size
+        return values
+
+    def finish(self) -> None:
+        if self.offset != len(self.data):
+            raise DncompressError(f"{len(self.data) - self.offset} bytes left over after the last layer", self.path)
+
+
+def open_framed(path: str | Path, magic: bytes, version: int, kind: str) -> tuple[str, ByteReader]:
+    """(the cfg text, a reader at the start of the body) of a framed model file (read_framed)."""
+    data, cfg, offset = read_framed(path, magic, version, kind)
+    return cfg, ByteReader(data, offset, path)
+
+
 class StagedWrites:
     """All-or-nothing output set: `write` puts each file in a temp beside its target, and only a clean
     exit renames them all; an error or Ctrl-C removes the temps (and the folder, if this created it)."""

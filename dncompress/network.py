@@ -12,7 +12,8 @@ import numpy as np
 from .cfg import Section, read_cfg, write_cfg
 from .errors import DncompressError
 from .fsutil import atomic_write_many
-from .layers import HEAD_TYPES, LAYERS, Layer, NetInfo
+from .graph import Graph
+from .layers import LAYERS, Layer, NetInfo
 from .layers.keys import check_keys
 from .threads import parallel, serial
 from .weights import WeightsHeader, WeightsReader, read_weights, weights_payload
@@ -94,11 +95,14 @@ class Network:
             shapes.append(layer.out_shape)
         if not self.layers:
             raise DncompressError("the cfg has no layers after [net]", file, self.net_section.where())
+        # parse_cfg's warnings and those layers added while building (e.g. [yolo] anchors short of num=)
+        self.warnings = [w for section in sections for w in section.warnings] + self.warnings
         for layer in self.layers:      # layers using another's parameters ([convolutional] share_index=)
             if hasattr(layer, "link"):
                 layer.link(self.layers)
         self.header = WeightsHeader()
-        self._last_use = self._compute_last_use()
+        self.weights_file: str | None = None  # the .weights file the parameters were read from
+        self.graph = Graph.of(self.layers)
         self._check_activation_memory(max_activation_mb)
 
     @classmethod
@@ -108,7 +112,7 @@ class Network:
         """Build from a cfg file (optionally at another input size), load weights if given."""
         sections = read_cfg(cfg_path)
         if width is not None or height is not None:
-            sections[0] = sections[0].copy()
+            sections[0] = dataclasses.replace(sections[0].copy(), warnings=sections[0].warnings)
             sections[0].options["width"] = str(height if width is None else width)
             sections[0].options["height"] = str(width if height is None else height)
         net = cls(sections, str(cfg_path), max_activation_mb)
@@ -136,12 +140,17 @@ class Network:
 
     @property
     def heads(self) -> list[Layer]:
-        return [layer for layer in self.layers if layer.type in HEAD_TYPES]
+        return [layer for layer in self.layers if layer.is_head]
 
     @property
     def output_indices(self) -> list[int]:
         """The layers `forward` returns: every [yolo]/[region] head, or the last layer (classifiers)."""
-        return [h.index for h in self.heads] or [len(self.layers) - 1]
+        return self.graph.outputs
+
+    @property
+    def last_use(self) -> list[int]:
+        """For each layer, the index of the last layer that reads its output (outputs: len(layers))."""
+        return self.graph.last_use
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -153,6 +162,7 @@ class Network:
     def load_weights(self, path: str | Path) -> None:
         header, payload, stray_bytes = read_weights(path)
         self.load_payload(header, payload, str(path), stray_bytes)
+        self.weights_file = str(path)
 
     def load_payload(self, header: WeightsHeader, payload: np.ndarray, file: str | None = None,
                      stray_bytes: int = 0) -> None:
@@ -214,22 +224,15 @@ class Network:
         """Every parameter tensor in .weights order."""
         return [layer.params[name] for layer in self.layers for name in layer.param_shapes()]
 
-    def save(self, cfg_path: str | Path, weights_path: str | Path) -> None:
-        """Write cfg and weights together: both appear, or (interrupted) neither."""
+    def darknet_files(self, cfg_path: str | Path, weights_path: str | Path) -> dict[str | Path, bytes | list]:
+        """{path: bytes} of the cfg and .weights (sections as they are), after check_params."""
         self.check_params(str(weights_path))
-        atomic_write_many({cfg_path: write_cfg(self.sections).encode(),
-                           weights_path: weights_payload(self.header, self.weight_tensors())})
+        return {cfg_path: write_cfg(self.sections).encode(),
+                weights_path: weights_payload(self.header, self.weight_tensors())}
 
-    def _compute_last_use(self) -> list[int]:
-        """For each layer, the index of the last layer that reads its output (heads count as read)."""
-        last = list(range(len(self.layers)))
-        for layer in self.layers:
-            for source in layer.inputs:
-                if source >= 0:
-                    last[source] = max(last[source], layer.index)
-        for index in self.output_indices:
-            last[index] = len(self.layers)
-        return last
+    def save(self, cfg_path: str | Path, weights_path: str | Path) -> None:
+        """Write cfg and weights together: both appear, or (interrupted) neither (model_io's darknet-q)."""
+        atomic_write_many(self.darknet_files(cfg_path, weights_path))
 
     def activation_bytes(self, batch: int = 1) -> tuple[int, int]:
         """(total, peak) float32 activation bytes for `batch` images: all layer outputs summed, and the
@@ -240,7 +243,7 @@ class Network:
         for layer, size in zip(self.layers, sizes):
             peak = max(peak, live + size + layer.workspace_elements())
             live += size
-            live -= sum(sizes[i] for i in set(layer.inputs) if i >= 0 and self._last_use[i] == layer.index)
+            live -= sum(sizes[i] for i in set(layer.inputs) if i >= 0 and self.last_use[i] == layer.index)
         return 4 * batch * sum(sizes), 4 * batch * peak
 
     def _check_activation_memory(self, limit_mb: float | None) -> None:
@@ -290,6 +293,6 @@ class Network:
             xs = [outputs[i] if i >= 0 else x for i in layer.inputs]
             outputs[layer.index] = run(layer, xs) if run else layer.forward(xs)
             for i in layer.inputs:
-                if i >= 0 and self._last_use[i] == layer.index and i not in wanted:
+                if i >= 0 and self.last_use[i] == layer.index and i not in wanted:
                     del outputs[i]
         return [outputs[i] for i in sorted(wanted)]

@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 
 from .cfg import Section
+from .graph import is_plain_conv
 from .network import Network
 
 # the keys holding layer references, renumbered when layers are removed
@@ -66,7 +67,7 @@ class Match:
 
 def is_linear_conv(layer) -> bool:
     """A plain [convolutional] whose output is affine in its input (no BN left, activation linear)."""
-    return (layer.type == "convolutional" and not layer.batch_normalize and layer.activation == "linear"
+    return (is_plain_conv(layer) and not layer.batch_normalize and layer.activation == "linear"
             and not getattr(layer, "xnor", False))
 
 
@@ -163,16 +164,6 @@ def conv_params(branch: Branch) -> dict[str, np.ndarray]:
     return {"biases": branch.bias.astype(np.float32), "weights": np.ascontiguousarray(branch.weights, np.float32)}
 
 
-def readers(net: Network) -> list[list[int]]:
-    """For each layer, the layers that read its output (once per reference)."""
-    out: list[list[int]] = [[] for _ in net.layers]
-    for layer in net.layers:
-        for i in layer.inputs:
-            if i >= 0:
-                out[i].append(layer.index)
-    return out
-
-
 def alias_of(net: Network, index: int) -> tuple[int, list[int]]:
     """The layer whose output `index` passes on unchanged through single-input [route]s, and those routes."""
     path = []
@@ -238,7 +229,7 @@ def _parallel(net: Network, shortcut, convs: list, x: int, routes: list[int], re
 def sequential_match(net: Network, layer, read_by: list[list[int]]) -> Match | None:
     """conv B reading a linear conv A that nothing else reads, when B(A(x)) is one exact conv no costlier
     than the two."""
-    if layer.type != "convolutional" or layer.batch_normalize or layer.inputs[0] < 0:
+    if not is_plain_conv(layer) or layer.batch_normalize or layer.inputs[0] < 0:
         return None
     first = net.layers[layer.inputs[0]]
     if not is_linear_conv(first) or read_by[first.index] != [layer.index]:
@@ -257,7 +248,7 @@ def sequential_match(net: Network, layer, read_by: list[list[int]]) -> Match | N
 
 def find_match(net: Network) -> Match | None:
     """The first foldable block in layer order."""
-    read_by = readers(net)
+    read_by = net.graph.readers
     for layer in net.layers:
         match = parallel_match(net, layer, read_by) if layer.type == "shortcut" else \
             sequential_match(net, layer, read_by)
@@ -302,7 +293,7 @@ def fold_batchnorm(net: Network) -> tuple[Network, list[int]]:
     folded = []
     for layer in net.layers:
         section = layer.section.copy()
-        if layer.type == "convolutional" and layer.batch_normalize:
+        if is_plain_conv(layer) and layer.batch_normalize:
             section.options["batch_normalize"] = "0"
             folded.append(layer.index)
         sections.append(section)

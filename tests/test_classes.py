@@ -12,7 +12,7 @@ from dncompress.errors import DncompressError
 from dncompress.network import Network
 from dncompress.prune.classes import head_rows, parse_class_list, remap_dataset, specialize_classes
 
-from test_prune import blob
+from helpers import blob
 
 VOC20 = [0, 1, 2, 3, 4, 5, 6, 8, 14, 15, 16, 17, 18, 19, 39, 56, 57, 58, 60, 62]
 
@@ -68,7 +68,7 @@ def test_remap_dataset_matches_names_and_drops_other_classes(tmp_path):
 def test_prune_cli_classes_alone_and_eval_maps_labels_by_name(tmp_path):
     from click.testing import CliRunner
 
-    from conftest import COCO_FEW, small_network
+    from helpers import COCO_FEW, small_network
     from dncompress.cli import main
     small_network(0).save(tmp_path / "m.cfg", tmp_path / "m.weights")
     out = str(tmp_path / "two")

@@ -5,13 +5,14 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from dncompress.classify import resize_min_crop
 from dncompress.cli import main
 from dncompress.detect import load_image
 from dncompress.network import Network
-from conftest import IMAGES
+from helpers import IMAGES
 
 # a small classifier: conv/maxpool stack, 1x1 conv to 10 classes, global avgpool, softmax, cost
 CLASSIFIER = """[net]
@@ -73,6 +74,7 @@ def test_classify_top5_matches_opencv(tmp_path):
     np.testing.assert_allclose([p["score"] for p in top], np.sort(probs)[::-1][:5], atol=1e-5)
 
 
+@pytest.mark.real_weights
 def test_classify_refuses_detectors(tmp_path):
     result = CliRunner().invoke(main, ["classify", "yolov3-tiny", "--image", str(IMAGES[0])])
     assert result.exit_code == 2 and "use `dncompress detect`" in result.output

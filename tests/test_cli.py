@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from dncompress.cli import main
 
-from conftest import CFGS, ROOT
+from helpers import CFGS, ROOT
 
 DOG = str(ROOT / "samples" / "dog.jpg")
 

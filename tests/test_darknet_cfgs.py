@@ -15,7 +15,7 @@ from dncompress.export.onnx import build_onnx, onnx_forward
 from dncompress.network import Network
 from dncompress.stats import summary
 
-from conftest import ROOT, SHARED
+from helpers import ROOT, SHARED
 from darknet_reference import (engine_outputs, float64_run, opencv_outputs, random_calibrated,
                                relative_diff)
 

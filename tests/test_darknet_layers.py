@@ -3,12 +3,11 @@ reorg_cpu, shortcut_multilayer_cpu, softmax_cpu, forward_crop/local/local_avgpoo
 yolo new_coords and Gaussian_yolo decoding; ONNX export of each against the engine."""
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
 
-from dncompress.cfg import CfgWarning, parse_cfg
+from dncompress.cfg import parse_cfg
 from dncompress.detect import decode_gaussian_yolo, decode_yolo
 from dncompress.errors import DncompressError
 from dncompress.export.onnx import build_onnx, onnx_forward
@@ -224,13 +223,12 @@ def test_new_activations_match_darknet_and_onnx(name):
 def test_inline_comments_duplicate_keys_and_aliases():
     text = ("[net]\nwidth=8\nheight=8\nchannels=3\nbatch=1\nbatch=64\n"
             "[conv]\nfilters=16 # sixteen\nsize=3\npad=1\nactivation=leaky\n[max]\nsize=2\nstride=2\n")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        sections = parse_cfg(text, "t.cfg")
-    assert [str(w.message) for w in caught if w.category is CfgWarning] == [
-        "t.cfg:line 6 [net]: duplicate key 'batch' (first set on line 5); the first value is used, as in Darknet"]
+    sections = parse_cfg(text, "t.cfg")
+    duplicate = "t.cfg:line 6 [net]: duplicate key 'batch' (first set on line 5); the first value is used, as in Darknet"
+    assert sections[0].warnings == [duplicate]
     assert sections[0].options["batch"] == "1"
     net = Network(sections)
+    assert net.warnings[0] == duplicate
     assert [layer.type for layer in net.layers] == ["convolutional", "maxpool"]
     assert net.layers[0].filters == 16 and net.layers[1].out_shape == (16, 4, 4)
 

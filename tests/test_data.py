@@ -7,7 +7,7 @@ import pytest
 from dncompress.data import label_path, load_dataset
 from dncompress.errors import DncompressError
 
-from conftest import ROOT
+from helpers import ROOT
 
 DOG = ROOT / "samples" / "dog.jpg"
 

@@ -6,7 +6,7 @@ from dncompress.detect import (darknet_resize, detect_image, iou_matrix, letterb
                                read_names)
 from dncompress.errors import DncompressError
 
-from conftest import IMAGES, ROOT
+from helpers import IMAGES, ROOT
 
 
 def darknet_resize_loops(im, w, h):

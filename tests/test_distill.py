@@ -13,9 +13,8 @@ from dncompress.train.loop import Checkpoints, TrainConfig, train
 from dncompress.train.loss import distillation_loss
 from dncompress.train.runner import TrainRun
 
-from conftest import small_network
-from test_train_grad import HEAD, build, numeric
-from test_train_loop import coco_subset
+from helpers import small_network
+from helpers import HEAD, build, coco_subset, numeric
 
 
 def head_net():
@@ -145,7 +144,7 @@ def open_cfg_with_classes(sections, classes):
 def test_prune_cli_finetune_writes_the_recovered_model(tmp_path):
     from click.testing import CliRunner
 
-    from conftest import COCO_FEW
+    from helpers import COCO_FEW
     from dncompress.cli import main
     small_network(0).save(tmp_path / "m.cfg", tmp_path / "m.weights")
     out = str(tmp_path / "p")
@@ -166,7 +165,7 @@ def test_prune_cli_finetune_writes_the_recovered_model(tmp_path):
 def test_train_cli_refuses_a_teacher_with_other_heads(tmp_path):
     from click.testing import CliRunner
 
-    from conftest import COCO_FEW
+    from helpers import COCO_FEW
     from dncompress.cli import main
     from dncompress.prune.classes import specialize_classes
     net = small_network(0)
@@ -188,7 +187,7 @@ def test_ctrl_c_mid_finetune_leaves_the_last_complete_epoch(tmp_path):
     import subprocess
     import sys
 
-    from conftest import COCO_FEW, ROOT
+    from helpers import COCO_FEW, ROOT
     small_network(0).save(tmp_path / "m.cfg", tmp_path / "m.weights")
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -214,7 +213,7 @@ def test_ctrl_c_mid_finetune_leaves_the_last_complete_epoch(tmp_path):
 
 
 def test_compare_many_equals_compare_models():
-    from conftest import COCO_FEW
+    from helpers import COCO_FEW
     from dncompress.data import load_dataset
     from dncompress.eval import compare_models
     from dncompress.train.distill import compare_many

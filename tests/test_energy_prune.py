@@ -14,7 +14,7 @@ from dncompress.prune.energy import (LayerStatistics, energy_aware_prune, energy
                                      restore)
 from dncompress.stats import layer_costs, summary
 
-from conftest import COCO_FEW, random_network, small_network
+from helpers import COCO_FEW, random_network, small_network
 
 
 def random_statistics(rng, o: int, k: int, rows: int = 200, correlated: bool = False):

@@ -8,7 +8,7 @@ from dncompress.engine.conv import conv2d, conv3x3_winograd, winograd_weights
 from dncompress.engine.pool import maxpool2d, upsample_nearest
 from dncompress.weights import write_weights
 
-from conftest import CFGS, IMAGES, random_network
+from helpers import CFGS, IMAGES, random_network
 
 TOL = 2e-4
 

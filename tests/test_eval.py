@@ -12,7 +12,7 @@ from dncompress.data import Dataset, Sample, load_dataset
 from dncompress.detect import detect_image, load_image
 from dncompress.eval import ImagePrediction, evaluate, fidelity_dataset, ground_truth_pixels, predict
 
-from conftest import COCO128, COCO_FEW
+from helpers import COCO128, COCO_FEW, coco128_folder
 
 
 def prediction(boxes, scores, classes, size=100):
@@ -183,18 +183,6 @@ def test_fidelity_of_a_model_against_itself_is_one(tiny_net):
     reference = fidelity_dataset(preds, ds)
     assert reference.num_boxes >= 5
     assert evaluate(preds, reference, 80).map50 == pytest.approx(1.0)
-
-
-def coco128_folder(folder, n, labels=True):
-    """The first n coco128 images (and their labels) copied into folder/images, folder/labels."""
-    (folder / "images").mkdir(parents=True)
-    (folder / "labels").mkdir()
-    for image in sorted((COCO_FEW / "images").glob("*.jpg"))[:n]:
-        (folder / "images" / image.name).write_bytes(image.read_bytes())
-        if labels:
-            text = (COCO_FEW / "labels" / f"{image.stem}.txt").read_bytes()
-            (folder / "labels" / f"{image.stem}.txt").write_bytes(text)
-    return folder
 
 
 def test_eval_cli_json_and_fidelity(tmp_path, tiny_weights):

@@ -163,7 +163,7 @@ def test_voc765_subset_against_the_devkit(tiny_net):
 
 
 def test_eval_cli_states_what_was_scored(tmp_path, tiny_weights):
-    from test_eval import coco128_folder
+    from helpers import coco128_folder
     folder = coco128_folder(tmp_path / "ds", 2)
     out = CliRunner().invoke(main, ["eval", "yolov3-tiny", str(tiny_weights), "--data", str(folder)])
     assert out.exit_code == 0, out.output

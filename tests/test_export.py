@@ -9,7 +9,7 @@ from dncompress.detect import decode_image, nms
 from dncompress.export.onnx import build_onnx, onnx_forward, parity
 from dncompress.network import Network
 
-from conftest import ROOT, random_network
+from helpers import ROOT, random_network
 
 TOL = 1e-4
 

@@ -15,7 +15,7 @@ from dncompress.errors import DncompressError
 from dncompress.network import Network
 from dncompress.weights import read_weights
 
-from conftest import CFGS
+from helpers import CFGS
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,7 +14,7 @@ from dncompress.quant.packed import read_packed, write_packed
 from dncompress.sparse.format import read_sparse, write_sparse
 from dncompress.sparse.weights import SparsifyConfig, sparsify_network
 
-from conftest import ROOT, small_network
+from helpers import ROOT, small_network
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOKENS = st.one_of(st.integers(-3, 100).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),

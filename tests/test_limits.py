@@ -10,7 +10,7 @@ from dncompress.cli import main
 from dncompress.errors import DncompressError
 from dncompress.network import MAX_ACTIVATION_ENV, Network
 
-from conftest import CFGS, ROOT, random_network
+from helpers import CFGS, ROOT, random_network
 
 DOG = str(ROOT / "samples" / "dog.jpg")
 

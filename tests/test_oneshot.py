@@ -11,8 +11,8 @@ from dncompress.prune.oneshot import (ObsState, allocate, consumers_of, cost_mod
                                       prune_oneshot, regularized_inverse)
 from dncompress.stats import layer_costs, summary
 
-from conftest import CFGS, random_network, small_network
-from test_prune import opencv_parity
+from helpers import CFGS, random_network, small_network
+from helpers import opencv_parity
 
 
 def problem(seed, positions=5, s=3, outputs=4, rows=200):
@@ -154,7 +154,7 @@ def test_oneshot_refit_beats_plain_slicing(tiny_net):
     same widths by |gamma| with compensation."""
     from dncompress.data import calibration_batch
     from dncompress.prune.apply import prune_network
-    from conftest import ROOT
+    from helpers import ROOT
     images = calibration_batch(ROOT / "samples", 4, 416, 416)
     from dncompress.prune.workflow import channel_target
     result = prune_oneshot(tiny_net, images[:3], channel_target(tiny_net, 0.3), "channels", max_rows=4000)
@@ -207,7 +207,7 @@ def run(args):
 
 @pytest.mark.slow
 def test_cli_default_method_prints_fidelity_and_writes_a_model_opencv_loads(tiny_weights, tmp_path):
-    from conftest import ROOT
+    from helpers import ROOT
     cfg = small_input_cfg(tmp_path)
     out = tmp_path / "p"
     result = run(["prune", cfg, tiny_weights, "--target-bflops", "0.6", "--calib", ROOT / "samples", "--calib-images",
@@ -222,7 +222,7 @@ def test_cli_default_method_prints_fidelity_and_writes_a_model_opencv_loads(tiny
 
 @pytest.mark.slow
 def test_cli_min_fidelity_refuses_to_write(tiny_weights, tmp_path):
-    from conftest import ROOT
+    from helpers import ROOT
     cfg = small_input_cfg(tmp_path)
     result = run(["prune", cfg, tiny_weights, "--ratio", "0.9", "--min-keep", "0.02", "--calib", ROOT / "samples",
                   "--calib-images", "5", "--min-fidelity", "0.99", "-o", tmp_path / "p"])
@@ -233,7 +233,7 @@ def test_cli_min_fidelity_refuses_to_write(tiny_weights, tmp_path):
 
 
 def test_cli_bad_inputs_exit_2_and_write_nothing(tiny_weights, tmp_path):
-    from conftest import ROOT
+    from helpers import ROOT
     cfg = small_input_cfg(tmp_path)
     blank = tmp_path / "blank"
     blank.mkdir()

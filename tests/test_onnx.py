@@ -11,7 +11,7 @@ from dncompress.errors import DncompressError
 from dncompress.export import EMITTERS, build_onnx, onnx_forward, parity, save_onnx
 from dncompress.network import Network
 
-from conftest import ROOT
+from helpers import ROOT
 
 TOL = 1e-4
 DOG = ROOT / "samples" / "dog.jpg"

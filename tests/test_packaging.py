@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 

@@ -16,9 +16,8 @@ from dncompress.prune.groups import channel_groups
 from dncompress.prune.plan import plan_pruning
 from dncompress.prune.reconstruct import reconstruct
 
-from conftest import CFGS, COCO_FEW, ROOT, random_network
+from helpers import CFGS, COCO_FEW, blob, opencv_parity, random_network
 
-DOG = ROOT / "samples" / "dog.jpg"
 
 
 def coupled(name):
@@ -69,25 +68,6 @@ def test_plan_global_ratio_floor_and_rounding():
     keep = plan_pruning(groups, scores, 0.7, "global", min_keep=0.0)
     removed = sum(1 for ch in prunable if ch not in keep)
     assert abs(removed - 0.7 * len(prunable)) <= 1
-
-
-def blob(width=416, height=416):
-    return cv2.dnn.blobFromImage(cv2.imread(str(DOG)), 1 / 255.0, (width, height), swapRB=True)
-
-
-def opencv_parity(net: Network, tmp_path) -> float:
-    net.save(tmp_path / "p.cfg", tmp_path / "p.weights")
-    loaded = Network.from_cfg(tmp_path / "p.cfg", tmp_path / "p.weights")
-    cv_net = cv2.dnn.readNetFromDarknet(str(tmp_path / "p.cfg"), str(tmp_path / "p.weights"))
-    cv_net.enableWinograd(False)
-    x = blob(net.info.width, net.info.height)
-    heads = [h.index - 1 for h in loaded.heads]
-    cv_net.setInput(x)
-    theirs = cv_net.forward([f"conv_{i}" for i in heads])
-    ours = loaded.forward(x, keep=set(heads))
-    for a, b in zip(net.forward(x, keep=set(heads)), ours):
-        np.testing.assert_array_equal(a, b)
-    return max(float(np.abs(a - b).max()) for a, b in zip(ours, theirs))
 
 
 def test_real_yolov3_tiny_ratio_07_loads_in_opencv(tiny_net, tmp_path):

@@ -18,7 +18,7 @@ from dncompress.quant.apply import QuantConfig, layer_bits, plain_convolutional,
 from dncompress.quant.packed import read_packed, write_packed
 from dncompress.quant.qdq import build_qdq_onnx
 
-from conftest import CFGS, COCO_FEW, ROOT
+from helpers import CFGS, COCO_FEW, ROOT
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from dncompress.network import Network
 from dncompress.quant.packed import read_packed
 from dncompress.quant.workflow import default_calibration, default_holdout
 
-from conftest import CFGS, ROOT
+from helpers import CFGS, ROOT
 
 
 def run(args, cwd):

@@ -11,7 +11,7 @@ from dncompress.quant.apply import QuantConfig, quantize_network
 from dncompress.quant.calibrate import output_error_clip
 from dncompress.quant.gptq import gptq_round, obq_round_reference, sample_columns
 
-from conftest import COCO_FEW, small_network
+from helpers import COCO_FEW, small_network
 
 
 def correlated_inputs(rng, k: int, n: int) -> np.ndarray:

@@ -7,7 +7,7 @@ from dncompress.errors import DncompressError
 from dncompress.quant.apply import QuantConfig, quantize_network
 from dncompress.quant.mixed import Sensitivity, allocate, sensitivity
 
-from conftest import COCO_FEW, small_network
+from helpers import COCO_FEW, small_network
 
 
 def test_allocation_meets_budget_and_favours_sensitive_layers():

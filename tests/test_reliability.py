@@ -7,7 +7,7 @@ from dncompress.cli import main
 from dncompress.export.onnx import PARITY_RTOL, build_onnx, parity
 from dncompress.network import Network
 
-from conftest import IMAGES, small_network
+from helpers import IMAGES, small_network
 
 
 def scaled_network(factor: float):

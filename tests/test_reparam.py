@@ -10,7 +10,7 @@ from dncompress.cli import main
 from dncompress.network import Network
 from dncompress.reparam import head_difference, reparameterize
 
-from conftest import CFGS, ROOT, random_network
+from helpers import CFGS, ROOT, random_network
 
 NET = "[net]\nwidth=16\nheight=16\nchannels=3\n"
 

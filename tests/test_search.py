@@ -12,7 +12,7 @@ from dncompress.prune.search import Indicators, apply_search
 from dncompress.stats import summary
 from dncompress.train.runner import TrainRun
 
-from conftest import COCO_FEW, random_network, small_network
+from helpers import COCO_FEW, random_network, small_network
 
 
 @pytest.mark.parametrize("name", ["yolov3-tiny", "yolov4-tiny"])

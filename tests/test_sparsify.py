@@ -21,8 +21,8 @@ from dncompress.sparse.engine import SparseEngine
 from dncompress.sparse.format import encode_weights, read_sparse, write_sparse
 from dncompress.sparse.weights import SparsifyConfig, correct_bias, eligible_convs, sparsify_network
 
-from conftest import CFGS, COCO_FEW, random_network
-from test_prune import blob, opencv_parity
+from helpers import CFGS, COCO_FEW, random_network
+from helpers import blob, opencv_parity
 
 
 def groups_of(weights, group):

@@ -13,7 +13,7 @@ from dncompress.export.onnx import build_onnx
 from dncompress.network import Network
 from dncompress.stats import EnergyModel, activation_memory, layer_costs, summary
 
-from conftest import CFGS, random_network
+from helpers import CFGS, random_network
 
 
 def test_yolov3_tiny_matches_darknet_table():

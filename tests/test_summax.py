@@ -19,7 +19,7 @@ from dncompress.train.loss import softmax_cross_entropy
 from dncompress.train.optim import SGD, Schedule
 from dncompress.train.runner import TrainRun
 
-from test_train_grad import build, check_network
+from helpers import build, check_network
 
 SAM = ("[summax_convolutional]\nbatch_normalize={bn}\nfilters={f}\nsize={k}\nstride={s}\npad={p}\ngroups={g}\n"
        "activation={a}\n")

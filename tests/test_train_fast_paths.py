@@ -9,7 +9,7 @@ from dncompress.engine.backward import maxpool2d_backward
 from dncompress.engine.pool import maxpool2d
 from dncompress.train.runner import TrainRun
 
-from test_train_grad import CONV, build, check_network
+from helpers import CONV, build, check_network
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 6), (1, 2, 4, 4)])

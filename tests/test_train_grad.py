@@ -6,61 +6,10 @@ import pytest
 
 from dncompress.cfg import parse_cfg
 from dncompress.engine.backward import maxpool2d_backward
-from dncompress.network import Network
 from dncompress.train.loss import distillation_loss, softmax_cross_entropy, yolo_loss
 from dncompress.train.runner import TrainRun
 
-EPS = 1e-6
-
-
-def build(body: str, c: int = 3, h: int = 8, w: int = 8, seed: int = 0) -> Network:
-    net = Network(parse_cfg(f"[net]\nwidth={w}\nheight={h}\nchannels={c}\n{body}"))
-    net.init_random(seed)
-    for layer in net.layers:
-        if layer.params:
-            layer.set_params(**{k: v.astype(np.float64) for k, v in layer.params.items()})
-    return net
-
-
-def objective(net: Network, x: np.ndarray, probes: list[np.ndarray]) -> float:
-    outs = TrainRun(net, np.float64).forward(x, update_stats=False, outputs=[len(net.layers) - 1])
-    return float(sum((o * r).sum() for o, r in zip(outs, probes)))
-
-
-def numeric(f, array: np.ndarray, index: tuple, eps: float = EPS) -> float:
-    """Central difference of f() in array[index]."""
-    keep = array[index]
-    array[index] = keep + eps
-    up = f()
-    array[index] = keep - eps
-    down = f()
-    array[index] = keep
-    return (up - down) / (2 * eps)
-
-
-def check_network(net: Network, n: int = 2, seed: int = 1, samples: int = 6) -> None:
-    """Analytic input and parameter gradients of sum(head * probe) match central differences."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0, 1, (n, *net.input_shape))
-    run = TrainRun(net, np.float64, input_grad=True)
-    outs = run.forward(x, update_stats=False, outputs=[len(net.layers) - 1])
-    probes = [rng.normal(0, 1, o.shape) for o in outs]
-    grads = run.backward(probes)
-    f = lambda: objective(net, x, probes)  # noqa: E731
-    checks = [(x, run.input_grad)]
-    for index, layer_grads in grads.items():
-        for name, g in layer_grads.items():
-            checks.append((net.layers[index].params[name], g))
-    assert len(checks) > 1 or not any(layer.params for layer in net.layers)
-    for array, grad in checks:
-        assert grad.shape == array.shape
-        for _ in range(samples):
-            index = tuple(int(rng.integers(s)) for s in array.shape)
-            assert grad[index] == pytest.approx(numeric(f, array, index), rel=1e-5, abs=1e-7), index
-
-
-CONV = "[convolutional]\nbatch_normalize={bn}\nfilters={f}\nsize={k}\nstride={s}\npad={p}\ngroups={g}\nactivation={a}\n"
-
+from helpers import CONV, HEAD, build, check_network, numeric
 
 @pytest.mark.parametrize("bn,f,k,s,p,g", [(1, 4, 3, 1, 1, 1), (1, 5, 3, 2, 1, 1), (0, 4, 3, 2, 0, 1),
                                           (1, 4, 1, 1, 0, 1), (0, 6, 3, 1, 1, 3), (1, 4, 2, 2, 0, 1)])
@@ -95,10 +44,6 @@ def test_upsample_route_groups_shortcut_gradients():
             .replace("layers=-1,0", "layers=-1,1")
             + CONV.format(bn=0, f=3, k=1, s=1, p=0, g=1, a="linear"))
     check_network(build(body))
-
-
-HEAD = ("[convolutional]\nfilters=21\nsize=1\nstride=1\nactivation=linear\n"
-        "[yolo]\nmask=0,1,2\nanchors=2,3, 5,4, 8,9, 12,10, 20,30, 40,30\nclasses=2\nnum=6\nignore_thresh=0.3\n")
 
 
 def head_network():

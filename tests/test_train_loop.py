@@ -7,23 +7,17 @@ from click.testing import CliRunner
 
 from dncompress.cfg import parse_cfg
 from dncompress.cli import main
-from dncompress.data import Dataset, Sample, parse_labels
 from dncompress.network import Network
 from dncompress.train.loop import Checkpoints, TrainConfig, train
 from dncompress.train.sparsity import prunable_bn_layers
 
-from conftest import COCO_FEW, SMALL_CFG
+from helpers import SMALL_CFG, coco_subset
 
 
 def tiny_network(lr: float = 0.01, seed: int = 0) -> Network:
     net = Network(parse_cfg(SMALL_CFG.format(lr=lr)))
     net.init_random(seed)
     return net
-
-
-def coco_subset(count: int) -> Dataset:
-    images = sorted((COCO_FEW / "images").glob("*.jpg"))[:count]
-    return Dataset([Sample(p, parse_labels(COCO_FEW / "labels" / f"{p.stem}.txt")) for p in images])
 
 
 def test_overfits_a_few_images():

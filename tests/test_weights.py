@@ -7,7 +7,7 @@ from dncompress.errors import DncompressError
 from dncompress.network import Network
 from dncompress.weights import WeightsHeader, parse_header, read_weights, write_weights
 
-from conftest import CFGS, random_network
+from helpers import CFGS, random_network
 
 
 def test_real_weights_roundtrip_bit_exact(tiny_weights, tmp_path):

@@ -9,8 +9,8 @@ import argparse
 import sys
 import time
 
-from dncompress.cli import open_network
 from dncompress.data import load_dataset
+from dncompress.model_io import open_model
 from dncompress.train.distill import FinetuneConfig, finetune
 
 
@@ -28,8 +28,8 @@ def main() -> None:
     parser.add_argument("--no-labels", action="store_true")
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args()
-    student = open_network(args.cfg, args.weights or None)
-    teacher = open_network(args.teacher[0], args.teacher[1])
+    student = open_model(args.cfg, args.weights or None)
+    teacher = open_model(args.teacher[0], args.teacher[1])
     dataset = load_dataset(args.data)
     config = FinetuneConfig(args.epochs, args.lr, args.imgsz, args.batch, frozen_bn=not args.batch_bn,
                             use_labels=not args.no_labels)

@@ -9,8 +9,8 @@ import numpy as np
 
 from dncompress.data import Dataset, calibration_batch, load_dataset
 from dncompress.eval import ImagePrediction, fidelity_dataset, predict
+from dncompress.model_io import open_model
 from dncompress.network import Network
-from dncompress.zoo import find_weights, resolve_cfg
 
 
 @dataclasses.dataclass
@@ -33,8 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser, calib_images: int) -> None:
 
 
 def load_experiment(args: argparse.Namespace) -> Experiment:
-    cfg = resolve_cfg(args.cfg)
-    net = Network.from_cfg(cfg, find_weights(cfg, args.weights))
+    net = open_model(args.cfg, args.weights)
     size = (net.info.width, net.info.height)
     dataset = load_dataset(args.data)
     base_preds = predict(net.forward, net.heads, dataset, *size, progress=False)

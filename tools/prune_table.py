@@ -105,9 +105,8 @@ def oneshot_table(args) -> None:
     from dncompress.eval import fidelity_dataset
     from dncompress.prune.oneshot import prune_oneshot
     from dncompress.prune.workflow import batch_of, channel_target
-    from dncompress.zoo import find_weights, resolve_cfg
-    cfg = resolve_cfg(args.cfg)
-    net = Network.from_cfg(cfg, find_weights(cfg, args.weights))
+    from dncompress.model_io import open_model
+    net = open_model(args.cfg, args.weights)
     size = (net.info.width, net.info.height)
     dataset = load_dataset(args.data)
     classes = net.heads[0].classes
@@ -125,7 +124,7 @@ def oneshot_table(args) -> None:
     print(f"| unpruned {size[0]} | {base_cost['bflops']:.3f} | {base_cost['params']:,} | {base:.4f} | 100% | 1 | - |",
           flush=True)
     for side in [int(s) for s in args.sizes.split(",") if s]:
-        small = Network.from_cfg(cfg, find_weights(cfg, args.weights), side, side)
+        small = open_model(args.cfg, args.weights, (side, side))
         preds = predict(small.forward, small.heads, dataset, side, side, progress=False)
         value = evaluate(preds, dataset, classes).map50
         print(f"| unpruned {side} | {summary(small)['bflops']:.3f} | {base_cost['params']:,} | {value:.4f} | "

@@ -9,16 +9,14 @@ from __future__ import annotations
 import importlib
 import signal
 import threading
-import warnings
 
 import click
 
 from .. import __version__
-from ..cfg import CfgWarning
 from ..errors import DncompressError
 from ..fsutil import Terminated, raise_terminated
 from ..threads import THREADS_ENV, configure as configure_threads
-from .common import MAX_ACTIVATION_ENV, DEFAULT_MAX_ACTIVATION_MB, open_network  # noqa: F401 (re-exported)
+from .common import MAX_ACTIVATION_ENV, DEFAULT_MAX_ACTIVATION_MB, open_network, progress_lines  # noqa: F401 (re-exported)
 
 # command name -> (module in dncompress.cli, function); the order is the order of `dncompress --help`
 COMMANDS = {
@@ -34,13 +32,6 @@ COMMANDS = {
     "train": ("train", "train_command"),
     "fetch": ("detect", "fetch_command"),
 }
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    if issubclass(category, CfgWarning):
-        click.echo(f"warning: {message}", err=True)
-    else:
-        warnings._showwarnmsg_impl(warnings.WarningMessage(message, category, filename, lineno, file, line))
 
 
 class Group(click.Group):
@@ -59,11 +50,7 @@ class Group(click.Group):
     def invoke(self, ctx):
         previous = catch_signals()
         try:
-            with warnings.catch_warnings():
-                # cfg constructs Darknet accepts with a warning (duplicate keys): one `warning:` line each
-                warnings.simplefilter("always", CfgWarning)
-                warnings.showwarning = _show_warning
-                return super().invoke(ctx)
+            return super().invoke(ctx)
         except DncompressError as err:
             click.echo(f"error: {err}", err=True)
             ctx.exit(2)
@@ -75,6 +62,7 @@ class Group(click.Group):
             click.echo(f"{'terminated' if terminated else 'interrupted'}; no partial output was written", err=True)
             ctx.exit(143 if terminated else 130)
         finally:
+            progress_lines.end()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 

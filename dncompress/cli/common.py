@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import click
 
 from ..errors import DncompressError
 from ..network import DEFAULT_MAX_ACTIVATION_MB, MAX_ACTIVATION_ENV, Network  # noqa: F401 (used by cli/__init__)
-from ..zoo import DEFAULT_MODEL, find_weights, resolve_cfg
-
-# model files that hold their cfg and weights together (quantize --format packed, sparsify)
-SELF_CONTAINED = (".dnq", ".dns")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -77,9 +74,43 @@ def prefix_option(default_text: str):
     return click.option("-o", "--output", "prefix", help=f"Output prefix (default {default_text}).")
 
 
-def open_network(cfg: str | None, weights: str | None, imgsz: tuple[int, int] | None = None) -> Network:
-    """_open_network, printing the cfg's warnings (unused fields) on stderr."""
-    return echo_warnings(_open_network(cfg, weights, imgsz))
+class ProgressLines:
+    """Shows the library's progress reports (dncompress.progress) on stderr: on a terminal, a counted task
+    (`done`/`total`) updates one line in place, ended when done == total; in logs and pipes, and for
+    free-form messages, one line per report."""
+
+    def __init__(self):
+        self.open = False   # a terminal line awaiting its newline
+
+    def __call__(self, message: str, done: int | None = None, total: int | None = None) -> None:
+        text = message if done is None else f"{message} {done}/{total}" if total else f"{message} {done}"
+        if done is not None and sys.stderr.isatty():
+            click.echo(f"\r\x1b[K{text}", err=True, nl=False)
+            self.open = done != total
+            if not self.open:
+                click.echo("", err=True)
+        else:
+            self.end()
+            click.echo(text, err=True)
+
+    def end(self) -> None:
+        """Finish a line left open (an error or Ctrl-C mid-task), so the next output starts on its own line."""
+        if self.open:
+            click.echo("", err=True)
+            self.open = False
+
+
+# the one renderer every command hands to the library (ended by the cli Group when a command stops)
+progress_lines = ProgressLines()
+
+
+def open_network(cfg: str | None, weights: str | None, imgsz: tuple[int, int] | None = None,
+                 load_weights: bool = True) -> Network:
+    """model_io.open_model with the global --max-activation-mb, printing the cfg's warnings (unused
+    fields) and any download progress on stderr."""
+    from ..model_io import open_model
+    return echo_warnings(open_model(cfg, weights, imgsz, load_weights=load_weights,
+                                    max_activation_mb=activation_limit(), progress=progress_lines))
 
 
 def echo_warnings(net: Network) -> Network:
@@ -87,25 +118,6 @@ def echo_warnings(net: Network) -> Network:
     for warning in net.warnings:
         click.echo(f"warning: {warning}", err=True)
     return net
-
-
-def _open_network(cfg: str | None, weights: str | None, imgsz: tuple[int, int] | None = None) -> Network:
-    """Resolve a cfg name, find (or fetch) its weights, and build the network (a .dnq packed or .dns sparse
-    model holds both)."""
-    cfg_path = resolve_cfg(cfg or DEFAULT_MODEL)
-    if cfg_path.suffix in SELF_CONTAINED:
-        kind = "packed" if cfg_path.suffix == ".dnq" else "sparse"
-        if imgsz:
-            raise DncompressError(f"--imgsz does not apply to a {kind} model; it keeps the input size it was made "
-                                  "with", str(cfg_path))
-        if kind == "packed":
-            from ..quant.packed import read_packed
-            return read_packed(cfg_path)
-        from ..sparse.format import read_sparse
-        return read_sparse(cfg_path)
-    weights_path = find_weights(cfg_path, weights)
-    width, height = imgsz if imgsz else (None, None)
-    return Network.from_cfg(cfg_path, weights_path, width, height, activation_limit())
 
 
 def activation_limit() -> float | None:

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
 from ..errors import DncompressError
 from ..zoo import DEFAULT_MODEL
-from .common import UNIT, backend_forward, expand_images, imgsz_option, open_network
+from .common import UNIT, backend_forward, expand_images, imgsz_option, open_network, progress_lines
 
 MODEL_SUFFIXES = (".cfg", ".dnq", ".dns")
 
@@ -70,6 +69,7 @@ def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz,
     from ..detect import check_heads, detect_image, draw, load_image, read_names
     from ..prune.classes import names_beside
     from ..fsutil import StagedWrites, check_outputs
+    from ..progress import counted
     images, cfg, weights = split_model_arguments(images, cfg, weights)
     paths = expand_images(images)
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
@@ -86,10 +86,8 @@ def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz,
     forward = backend_forward(net, backend)
     results = []
     # annotated images appear only once every image succeeded: a bad image or Ctrl-C leaves none
-    with click.progressbar(paths, label="detect", file=sys.stderr,
-                           hidden=len(paths) < 2 or not sys.stderr.isatty()) as bar, \
-            StagedWrites(out_dir) as staged:
-        for path, target in zip(bar, targets):
+    with StagedWrites(out_dir) as staged:
+        for path, target in zip(counted(paths, "detect", progress_lines if len(paths) > 1 else None), targets):
             img = load_image(path)
             dets = detect_image(forward, net.heads, img, net.info.width, net.info.height, thresh,
                                 nms_threshold, letterbox, class_names)
@@ -118,5 +116,5 @@ def fetch_command(model, force):
       dncompress fetch yolov3-tiny --force
     """
     from ..zoo import fetch
-    path = fetch(model, progress=True, force=force)
+    path = fetch(model, progress=progress_lines, force=force)
     click.echo(str(path))

@@ -7,7 +7,7 @@ import click
 import numpy as np
 
 from ..errors import DncompressError
-from .common import UNIT, backend_forward, imgsz_option, model_arguments, open_network
+from .common import UNIT, backend_forward, imgsz_option, model_arguments, open_network, progress_lines
 
 
 def print_eval(result, names: list[str], label: str) -> None:
@@ -68,7 +68,8 @@ def eval_command(cfg, weights, data_path, imgsz, letterbox, conf, nms_threshold,
     dataset.check_classes(classes)
     names = dataset.names or read_names(None, classes)
     size = (net.info.width, net.info.height)
-    options = dict(use_letterbox=letterbox, conf=conf, nms=nms_threshold, batch=batch, progress=not as_json)
+    options = dict(use_letterbox=letterbox, conf=conf, nms=nms_threshold, batch=batch,
+                   progress=None if as_json else progress_lines)
     if reference:
         ref_net = open_network(reference[0], reference[1], size)
         ref_preds = predict(ref_net.forward, ref_net.heads, dataset, *size, **options)

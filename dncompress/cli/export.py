@@ -26,16 +26,14 @@ def export_command(cfg, weights, output, opset, decode, nms, dynamic_batch, imgs
       dncompress export yolov3-tiny -o yolov3-tiny.onnx
       dncompress export small.cfg small.weights --decode --nms --dynamic-batch
     """
-    from ..export.onnx import build_onnx, check_parity, save_onnx
     from ..fsutil import check_outputs
-    from ..quant.qdq import build_qdq_onnx
+    from ..model_io import save_model
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
     output = Path(output or f"{Path(net.file).stem}.onnx")
-    check_outputs([output], [net.file, weights], force)
-    quantized = any(layer.type == "quantize_convolutional" for layer in net.layers)
-    model = (build_qdq_onnx if quantized else build_onnx)(net, opset, decode=decode, nms=nms,
-                                                          dynamic_batch=dynamic_batch)
-    diff = check_parity(net, model, output, decode, 2 if dynamic_batch else 1)
-    save_onnx(model, output)
+    check_outputs([output], [net.file, net.weights_file], force)
+    parity: dict = {}
+    save_model(net, [output], "onnx", opset=opset, decode=decode, nms=nms, dynamic_batch=dynamic_batch,
+               parity=parity)
+    diff = parity["max_diff"]
     click.echo(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, opset {opset}); onnxruntime vs numpy "
                f"engine max diff {diff:.2e} of the output scale")

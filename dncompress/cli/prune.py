@@ -8,7 +8,7 @@ import click
 from ..errors import DncompressError
 from ..prune.criteria import CRITERIA
 from ..layers.conv import refuse_xnor
-from .common import Number, UNIT, model_arguments, open_network, print_comparison
+from .common import Number, UNIT, model_arguments, open_network, print_comparison, progress_lines
 
 
 def parse_ratios(text: str) -> list[float]:
@@ -200,7 +200,7 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
                         int(multiple))
     pruned = prune_network(net, keep, compensate)
     if reconstruct:
-        reconstruct_layers(net, pruned, keep, calib_batch)
+        reconstruct_layers(net, pruned, keep, calib_batch, progress=progress_lines)
     if class_names:
         atomic_write(f"{prefix}.names", names_bytes(class_names))
     report = pruning_report(net, pruned)
@@ -211,7 +211,7 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
     else:
         pruned.save(*outputs)
         if data_path:
-            report.update(compare_models(net, pruned, cli_dataset(data_path, class_names)))
+            report.update(compare_models(net, pruned, cli_dataset(data_path, class_names), progress=progress_lines))
         print_pruning_report(report)
     click.echo(f"wrote {outputs[0]} and {outputs[1]}" + (f" and {prefix}.names" if class_names else ""))
 

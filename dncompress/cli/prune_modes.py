@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 
 import click
 import cv2
@@ -22,7 +21,7 @@ from ..prune.report import pruning_report
 from ..prune.search import SearchConfig, apply_search, search
 from ..prune.sensitivity import plot_sensitivity, sensitivity
 from ..stats import summary
-from .common import print_comparison
+from .common import print_comparison, progress_lines
 from .prune import print_pruning_report
 
 # images of --data on which `prune --search` re-estimates BN statistics of the pruned network
@@ -41,12 +40,14 @@ def run_search(net: Network, dataset, config: SearchConfig, bn_batch: np.ndarray
         raise DncompressError(f"--target-bflops {config.target_bflops:g} is not below the network's {full:.3f} "
                               "BFLOPs: nothing to prune")
     original = net.copy()
-    with click.progressbar(length=config.epochs * (len(dataset) // min(config.batch, len(dataset))), label="search",
-                           file=sys.stderr, item_show_func=lambda text: text, hidden=not sys.stderr.isatty()) as bar:
-        def on_step(log):
-            bar.update(1, f"epoch {log.epoch + 1} loss {log.loss:.2f} BFLOPs {log.bflops:.3f} | "
-                          f"{log.images_per_s:.1f} img/s")
-        indicators = search(net, dataset, config, on_step)
+    steps, done = config.epochs * (len(dataset) // min(config.batch, len(dataset))), 0
+
+    def on_step(log):
+        nonlocal done
+        done += 1
+        progress_lines(f"search: epoch {log.epoch + 1} loss {log.loss:.2f} BFLOPs {log.bflops:.3f} | "
+                       f"{log.images_per_s:.1f} img/s | step", done, steps)
+    indicators = search(net, dataset, config, on_step)
     threshold = indicators.threshold_for(config.target_bflops)
     searched = indicators.bflops()[0]
     if searched > 1.1 * config.target_bflops:
@@ -58,7 +59,7 @@ def run_search(net: Network, dataset, config: SearchConfig, bn_batch: np.ndarray
     pruned = apply_search(net, indicators, bn_batch, threshold)
     pruned.save(*outputs)
     report = pruning_report(original, pruned)
-    report.update(compare_models(original, pruned, dataset))
+    report.update(compare_models(original, pruned, dataset, progress=progress_lines))
     print_pruning_report(report)
     click.echo("(mAP and fidelity on the search set --data" + ("" if config.weight_lr == 0 else
                ", which the weights were trained on") + ")")
@@ -89,7 +90,7 @@ def run_energy_pruning(net: Network, ratio: float, calib: str | None, calib_imag
         preds = predict(candidate.forward, candidate.heads, dataset, *size, progress=False)
         return evaluate(preds, reference, net.heads[0].classes).map50
     batch = calibration_batch(calib, calib_images, *size, channels=net.info.channels)
-    pruned, steps = energy_aware_prune(net, batch, ratio, fidelity, max_drop)
+    pruned, steps = energy_aware_prune(net, batch, ratio, fidelity, max_drop, progress=progress_lines)
     pruned.save(*outputs)
     click.echo(f"{'layer':>5} {'energy':>7} {'density':>8} {'output error':>22} {'fidelity':>9}")
     for step in steps:
@@ -104,7 +105,7 @@ def run_energy_pruning(net: Network, ratio: float, calib: str | None, calib_imag
         a, b = before[key], after[key]
         click.echo(f"{label} {a:{fmt}} -> {b:{fmt}} ({1 - b / a:.1%} less)")
     if data_path:
-        print_comparison(compare_models(net, pruned, load_dataset(data_path)))
+        print_comparison(compare_models(net, pruned, load_dataset(data_path), progress=progress_lines))
     click.echo(f"wrote {outputs[0]} and {outputs[1]}")
 
 
@@ -119,7 +120,7 @@ def run_sensitivity(net: Network, criterion: str, ratios: list[float], dataset, 
         preds = predict(candidate.forward, candidate.heads, dataset, *size, progress=False)
         return evaluate(preds, dataset, classes).map50
     baseline = measure(net)
-    table = sensitivity(net, CRITERIA[criterion](net, calib=calib), ratios, measure)
+    table = sensitivity(net, CRITERIA[criterion](net, calib=calib), ratios, measure, progress=progress_lines)
     click.echo(f"mAP@0.5 with one group pruned (baseline {baseline:.4f})")
     click.echo(f"{'group':>8} " + " ".join(f"{r:>7g}" for r in ratios))
     for conv, row in sorted(table.items()):

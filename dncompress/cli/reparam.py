@@ -1,13 +1,14 @@
 """`dncompress reparam`: fold BN, RepVGG branches and stacked linear convs into single convs."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import numpy as np
 
 from ..errors import DncompressError
-from ..zoo import DEFAULT_MODEL, find_weights, resolve_cfg
 from ..layers.conv import refuse_xnor
-from .common import SELF_CONTAINED, model_arguments, open_network
+from .common import model_arguments, open_network
 
 
 @click.command("reparam")
@@ -25,22 +26,21 @@ def reparam_command(cfg, weights, prefix, force):
       dncompress reparam pruned.cfg pruned.weights --force
     """
     from ..fsutil import check_outputs
+    from ..model_io import save_model
     from ..reparam import head_difference, reparameterize
     from ..stats import summary
-    cfg_path = resolve_cfg(cfg or DEFAULT_MODEL)
-    weights_path = None if cfg_path.suffix in SELF_CONTAINED else find_weights(cfg_path, weights)
-    net = open_network(str(cfg_path), weights_path)
+    net = open_network(cfg, weights)
     refuse_xnor(net, "reparam")
-    prefix = prefix or f"{cfg_path.stem}-reparam"
+    prefix = prefix or f"{Path(net.file).stem}-reparam"
     outputs = [f"{prefix}.cfg", f"{prefix}.weights"]
-    check_outputs(outputs, [net.file, weights_path], force)
+    check_outputs(outputs, [net.file, net.weights_file], force)
     folded, bn_folded, folds = reparameterize(net)
     x = np.random.default_rng(0).random((1, *net.input_shape), dtype=np.float32)
     diff = head_difference(net, folded, x)
     if diff > 1e-4:
         raise DncompressError(f"the folded network differs from the original by {diff:.3g} of the output scale "
                               f"(> 1e-4); not written", outputs[0])
-    folded.save(*outputs)
+    save_model(folded, outputs)
     if bn_folded:
         click.echo(f"batchnorm folded into {len(bn_folded)} convs")
     for fold in folds:

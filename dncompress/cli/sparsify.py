@@ -9,7 +9,7 @@ from ..errors import DncompressError
 from ..sparse.activations import NEAR_ZERO
 from ..sparse.weights import NORMS, PATTERNS, SCOPES, SparsifyConfig
 from ..layers.conv import refuse_xnor
-from .common import Number, model_arguments, open_network, print_comparison
+from .common import Number, model_arguments, open_network, print_comparison, progress_lines
 
 
 def print_weight_sparsity(report: dict) -> None:
@@ -97,14 +97,12 @@ def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_firs
       dncompress sparsify yolov3-tiny --pattern unstructured --ratio 0.5 --bias-correction --calib images/
       dncompress sparsify yolov3-tiny --activation-threshold 0.05 --activations --data val/
     """
-    from ..cfg import write_cfg
     from ..data import calibration_batch, load_dataset
     from ..eval import compare_models
-    from ..fsutil import atomic_write_many, check_outputs
+    from ..fsutil import check_outputs
+    from ..model_io import save_models
     from ..sparse.activations import activation_stats, with_activation_masks
-    from ..sparse.format import sparse_chunks
     from ..sparse.weights import correct_bias, sparsify_network, weight_sparsity_report
-    from ..weights import weights_payload
     masks = activation_threshold > 0 or winner_rate < 1
     if pattern and ratio is None:
         raise DncompressError("--pattern needs --ratio (e.g. --ratio 0.5)")
@@ -124,7 +122,7 @@ def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_firs
     if config or masks:
         prefix = prefix or sparsify_prefix(Path(net.file).stem, config, activation_threshold, winner_rate)
         outputs = [f"{prefix}.cfg", f"{prefix}.weights"] + ([f"{prefix}.dns"] if config else [])
-        check_outputs(outputs, [net.file, weights], force)
+        check_outputs(outputs, [net.file, net.weights_file], force)
     sparse = net
     if config:
         sparse, _ = sparsify_network(net, config)
@@ -135,12 +133,9 @@ def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_firs
     if masks:
         sparse = with_activation_masks(sparse, activation_threshold, winner_rate)
     if outputs:
-        files = {outputs[0]: write_cfg(sparse.sections).encode(),
-                 outputs[1]: weights_payload(sparse.header, sparse.weight_tensors())}
         encodings: dict[int, str] = {}
-        if config:
-            files[outputs[2]] = sparse_chunks(sparse, config.group_size, encodings)
-        atomic_write_many(files)
+        targets = {"darknet": outputs[:2], **({"sparse": outputs[2:]} if config else {})}
+        save_models(sparse, targets, group=config.group_size if config else 1, encodings=encodings)
         sizes = {o: Path(o).stat().st_size / 1e6 for o in outputs}
         click.echo(f"wrote {' and '.join(outputs)}")
         if config:
@@ -156,4 +151,4 @@ def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_firs
             before = activation_stats(net, x)
             print_activation_sparsity(before, activation_stats(sparse, x) if sparse is not net else before, len(x))
         if sparse is not net:
-            print_comparison(compare_models(net, sparse, dataset))
+            print_comparison(compare_models(net, sparse, dataset, progress=progress_lines))

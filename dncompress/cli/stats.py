@@ -6,9 +6,7 @@ import json
 import click
 
 from ..errors import DncompressError
-from ..network import Network
-from ..zoo import DEFAULT_MODEL, find_weights, resolve_cfg
-from .common import SELF_CONTAINED, activation_limit, echo_warnings, imgsz_option, model_arguments, open_network
+from .common import imgsz_option, model_arguments, open_network
 
 
 def print_stats(figures: dict, skip_zeros: bool) -> None:
@@ -55,15 +53,10 @@ def stats_command(cfg, weights, imgsz, skip_zeros, as_json):
       dncompress stats sparse.cfg sparse.weights --skip-zeros
     """
     from ..stats import summary
-    width, height = imgsz if imgsz else (None, None)
-    cfg_path = resolve_cfg(cfg or DEFAULT_MODEL)
-    if skip_zeros and not weights and cfg_path.suffix not in SELF_CONTAINED:
+    from ..model_io import model_paths
+    if skip_zeros and not weights and model_paths(cfg)[1] is None:
         raise DncompressError("--skip-zeros counts nonzero weights: give WEIGHTS too")
-    if cfg_path.suffix in SELF_CONTAINED:
-        net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
-    else:
-        net = echo_warnings(Network.from_cfg(cfg_path, find_weights(cfg_path, weights) if weights else None,
-                                             width, height, activation_limit()))
+    net = open_network(cfg, weights, tuple(imgsz) if imgsz else None, load_weights=False)
     figures = summary(net, skip_zeros=skip_zeros)
     if as_json:
         click.echo(json.dumps(figures, indent=1))

@@ -1,7 +1,6 @@
 """`dncompress train`: Darknet's YOLOv3 loss and SGD schedule, with sparsity, distillation and kept zeros."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -9,7 +8,7 @@ import click
 from ..errors import DncompressError
 from ..network import Network
 from ..layers.conv import refuse_xnor
-from .common import Number, model_arguments, open_network
+from .common import Number, model_arguments, open_network, progress_lines
 
 
 def set_net_keys(net: Network, **values) -> None:
@@ -84,22 +83,14 @@ def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, l
         batch, subdivisions = (cfg_batch, subdivisions or cfg_subdivisions) if cfg_batch > 1 else (8, subdivisions)
     config = TrainConfig(epochs, batch, min(subdivisions or 1, batch), sparsity, augment, seed, keep_zeros,
                          frozen_bn)
-    bar = None
 
     def on_step(log):
-        nonlocal bar
-        if bar is None:
-            bar = click.progressbar(length=log.steps, label=f"epoch {log.epoch + 1}/{epochs}", file=sys.stderr,
-                                    item_show_func=lambda text: text, hidden=not sys.stderr.isatty())
-            bar.__enter__()
         parts = " ".join(f"{k} {v:.3f}" for k, v in log.loss.items())
-        bar.update(1, f"{parts} | {log.images_per_s:.1f} img/s lr {log.rate:.2g}")
+        progress_lines(f"epoch {log.epoch + 1}/{epochs} {parts} | {log.images_per_s:.1f} img/s lr {log.rate:.2g} "
+                       "| step", log.step + 1, log.steps)
 
     def on_epoch(epoch, record):
-        nonlocal bar
-        if bar is not None:
-            bar.__exit__(None, None, None)
-            bar = None
+        progress_lines.end()
         parts = " ".join(f"{k} {v:.3f}" for k, v in record["loss"].items())
         click.echo(f"epoch {epoch + 1}: loss/image {parts}; seen {net.header.seen}")
         click.echo(f"  {format_gamma_summary(record['gamma'])}")

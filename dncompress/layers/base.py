@@ -44,6 +44,11 @@ class Layer:
     approximated_keys: ClassVar[dict[str, tuple[tuple[str, ...], str]]] = {}
     # Darknet's .weights order; empty for layers without parameters
     param_names: ClassVar[tuple[str, ...]] = ()
+    # capabilities, read by the graph, the transforms and stats instead of testing section names:
+    is_conv: ClassVar[bool] = False       # a dense/grouped conv with filters, weights (O, C/g, k, k), optional BN
+    is_quantized: ClassVar[bool] = False  # fake-quantized weights/inputs ([quantize_convolutional])
+    is_head: ClassVar[bool] = False       # a detection head: forward returns its (raw) input
+    moves_data: ClassVar[bool] = True     # False: the output is the input itself or a view (costs no energy)
 
     def __init__(self, section: Section, index: int, shapes: list[Shape], net: NetInfo):
         self.section = section

@@ -53,6 +53,7 @@ class Detection(Layer):
     laid out as class probabilities per cell, then `num` confidences per cell, then `num` boxes per cell."""
 
     keys = frozenset({"classes", "coords", "num", "side", "softmax", "sqrt"})
+    is_head, moves_data = True, False
     training_keys = frozenset({"rescore", "jitter", "random", "reorg", "forced", "max_boxes", "object_scale",
                                "noobject_scale", "class_scale", "coord_scale", "max", "resize"})
 

@@ -173,6 +173,7 @@ def dilate_kernel(weights: np.ndarray, dilation: int) -> np.ndarray:
 
 @register("convolutional", "conv")
 class Convolutional(ConvKeys):
+    is_conv = True
     param_names = ("biases", "scales", "rolling_mean", "rolling_variance", "weights")
     # xnor=1: Darknet's CPU forward binarizes the weights (sign x mean|w| per filter) and the input (sign);
     # share_index=L: the conv uses layer L's weights, biases and BN (none of its own in .weights)
@@ -317,6 +318,8 @@ class QuantizeConvolutional(Convolutional):
     with bit keys, written by dncompress: symmetric weights per channel or tensor, activations over
     [act_min, act_max]),
     quant_scheme = per_channel | per_tensor (affine weights)."""
+
+    is_quantized = True
 
     keys = (Convolutional.keys - {"xnor"}) | {"bitw", "bita", "quant_weights", "quant_scheme", "act_min", "act_max"}
     unsupported_keys = ConvKeys.unsupported_keys

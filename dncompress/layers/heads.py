@@ -2,11 +2,8 @@
 into boxes lives in detect.py so the engine, ONNX and OpenCV comparisons all see the same tensors."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
-from ..cfg import CfgWarning
 from .base import Layer, register, positive
 
 
@@ -29,8 +26,8 @@ def _darknet_filled_anchors(layer: Layer) -> np.ndarray | None:
     if not len(values) < 2 * total <= 2 * 4096:
         return None
     where = ":".join(p for p in (layer.section.file, layer.section.where("anchors")) if p)
-    warnings.warn(f"{where}: anchors= gives {len(values)} numbers for num={total} ({2 * total} needed; a missing "
-                  "comma?); Darknet fills the rest with 0.5 and so does dncompress", CfgWarning, stacklevel=2)
+    layer.section.warnings.append(f"{where}: anchors= gives {len(values)} numbers for num={total} ({2 * total} "
+                                  "needed; a missing comma?); Darknet fills the rest with 0.5 and so does dncompress")
     return np.array(values + [0.5] * (2 * total - len(values)), dtype=np.float32).reshape(-1, 2)
 
 
@@ -53,6 +50,7 @@ def _masked_anchors(layer: Layer) -> tuple[np.ndarray, list[int]]:
 
 @register("yolo")
 class Yolo(Layer):
+    is_head, moves_data = True, False
     keys = frozenset({"classes", "anchors", "num", "mask", "ignore_thresh", "scale_x_y", "new_coords"})
     training_keys = frozenset({
         "jitter", "truth_thresh", "random", "iou_normalizer", "cls_normalizer", "obj_normalizer", "iou_loss",
@@ -91,6 +89,7 @@ class Yolo(Layer):
 class Region(Layer):
     """YOLOv2 head: anchors in grid units, softmax over classes."""
 
+    is_head, moves_data = True, False
     # tree= (YOLO9000's class hierarchy) and map= (class-id remapping) change only the decode, which refuses
     # them (detect.decode_region); the raw output, stats and export are unaffected
     keys = frozenset({"classes", "coords", "num", "anchors", "softmax", "tree", "map"})
@@ -130,6 +129,7 @@ class GaussianYolo(Layer):
     """Gaussian YOLOv3 head: per anchor x, y, w, h each as (mean, uncertainty), then objectness and classes
     (9 + classes channels). Decoded by detect.decode_gaussian_yolo (gaussian_yolo_layer.c)."""
 
+    is_head = True
     keys = frozenset({"classes", "anchors", "num", "mask", "scale_x_y"})
     training_keys = Yolo.training_keys | {"ignore_thresh"}
     unsupported_keys = Yolo.unsupported_keys

@@ -12,8 +12,10 @@ from .conv import activation_of
 
 @register("route")
 class Route(Layer):
-    keys = frozenset({"layers", "groups", "group_id"})
     """Concatenates along channels; with groups/group_id takes slice group_id of each input first."""
+
+    moves_data = False
+    keys = frozenset({"layers", "groups", "group_id"})
 
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)

@@ -70,6 +70,7 @@ class Upsample(Layer):
 class Dropout(Layer):
     """Identity at inference."""
 
+    moves_data = False
     training_keys = frozenset({"probability", "dropblock", "dropblock_size_rel", "dropblock_size_abs"})
 
     def forward(self, xs):

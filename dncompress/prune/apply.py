@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine.activations import ACTIVATIONS
+from ..layers import CONV_TYPES  # noqa: F401 (re-exported: prune modules import it from here)
 from ..network import Network
 from .groups import Channel, channel_maps
-
-CONV_TYPES = ("convolutional", "quantize_convolutional")
 
 
 def _activate(name: str, values: np.ndarray) -> np.ndarray:
@@ -25,7 +24,7 @@ def removed_constants(net: Network, keep: set[Channel]) -> list[np.ndarray]:
     for layer, channels in zip(net.layers, maps):
         removed = np.array([ch not in keep and ch[0] >= 0 for ch in channels])
         sources = [consts[i] if i >= 0 else input_const for i in layer.inputs]
-        if layer.type in CONV_TYPES:
+        if layer.is_conv:
             beta = layer.params["biases"]
             value = _activate(layer.activation, beta)
         elif layer.type == "route":
@@ -63,13 +62,13 @@ def prune_network(net: Network, keep: set[Channel], with_compensation: bool = Tr
     sections = [net.net_section.copy()]
     for layer in net.layers:
         section = layer.section.copy()
-        if layer.type in CONV_TYPES:
+        if layer.is_conv:
             section.options["filters"] = str(len(kept[layer.index]))
         sections.append(section)
     pruned = net.derive(sections)
     input_kept = np.arange(net.input_shape[0])
     for old, new in zip(net.layers, pruned.layers):
-        if old.type not in CONV_TYPES:
+        if not old.is_conv:
             continue
         source = old.inputs[0]
         params = dict(old.params)

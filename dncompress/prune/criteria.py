@@ -13,14 +13,14 @@ def bn_gamma(net: Network, **_) -> dict[int, np.ndarray]:
     """Network slimming: |BN gamma|. Convs without BN (in the usual cfgs only the detection heads, which
     are never pruned) fall back to |bias| so every conv has a score."""
     return {layer.index: np.abs(layer.params["scales"] if layer.batch_normalize else layer.params["biases"])
-            for layer in net.layers if layer.type in ("convolutional", "quantize_convolutional")}
+            for layer in net.layers if layer.is_conv}
 
 
 def _weight_norm(net: Network, order: int) -> dict[int, np.ndarray]:
     """Norm of each filter of the folded conv (BN scale included, so filters compare across layers
     only through what they actually output)."""
     return {layer.index: np.linalg.norm(layer.folded()[0].reshape(layer.filters, -1), ord=order, axis=1)
-            for layer in net.layers if layer.type in ("convolutional", "quantize_convolutional")}
+            for layer in net.layers if layer.is_conv}
 
 
 def l1_norm(net: Network, **_) -> dict[int, np.ndarray]:
@@ -35,7 +35,7 @@ def activation_mean(net: Network, calib: np.ndarray | None = None, **_) -> dict[
     """Mean |output| of each channel over calibration images (N, C, H, W)."""
     if calib is None:
         raise DncompressError("--criterion activation needs calibration images (--calib DIR)")
-    convs = [layer.index for layer in net.layers if layer.type in ("convolutional", "quantize_convolutional")]
+    convs = [layer.index for layer in net.layers if layer.is_conv]
     outputs = net.forward(calib, keep=set(convs))
     return {i: np.abs(out).mean(axis=(0, 2, 3)) for i, out in zip(sorted(convs), outputs)}
 
@@ -44,7 +44,7 @@ def random_scores(net: Network, seed: int = 0, **_) -> dict[int, np.ndarray]:
     """A baseline: random importance (a pruning method should beat it)."""
     rng = np.random.default_rng(seed)
     return {layer.index: rng.random(layer.filters)
-            for layer in net.layers if layer.type in ("convolutional", "quantize_convolutional")}
+            for layer in net.layers if layer.is_conv}
 
 
 CRITERIA: dict[str, Callable[..., dict[int, np.ndarray]]] = {

@@ -5,16 +5,14 @@ by least squares on calibration feature maps. The walk stops when fidelity drops
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable
 
-import click
 import numpy as np
 
 from ..engine.conv import im2col
 from ..network import Network
+from ..progress import Progress, counted
 from ..stats import layer_costs
-from .apply import CONV_TYPES
 from .reconstruct import bn_scale
 
 # columns of im2col multiplied at once when accumulating Gram matrices (bounds memory on early layers)
@@ -139,7 +137,7 @@ class EnergyStep:
 def energy_order(net: Network) -> list[int]:
     """Conv layer indices (groups=1), highest estimated energy first."""
     costs = layer_costs(net)
-    convs = [layer.index for layer in net.layers if layer.type in CONV_TYPES and layer.groups == 1]
+    convs = [layer.index for layer in net.layers if layer.is_conv and layer.groups == 1]
     return sorted(convs, key=lambda i: -costs[i].total_energy)
 
 
@@ -182,7 +180,7 @@ def prune_conv(layer, x_original: np.ndarray, x_pruned: np.ndarray, ratio: float
 
 def energy_aware_prune(net: Network, calib: np.ndarray, ratio: float, fidelity: Callable[[Network], float],
                        max_drop: float, overshoot: float = 0.1, ridge: float = 0.1,
-                       progress: bool = True) -> tuple[Network, list[EnergyStep]]:
+                       progress: Progress | bool | None = None) -> tuple[Network, list[EnergyStep]]:
     """Prune `ratio` of the weights of each conv, highest energy first, until fidelity(pruned) (1.0 for the
     original) falls below 1 - max_drop; the conv that crossed the bound is restored. `net` is unchanged."""
     pruned = net.copy()
@@ -190,20 +188,18 @@ def energy_aware_prune(net: Network, calib: np.ndarray, ratio: float, fidelity: 
     original_inputs = conv_inputs(net, order, calib)
     energies = {c.index: c.total_energy for c in layer_costs(net)}
     steps: list[EnergyStep] = []
-    with click.progressbar(order, label="energy-aware prune", file=sys.stderr,
-                           hidden=not progress or not sys.stderr.isatty()) as bar:
-        for index in bar:
-            layer = pruned.layers[index]
-            x_pruned = conv_inputs(pruned, [index], calib)[index]
-            before = dict(layer.params)
-            params, error_magnitude, error = prune_conv(layer, original_inputs[index], x_pruned, ratio, overshoot,
-                                                        ridge)
-            layer.set_params(**params)
-            score = fidelity(pruned)
-            accepted = score >= 1 - max_drop
-            steps.append(EnergyStep(index, energies[index], float(np.count_nonzero(params["weights"]))
-                                    / params["weights"].size, error_magnitude, error, score, accepted))
-            if not accepted:
-                layer.set_params(**before)
-                break
+    for index in counted(order, "energy-aware prune", progress):
+        layer = pruned.layers[index]
+        x_pruned = conv_inputs(pruned, [index], calib)[index]
+        before = dict(layer.params)
+        params, error_magnitude, error = prune_conv(layer, original_inputs[index], x_pruned, ratio, overshoot,
+                                                    ridge)
+        layer.set_params(**params)
+        score = fidelity(pruned)
+        accepted = score >= 1 - max_drop
+        steps.append(EnergyStep(index, energies[index], float(np.count_nonzero(params["weights"]))
+                                / params["weights"].size, error_magnitude, error, score, accepted))
+        if not accepted:
+            layer.set_params(**before)
+            break
     return pruned, steps

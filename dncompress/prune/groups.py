@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import DncompressError
-from ..layers import HEAD_TYPES
 from ..network import Network
 
 Channel = tuple[int, int]          # (conv layer index, output channel); (-1, c) is the network input
@@ -48,7 +47,7 @@ def channel_maps(net: Network) -> list[list[Channel]]:
     input_map = [(-1, c) for c in range(net.input_shape[0])]
     for layer in net.layers:
         sources = [maps[i] if i >= 0 else input_map for i in layer.inputs]
-        if layer.type in ("convolutional", "quantize_convolutional"):
+        if layer.is_conv:
             maps.append([(layer.index, c) for c in range(layer.filters)])
         elif layer.type in CHANNEL_MIXING and not layer.param_shapes():
             maps.append([(-1, c) for c in range(layer.out_shape[0])])
@@ -81,7 +80,7 @@ def channel_groups(net: Network) -> list[ChannelGroup]:
     uf = UnionFind()
     blocked: set[int] = set()
     for layer in net.layers:
-        if layer.type in ("convolutional", "quantize_convolutional"):
+        if layer.is_conv:
             for c in range(layer.filters):
                 uf.find((layer.index, c))
             if layer.groups > 1:
@@ -106,7 +105,7 @@ def channel_groups(net: Network) -> list[ChannelGroup]:
                 for g in range(1, layer.groups):
                     for c in range(part):
                         uf.union(src[c], src[g * part + c])
-        elif layer.type in HEAD_TYPES:
+        elif layer.is_head:
             blocked.update(conv for conv, _ in maps[layer.inputs[0]])
     members: dict[Channel, list[Channel]] = {}
     for ch in list(uf.parent):

@@ -2,16 +2,14 @@
 channels so that, on calibration images, it reproduces the unpruned network's pre-activation output."""
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
-import click
 import numpy as np
 
 from ..engine.conv import conv2d, im2col
 from ..layers import Layer
 from ..network import Network
-from .apply import CONV_TYPES
+from ..progress import Progress, sink
 from .groups import Channel, channel_maps
 
 
@@ -76,19 +74,19 @@ def refit_layer(old, new, outputs: np.ndarray, x_old: np.ndarray, x_new: np.ndar
 
 
 def reconstruct(original: Network, pruned: Network, keep: set[Channel], calib: np.ndarray,
-                ridge: float = 0.1, max_rows: int = 30000, seed: int = 0, progress: bool = True) -> list[int]:
+                ridge: float = 0.1, max_rows: int = 30000, seed: int = 0,
+                progress: Progress | bool | None = None) -> list[int]:
     """Refit, in network order, each conv of `pruned` (made from `original` with `keep`) whose input has
     fewer channels than in `original`, on the outputs of the already-refitted layers before it.
     Both networks run once over calib (N, C, H, W), side by side. Returns the refitted layer indices."""
     rng = np.random.default_rng(seed)
     maps = channel_maps(original)
     targets = [new.index for old, new in zip(original.layers, pruned.layers)
-               if new.type in CONV_TYPES and new.groups == 1 and new.in_shapes[0][0] < old.in_shapes[0][0]]
-    with click.progressbar(length=len(targets), label="reconstruct", file=sys.stderr,
-                           hidden=not progress or not sys.stderr.isatty()) as bar:
-        for (old, old_xs), (new, new_xs) in zip(forward_in_order(original, calib), forward_in_order(pruned, calib)):
-            if new.index in targets:
-                outputs = np.array([c for c, ch in enumerate(maps[old.index]) if ch in keep])
-                refit_layer(old, new, outputs, old_xs[0], new_xs[0], rng, ridge, max_rows)
-                bar.update(1)
+               if new.is_conv and new.groups == 1 and new.in_shapes[0][0] < old.in_shapes[0][0]]
+    report = sink(progress)
+    for (old, old_xs), (new, new_xs) in zip(forward_in_order(original, calib), forward_in_order(pruned, calib)):
+        if new.index in targets:
+            outputs = np.array([c for c, ch in enumerate(maps[old.index]) if ch in keep])
+            refit_layer(old, new, outputs, old_xs[0], new_xs[0], rng, ridge, max_rows)
+            report("reconstruct", targets.index(new.index) + 1, len(targets))
     return targets

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from ..network import Network
 from ..stats import layer_costs, summary
-from .apply import CONV_TYPES
 from .groups import channel_groups
 
 
@@ -11,7 +10,7 @@ def pruning_report(original: Network, pruned: Network) -> dict:
     before, after = summary(original), summary(pruned)
     layers = []
     for old, new, cost_old, cost_new in zip(original.layers, pruned.layers, layer_costs(original), layer_costs(pruned)):
-        if old.type in CONV_TYPES:
+        if old.is_conv:
             layers.append({"index": old.index, "filters": [old.filters, new.filters],
                            "params": [cost_old.params, cost_new.params], "bflops": [cost_old.bflops, cost_new.bflops]})
     prunable = {conv for g in channel_groups(original) if g.prunable for conv in g.convs}

@@ -17,7 +17,7 @@ from ..train.augment import Augment
 from ..train.loop import accumulate
 from ..train.optim import SGD, Schedule
 from ..train.runner import TrainRun
-from .apply import CONV_TYPES, prune_network
+from .apply import prune_network
 from .groups import Channel, channel_groups, channel_maps
 
 THRESHOLD = 0.5
@@ -53,7 +53,7 @@ class Indicators:
         self.net = net
         self.groups = [g for g in channel_groups(net) if g.prunable]
         self.values = np.ones(sum(len(g.positions) for g in self.groups))
-        convs = [layer for layer in net.layers if layer.type in CONV_TYPES]
+        convs = [layer for layer in net.layers if layer.is_conv]
         self.offset = {}
         total = 0
         for layer in convs:

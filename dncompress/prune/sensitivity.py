@@ -1,14 +1,13 @@
 """Per-group sensitivity: prune one channel group at a time at several ratios and measure accuracy."""
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
-import click
 import cv2
 import numpy as np
 
 from ..network import Network
+from ..progress import Progress, sink
 from .apply import prune_network
 from .groups import ChannelGroup, channel_groups
 from .plan import position_scores
@@ -25,19 +24,19 @@ def keep_for_one_group(groups: list[ChannelGroup], target: ChannelGroup, scores,
 
 
 def sensitivity(net: Network, scores, ratios: list[float], measure: Callable[[Network], float],
-                progress: bool = True) -> dict[int, list[float]]:
+                progress: Progress | bool | None = None) -> dict[int, list[float]]:
     """{first conv of each prunable group: [accuracy at each ratio]} with every other group untouched."""
     groups = channel_groups(net)
     prunable = [g for g in groups if g.prunable]
     table = {}
-    with click.progressbar(length=len(prunable) * len(ratios), label="sensitivity", file=sys.stderr,
-                           hidden=not progress or not sys.stderr.isatty()) as bar:
-        for group in prunable:
-            row = []
-            for ratio in ratios:
-                row.append(measure(prune_network(net, keep_for_one_group(groups, group, scores, ratio))))
-                bar.update(1)
-            table[group.convs[0]] = row
+    report, done = sink(progress), 0
+    for group in prunable:
+        row = []
+        for ratio in ratios:
+            row.append(measure(prune_network(net, keep_for_one_group(groups, group, scores, ratio))))
+            done += 1
+            report("sensitivity", done, len(prunable) * len(ratios))
+        table[group.convs[0]] = row
     return table
 
 

@@ -13,12 +13,12 @@ import numpy as np
 from ..engine.quantize import (affine_params, fake_quantize, fake_quantize_float32, signed_range, snap_to_grid,
                                symmetric_scale, unsigned_range)
 from ..errors import DncompressError
-from ..layers import HEAD_TYPES, LAYERS
+from ..graph import is_plain_conv
+from ..layers import LAYERS
 from ..network import Network
 from .calibrate import activation_range, output_error_clip, output_error_range, weight_clip
 from .gptq import gptq_round, sample_columns
 
-CONV_TYPES = ("convolutional",)
 ROUNDINGS = ("gptq", "nearest")
 
 
@@ -42,13 +42,13 @@ def layer_bits(net: Network, config: QuantConfig) -> dict[int, int]:
         if layer.type == "quantize_convolutional":
             raise DncompressError(f"layer {layer.index} is already [quantize_convolutional]; quantize the float "
                                   "model (re-quantizing would stack two grids)", net.file)
-        if layer.param_shapes() and layer.type not in CONV_TYPES:
+        if layer.param_shapes() and not is_plain_conv(layer):
             raise DncompressError(f"layer {layer.index} [{layer.type}] cannot be quantized (quantize handles "
                                   "[convolutional] layers only)", net.file)
     if config.layer_bits is not None:
         return dict(config.layer_bits)
-    convs = [layer.index for layer in net.layers if layer.type in CONV_TYPES]
-    special = {convs[0]} | {h.inputs[0] for h in net.layers if h.type in HEAD_TYPES}
+    convs = [layer.index for layer in net.layers if is_plain_conv(layer)]
+    special = {convs[0], *net.graph.head_inputs}
     return {i: config.keep_first_last if config.keep_first_last and i in special else config.bits for i in convs}
 
 
@@ -106,7 +106,7 @@ def walk(net: Network, calib: np.ndarray, chosen: dict[int, int], replace: Calla
     each chosen layer call `replace(layer, its input (N, C, H, W))` for the layer that runs instead, so
     every later layer sees the quantized network's own activations. One forward pass in all."""
     outputs = {-1: calib}
-    last_use = net._last_use
+    last_use = net.last_use
     for layer in net.layers:
         xs = [outputs[i] for i in layer.inputs]
         runner = replace(layer, xs[0]) if layer.index in chosen else layer

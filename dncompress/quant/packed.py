@@ -17,8 +17,7 @@ import numpy as np
 
 from ..cfg import parse_cfg, write_cfg
 from ..engine.quantize import channel_max_abs, dequantize, quantize, signed_range, symmetric_scale
-from ..errors import DncompressError
-from ..fsutil import atomic_write, read_framed
+from ..fsutil import atomic_write, open_framed
 from ..network import Network
 
 MAGIC = b"DNCQ"
@@ -70,18 +69,9 @@ def write_packed(net: Network, path: str | Path) -> int:
 def read_packed(path: str | Path) -> Network:
     """A Network from a .dnq file."""
     path = Path(path)
-    data, cfg, offset = read_framed(path, MAGIC, VERSION, "packed")
+    cfg, reader = open_framed(path, MAGIC, VERSION, "packed")
     net = Network(parse_cfg(cfg, str(path)), str(path))
-
-    def take(count: int, dtype: str = "<f4") -> np.ndarray:
-        nonlocal offset
-        size = count * np.dtype(dtype).itemsize
-        if offset + size > len(data):
-            raise DncompressError("file ends early; it is truncated", str(path))
-        values = np.frombuffer(data, dtype, count, offset)
-        offset += size
-        return values
-
+    take = reader.take
     for layer in net.layers:
         shapes = layer.param_shapes()
         if not shapes:
@@ -97,8 +87,7 @@ def read_packed(path: str | Path) -> Network:
             layer.set_params(biases=biases, weights=weights)
         else:
             layer.set_params(**{name: take(int(np.prod(shape))).reshape(shape).copy() for name, shape in shapes.items()})
-    if offset != len(data):
-        raise DncompressError(f"{len(data) - offset} bytes left over after the last layer", str(path))
+    reader.finish()
     net.check_params(str(path))
     return net
 

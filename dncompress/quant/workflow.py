@@ -13,16 +13,16 @@ import numpy as np
 from ..data import calibration_batch, load_dataset
 from ..errors import DncompressError
 from ..eval import compare_models
-from ..export.onnx import check_parity, save_onnx
-from ..fsutil import atomic_write, check_outputs
+from ..fsutil import check_outputs
+from ..model_io import FORMATS as MODEL_FORMATS
 from ..network import Network
 from ..zoo import samples_folder
-from .apply import QuantConfig, layer_bits, plain_convolutional, quantize_network
+from .apply import QuantConfig, layer_bits, quantize_network
 from .mixed import Sensitivity, allocate, sensitivity
-from .packed import packed_size, write_packed
+from .packed import packed_size
 
-FORMATS = {"packed": [".dnq"], "darknet-q": [".cfg", ".weights"], "darknet": [".cfg", ".weights"],
-           "onnx": [".onnx"], "onnx-int8": [".onnx"]}
+# the formats quantize writes (model_io.FORMATS: files, writers)
+FORMATS = {name: list(MODEL_FORMATS[name].suffixes) for name in ("packed", "darknet-q", "darknet", "onnx", "onnx-int8")}
 # few calibration images: add their mirror images (more input positions for ranges and Hessians)
 FLIP_BELOW = 32
 SENSITIVITY_IMAGES = 8
@@ -157,20 +157,7 @@ class Candidate:
 
 
 def write_formats(quantized: Network, outputs: dict[str, list[str]], calib: np.ndarray, opset: int) -> dict[str, int]:
-    """Write each format's files; returns bytes on disk per format."""
-    from .qdq import build_qdq_onnx
-    for fmt, paths in outputs.items():
-        if fmt == "darknet-q":
-            quantized.save(*paths)
-        elif fmt == "darknet":
-            plain_convolutional(quantized).save(*paths)
-        elif fmt == "onnx":
-            model = build_qdq_onnx(quantized, opset)
-            check_parity(quantized, model, paths[0])
-            save_onnx(model, paths[0])
-        elif fmt == "onnx-int8":
-            from .ort_int8 import onnxruntime_int8
-            atomic_write(paths[0], [onnxruntime_int8(quantized, calib, opset)])
-        else:
-            write_packed(quantized, paths[0])
+    """Write each format's files (model_io, all or none); returns bytes on disk per format."""
+    from ..model_io import save_models
+    save_models(quantized, outputs, calib=calib, opset=opset)
     return {fmt: sum(Path(p).stat().st_size for p in paths) for fmt, paths in outputs.items()}

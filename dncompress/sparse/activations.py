@@ -11,7 +11,6 @@ from ..engine.conv import conv2d
 from ..network import Network
 
 NEAR_ZERO = 0.01
-CONV_TYPES = ("convolutional", "quantize_convolutional")
 
 
 @dataclasses.dataclass
@@ -64,7 +63,7 @@ def conv_activity(layer, x: np.ndarray, y: np.ndarray) -> ConvActivity:
 
 def activation_stats(net: Network, images: np.ndarray, batch: int = 4) -> dict[int, ConvActivity]:
     """Conv index -> its ConvActivity over `images` (N, C, H, W), `batch` images per forward pass."""
-    stats = {layer.index: ConvActivity(layer.index) for layer in net.layers if layer.type in CONV_TYPES}
+    stats = {layer.index: ConvActivity(layer.index) for layer in net.layers if layer.is_conv}
 
     def probe(layer, xs):
         y = layer.forward(xs)
@@ -79,10 +78,9 @@ def activation_stats(net: Network, images: np.ndarray, batch: int = 4) -> dict[i
 def with_activation_masks(net: Network, threshold: float = 0.0, winner_rate: float = 1.0) -> Network:
     """A copy of `net` whose convs carry `activation_threshold` / `winner_rate` keys, except the convs feeding
     a head (they emit raw logits)."""
-    heads = {i for head in net.heads for i in head.inputs}
     sections = [s.copy() for s in net.sections]
     for layer, section in zip(net.layers, sections[1:]):
-        if layer.type in CONV_TYPES and layer.index not in heads:
+        if layer.is_conv and not net.graph.feeds_head(layer.index):
             if threshold:
                 section.options["activation_threshold"] = f"{threshold:g}"
             if winner_rate < 1:

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..engine.activations import ACTIVATIONS
 from ..engine.sparse_conv import conv2d_group_sparse, group_sparse
+from ..graph import is_plain_conv
 from ..layers import Layer
 from ..network import Network
 
@@ -16,7 +17,7 @@ class SparseEngine:
     def __init__(self, net: Network, group: int):
         self.net = net
         self.kernels = {layer.index: group_sparse(layer.folded()[0], group) for layer in net.layers
-                        if layer.type == "convolutional" and layer.groups == 1}
+                        if is_plain_conv(layer) and layer.groups == 1}
 
     def run(self, layer: Layer, xs: list[np.ndarray]) -> np.ndarray:
         """Network.forward's `run`: one layer, sparse where a kernel exists."""

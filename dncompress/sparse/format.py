@@ -22,7 +22,8 @@ import numpy as np
 
 from ..cfg import parse_cfg, write_cfg
 from ..errors import DncompressError
-from ..fsutil import atomic_write, read_framed
+from ..fsutil import ByteReader, atomic_write, read_framed
+from ..graph import is_plain_conv
 from ..network import Network
 from ..weights import parse_header
 
@@ -72,7 +73,7 @@ def sparse_chunks(net: Network, group: int = 1, encodings: dict[int, str] | None
         chunks += [layer.params[name].astype("<f4").tobytes() for name in names if name != "weights"]
         if "weights" in names:
             weights = layer.params["weights"]
-            if layer.type == "convolutional":
+            if is_plain_conv(layer):
                 encoded = encode_weights(weights, group)
                 chunks += encoded
                 if encodings is not None:
@@ -94,17 +95,8 @@ def sparse_size(net: Network, group: int = 1) -> int:
     return sum(len(chunk) for chunk in sparse_chunks(net, group))
 
 
-class _Reader:
-    def __init__(self, data: bytes, path: str):
-        self.data, self.path, self.offset = data, path, 0
-
-    def take(self, count: int, dtype: str = "<f4") -> np.ndarray:
-        size = count * np.dtype(dtype).itemsize
-        if self.offset + size > len(self.data):
-            raise DncompressError("file ends early; it is truncated", self.path)
-        values = np.frombuffer(self.data, dtype, count, self.offset)
-        self.offset += size
-        return values
+class _Reader(ByteReader):
+    """The body of a .dns file: ByteReader plus the encoded conv weights."""
 
     def weights(self, shape: tuple[int, ...]) -> np.ndarray:
         out_c, width = shape[0], int(np.prod(shape[1:]))
@@ -140,18 +132,16 @@ def read_sparse(path: str | Path) -> Network:
     data, cfg, offset = read_framed(path, MAGIC, VERSION, "sparse")
     net = Network(parse_cfg(cfg, str(path)), str(path))
     net.header = parse_header(data[offset:], str(path))
-    reader = _Reader(data, str(path))
-    reader.offset = offset + net.header.nbytes
+    reader = _Reader(data, offset + net.header.nbytes, path)
     for layer in net.layers:
         shapes = layer.param_shapes()
         params = {name: reader.take(int(np.prod(shape))).reshape(shape).copy()
                   for name, shape in shapes.items() if name != "weights"}
         if "weights" in shapes:
-            params["weights"] = reader.weights(shapes["weights"]) if layer.type == "convolutional" else \
+            params["weights"] = reader.weights(shapes["weights"]) if is_plain_conv(layer) else \
                 reader.take(int(np.prod(shapes["weights"]))).reshape(shapes["weights"]).copy()
         if params:
             layer.set_params(**params)
-    if reader.offset != len(data):
-        raise DncompressError(f"{len(data) - reader.offset} bytes left over after the last layer", str(path))
+    reader.finish()
     net.check_params(str(path))
     return net

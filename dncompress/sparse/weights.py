@@ -10,6 +10,7 @@ import numpy as np
 
 from ..engine.conv import conv2d
 from ..errors import DncompressError
+from ..graph import is_plain_conv
 from ..layers.conv import Convolutional
 from ..network import Network
 from ..stats import zero_weights
@@ -44,11 +45,10 @@ class SparsifyConfig:
 def eligible_convs(net: Network, skip_first_last: bool) -> list:
     """Plain [convolutional] layers (quantized ones keep their grid); with skip_first_last, not the first conv
     nor the convs feeding a detection head."""
-    convs = [layer for layer in net.layers if layer.type == "convolutional"]
+    convs = [layer for layer in net.layers if is_plain_conv(layer)]
     if not skip_first_last:
         return convs
-    feeding_heads = {i for head in net.heads for i in head.inputs}
-    return [layer for layer in convs[1:] if layer.index not in feeding_heads]
+    return [layer for layer in convs[1:] if not net.graph.feeds_head(layer.index)]
 
 
 def group_norms(weights: np.ndarray, group: int, norm: str = "l2") -> np.ndarray:
@@ -107,7 +107,7 @@ def correct_bias(original: Network, sparse: Network, calib: np.ndarray) -> list[
     --bias-correction does: the folded bias moves by -E[conv(x, W_sparse - W)] per filter (BN convs through
     their running mean), x being the original network's input to the layer (on coco12 this beats matching
     means layer after layer through the sparse network). Returns the convs corrected."""
-    changed = [new.index for old, new in zip(original.layers, sparse.layers) if new.type == "convolutional"
+    changed = [new.index for old, new in zip(original.layers, sparse.layers) if is_plain_conv(new)
                and not np.array_equal(old.params["weights"], new.params["weights"])]
     wanted = {original.layers[i].inputs[0] for i in changed} - {-1}
     inputs = dict(zip(sorted(wanted), original.forward(calib, keep=wanted)))

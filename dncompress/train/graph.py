@@ -264,3 +264,17 @@ class IdentityTrain:
     @staticmethod
     def backward(layer, grad, cache):
         return [grad], {}
+
+
+# Layers read for inference and export but without a training forward/backward, and why (TrainRun names
+# the reason; tests/test_layer_graph.py checks every registered layer is trainable or listed here).
+_INFERENCE_ONLY = "read for inference and export (Darknet-world cfgs); no training path implemented yet"
+NOT_TRAINABLE: dict[str, str] = {
+    **{name: f"classifier layer, {_INFERENCE_ONLY}" for name in
+       ("avgpool", "softmax", "cost", "connected", "crop", "batchnorm", "contrastive")},
+    "detection": f"YOLOv1 head (its loss is not implemented), {_INFERENCE_ONLY}",
+    "gaussian_yolo": f"Gaussian YOLOv3 head (its uncertainty loss is not implemented), {_INFERENCE_ONLY}",
+    **{name: _INFERENCE_ONLY for name in ("local", "local_avgpool", "reorg", "reorg3d", "sam", "scale_channels")},
+    **{name: f"recurrent layer (training needs backpropagation through time steps), {_INFERENCE_ONLY}"
+       for name in ("rnn", "gru", "lstm", "crnn")},
+}

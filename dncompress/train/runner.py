@@ -6,7 +6,7 @@ import numpy as np
 from ..errors import DncompressError
 from ..network import Network
 from .frozen import FROZEN_BN_LAYERS
-from .graph import TRAIN_LAYERS, update_running_stats
+from .graph import NOT_TRAINABLE, TRAIN_LAYERS, update_running_stats
 
 
 class TrainRun:
@@ -20,7 +20,8 @@ class TrainRun:
                  input_grad: bool = False, param_grads: bool = True, frozen_bn: bool = False):
         for layer in net.layers:
             if layer.type not in TRAIN_LAYERS:
-                raise DncompressError(f"layer {layer.index} [{layer.type}] cannot be trained; trainable: "
+                why = f" ({NOT_TRAINABLE[layer.type]})" if layer.type in NOT_TRAINABLE else ""
+                raise DncompressError(f"layer {layer.index} [{layer.type}] cannot be trained{why}; trainable: "
                                       + ", ".join(f"[{t}]" for t in sorted(TRAIN_LAYERS)), net.file)
         self.net = net
         self.dtype = dtype

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layers import HEAD_TYPES
 from ..network import Network
 
 NEAR_ZERO = 0.01
@@ -12,9 +11,8 @@ HISTOGRAM_EDGES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, np.inf)
 
 def prunable_bn_layers(net: Network) -> list[int]:
     """Indices of BN convs whose output does not feed a [yolo]/[region] head (those keep every channel)."""
-    feeds_head = {i for layer in net.layers if layer.type in HEAD_TYPES for i in layer.inputs}
     return [layer.index for layer in net.layers
-            if getattr(layer, "batch_normalize", False) and layer.index not in feeds_head]
+            if getattr(layer, "batch_normalize", False) and not net.graph.feeds_head(layer.index)]
 
 
 def add_l1_subgradient(net: Network, grads: dict[int, dict[str, np.ndarray]], strength: float, batch: int) -> None:
