@@ -43,3 +43,27 @@ def test_banded_conv_keeps_float64():
     y = conv.conv2d_banded(x, wt, None, 1, 1)
     assert y.dtype == np.float64
     np.testing.assert_allclose(y, brute_conv(x, wt, np.zeros(3), 1, 1, 1), atol=1e-10)
+
+
+@pytest.mark.parametrize("k, stride, pad, h, w", [(3, 1, 1, 11, 9), (3, 2, 1, 12, 13), (2, 2, 0, 10, 6)])
+def test_banded_conv_backward_matches_the_whole_image_one(monkeypatch, two_threads, k, stride, pad, h, w):
+    """Input and weight gradients of the banded backward equal the im2col/col2im ones (float64)."""
+    from dncompress.engine import backward
+    rng = np.random.default_rng(k * 3 + h)
+    x = rng.normal(size=(3, 4, h, w))
+    wt = rng.normal(size=(5, 4, k, k))
+    ho, wo = conv.conv_output_size(h, k, stride, pad), conv.conv_output_size(w, k, stride, pad)
+    grad = rng.normal(size=(3, 5, ho, wo))
+    whole = backward.conv2d_backward(x, wt, grad, stride, pad)
+    monkeypatch.setattr(backward, "COLUMN_BLOCK", 4 * k * k * wo - 1)
+    calls = []
+    original = backward.conv2d_backward_banded
+    monkeypatch.setattr(backward, "conv2d_backward_banded", lambda *a: calls.append(a) or original(*a))
+    banded = backward.conv2d_backward(x, wt, grad, stride, pad)
+    assert calls
+    for a, b in zip(banded, whole):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+    dx, dw = backward.conv2d_backward(x, wt, grad, stride, pad, need_input=False)
+    assert dx is None and np.allclose(dw, whole[1])
+    dx, dw = backward.conv2d_backward(x, wt, grad, stride, pad, need_weights=False)
+    assert dw is None and np.allclose(dx, whole[0])
