@@ -37,19 +37,25 @@ SPIN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n  
 DATA = Path(os.environ.get("DNCOMPRESS_DATA", "/work/shared/data"))
 
 
-def medians_ms(fns: dict, runs: int, warmup: int = 2, block: int = 5) -> dict:
+def medians_ms(fns: dict, runs: int, warmup: int = 2, block: int = 5, cpu: dict | None = None) -> dict:
     """Median ms per function. Backends take turns in blocks of `block` runs: machine load still hits all
     alike, while one backend's idle-spinning worker threads do not slow the next one's single run, as
-    strict run-by-run alternation does."""
+    strict run-by-run alternation does. `cpu`, if given, receives the median CPU ms of each (all threads
+    of this process: with one thread per backend the work done, which other processes disturb less than
+    the wall clock)."""
     times = {name: [] for name in fns}
+    cpu_times = {name: [] for name in fns}
     while min(len(t) for t in times.values()) < runs:
         for name, fn in fns.items():
             for _ in range(warmup):
                 fn()
             for _ in range(block):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 fn()
                 times[name].append((time.perf_counter() - start) * 1e3)
+                cpu_times[name].append((time.process_time() - start_cpu) * 1e3)
+    if cpu is not None:
+        cpu.update({name: statistics.median(t) for name, t in cpu_times.items()})
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -224,7 +230,7 @@ def main() -> None:
                 print_layer_times(models, layer_times(models, blob, args.runs))
             models = {}
         with tempfile.TemporaryDirectory() as tmp:
-            medians = {}
+            medians, cpu_medians = {}, {}
             for label, model in models.items():
                 prefix = Path(tmp, label.replace(" ", "_"))
                 model.save(f"{prefix}.cfg", f"{prefix}.weights")
@@ -243,13 +249,16 @@ def main() -> None:
                            "onnxruntime": lambda blob=blob: ort_forward(blob), "opencv dnn": opencv}
                     if int8_forward:
                         fns["onnxruntime int8"] = lambda blob=blob: int8_forward(blob)
-                    result = medians_ms(fns, runs)
+                    cpu = {}
+                    result = medians_ms(fns, runs, cpu=cpu)
                     medians[label, batch] = result
-                    base = result["opencv dnn"]
+                    cpu_medians[label, batch] = cpu
+                    base, cpu_base = result["opencv dnn"], cpu["opencv dnn"]
                     print(f" {label} ({summary(model)['bflops']:.2f} BFLOPs), batch {batch} ({runs} runs), "
                           f"load average {os.getloadavg()[0]:.2f}")
                     for name, ms in result.items():
-                        print(f"  {name:<16} {ms:9.1f} ms   {ms / base:5.2f}x opencv dnn", flush=True)
+                        print(f"  {name:<16} {ms:9.1f} ms   {ms / base:5.2f}x opencv dnn   CPU {cpu[name]:9.1f} ms   "
+                              f"{cpu[name] / cpu_base:5.2f}x", flush=True)
                     if int8_forward:
                         print(f"  onnxruntime int8 vs fp32: {result['onnxruntime'] / result['onnxruntime int8']:.2f}x "
                               "faster", flush=True)
@@ -258,6 +267,9 @@ def main() -> None:
                     speedups = "  ".join(f"{name} {medians['unpruned', batch][name] / ms:.2f}x"
                                          for name, ms in medians[label, batch].items())
                     print(f" {label} vs unpruned, batch {batch}: faster by  {speedups}")
+                    speedups = "  ".join(f"{name} {cpu_medians['unpruned', batch][name] / ms:.2f}x"
+                                         for name, ms in cpu_medians[label, batch].items())
+                    print(f" {label} vs unpruned, batch {batch}: CPU time less by  {speedups}")
         if args.rss:
             rss_report(engine_threads)
     finally:
