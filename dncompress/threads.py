@@ -7,10 +7,12 @@ pinned to one thread (threadpoolctl) and the engine splits its own work (the GEM
 after it, by output channel) over a pool of Python threads that *block* while they wait (numpy releases
 the GIL inside its kernels). Under load such a split costs at most the time a single thread would take.
 
-Freed memory is kept for reuse (`keep_freed_memory`, glibc only): glibc returns every array over 32 MB
-to the kernel when it is freed, so the next array of that size (the next layer's columns, the next training
-step's activations) is page-faulted in again, zero-filled page by page; in a yolov3-tiny training step at
-batch 8 that was ~25% of the CPU time.
+Training keeps freed memory for reuse (`keep_freed_memory`, glibc only; called by `train.runner.TrainRun`):
+glibc returns every array over 32 MB to the kernel when it is freed, so the next array of that size (the
+next layer's columns, the next training step's activations) is page-faulted in again, zero-filled page by
+page; in a yolov3-tiny training step at batch 8 that was ~25% of the CPU time. Inference runs image by
+image, whose arrays stay under 32 MB, and is left alone (the heap's fragmentation would add ~25 MB to a
+batch-1 forward's peak).
 
 Thread count, first found wins: `configure(n)` (the CLI's --threads), $DNCOMPRESS_THREADS, else the
 cores free now: the CPUs this process may run on (sched_getaffinity) minus the 1-minute load average,
@@ -86,7 +88,6 @@ class _State:
 def _limit_blas() -> None:
     """One BLAS thread for the life of the process (see the module docstring)."""
     if _State.blas_limit is None:
-        keep_freed_memory()
         import numpy  # noqa: F401 (loads OpenBLAS, so that threadpoolctl finds it)
         from threadpoolctl import threadpool_limits
         _State.blas_limit = threadpool_limits(1, user_api="blas")

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..errors import DncompressError
 from ..network import Network
+from ..threads import keep_freed_memory
 from .frozen import FROZEN_BN_LAYERS
 from .graph import TRAIN_LAYERS, update_running_stats
 
@@ -22,6 +23,7 @@ class TrainRun:
             if layer.type not in TRAIN_LAYERS:
                 raise DncompressError(f"layer {layer.index} [{layer.type}] cannot be trained; trainable: "
                                       + ", ".join(f"[{t}]" for t in sorted(TRAIN_LAYERS)), net.file)
+        keep_freed_memory()  # every training array over 32 MB was page-faulted in again at each step
         self.net = net
         self.dtype = dtype
         self.caches: dict[int, dict] = {}
