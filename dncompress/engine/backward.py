@@ -7,7 +7,8 @@ import numpy as np
 from ..threads import parallel
 from numpy.lib.stride_tricks import as_strided
 
-from .conv import BLOCKED_MAX_ROWS, COLUMN_BLOCK, MIN_CHANNELS_PER_THREAD, conv_output_size, im2col, pad_constant
+from .conv import (COLUMN_BLOCK, MIN_CHANNELS_PER_THREAD, banded_rows, conv_output_size, im2col,
+                   pad_constant)
 from .pool import maxpool_padded
 
 
@@ -32,8 +33,7 @@ def conv2d_backward(x: np.ndarray, weights: np.ndarray, grad: np.ndarray, stride
     n, c, h, w = x.shape
     out_c, _, kernel, _ = weights.shape
     ho, wo = grad.shape[2:]
-    if groups == 1 and kernel > 1 and c * kernel * kernel <= BLOCKED_MAX_ROWS \
-            and c * kernel * kernel * ho * wo > 2 * COLUMN_BLOCK:
+    if banded_rows(c, kernel, groups, ho, wo):
         return conv2d_backward_banded(x, weights, grad, stride, pad, need_input, need_weights)
     pointwise = kernel == 1 and stride == 1 and pad == 0
     ci, co = c // groups, out_c // groups

@@ -60,6 +60,14 @@ def conv_columns(x: np.ndarray, kernel: int, stride: int, pad: int) -> tuple[np.
     return im2col(x, kernel, stride, pad), ho, wo
 
 
+def banded_rows(channels: int, kernel: int, groups: int, ho: int, wo: int) -> int:
+    """Output rows per band when conv2d goes through conv2d_banded for these shapes, else 0."""
+    rows = channels * kernel * kernel
+    if groups != 1 or kernel == 1 or rows > BLOCKED_MAX_ROWS or rows * ho * wo <= 2 * COLUMN_BLOCK:
+        return 0
+    return max(1, COLUMN_BLOCK // (rows * wo))
+
+
 def conv2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None, stride: int, pad: int,
            groups: int = 1, activation: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """x: (N, C, H, W), weights: (O, C/groups, k, k), bias: (O,) -> (N, O, Ho, Wo) in x's dtype, with
@@ -68,8 +76,7 @@ def conv2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None, stride: 
     n, c, h, w = x.shape
     out_c, _, kernel, _ = weights.shape
     ho, wo = conv_output_size(h, kernel, stride, pad), conv_output_size(w, kernel, stride, pad)
-    if groups == 1 and kernel > 1 and c * kernel * kernel <= BLOCKED_MAX_ROWS \
-            and c * kernel * kernel * ho * wo > 2 * COLUMN_BLOCK:
+    if banded_rows(c, kernel, groups, ho, wo):
         return conv2d_banded(x, weights, bias, stride, pad, activation)
     cols, ho, wo = conv_columns(x, kernel, stride, pad)
     if groups != 1:
@@ -101,7 +108,7 @@ def conv2d_banded(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None, s
     out_c, _, kernel, _ = weights.shape
     ho, wo = conv_output_size(h, kernel, stride, pad), conv_output_size(w, kernel, stride, pad)
     rows = c * kernel * kernel
-    band = max(1, COLUMN_BLOCK // (rows * wo))
+    band = max(1, COLUMN_BLOCK // (rows * wo))  # banded_rows without the eligibility test
     bands = -(-ho // band)
     xp = pad_constant(x, pad, pad, pad, pad)
     _, sc, sh, sw = xp.strides
