@@ -55,7 +55,8 @@ def test_banded_conv_backward_matches_the_whole_image_one(monkeypatch, two_threa
     ho, wo = conv.conv_output_size(h, k, stride, pad), conv.conv_output_size(w, k, stride, pad)
     grad = rng.normal(size=(3, 5, ho, wo))
     whole = backward.conv2d_backward(x, wt, grad, stride, pad)
-    monkeypatch.setattr(backward, "COLUMN_BLOCK", 4 * k * k * wo - 1)
+    for module in (conv, backward):  # the eligibility test (conv.banded_rows) and the band size
+        monkeypatch.setattr(module, "COLUMN_BLOCK", 4 * k * k * wo - 1)
     calls = []
     original = backward.conv2d_backward_banded
     monkeypatch.setattr(backward, "conv2d_backward_banded", lambda *a: calls.append(a) or original(*a))
