@@ -98,3 +98,15 @@ def test_cli_rejects_bad_thread_counts_in_one_line(args, env):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+
+
+def test_freed_memory_is_kept_for_reuse_on_glibc():
+    """glibc accepts the thresholds (elsewhere there is no mallopt and nothing changes)."""
+    import ctypes
+    try:
+        ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        pytest.skip("not glibc")
+    assert threads.keep_freed_memory()
+    big = np.ones(40 << 20, np.uint8)  # over glibc's default 32 MB ceiling for heap allocations
+    assert big.sum() == 40 << 20

@@ -1,6 +1,7 @@
 """Benchmarks that compare dncompress against peers measured in the same run (medians and ratios).
 
     python tools/bench.py [--runs 20] [--imgsz 416] [--batch 1 8] [--threads 2] [--load 1] [--pruned 0.3] [--rss]
+    python tools/bench.py --per-layer [--pruned 0.3] [--batch 1] [--runs 20]
 
 Prints the median latency of a yolov3-tiny forward pass for the numpy engine, onnxruntime (on the ONNX
 export) and OpenCV DNN at each batch size, each as a ratio to OpenCV DNN; with --pruned R, the same for
@@ -10,7 +11,11 @@ when the benchmark ends, at most --load-seconds) beside the measurement: the mac
 --rss runs `detect`, `eval` and `train` (one short epoch) in child processes and prints each one's peak
 resident memory, and that of one batch-1 forward. --int8 adds onnxruntime on the `quantize --format
 onnx-int8` model (W8A8, calibrated on the packaged sample images) and its speed-up over the fp32 export,
-timed in the same blocks. The 1-minute load average is printed before and after.
+timed in the same blocks. --per-layer prints, instead of the backends, each engine layer's median wall and
+CPU time (the CPU time of all the process's threads, which a busy machine disturbs less) for the unpruned
+model and, with --pruned, the pruned one beside it in the same run (the models take turns, one forward
+each), with each layer's MACs: where a pruned model's time goes when it is not faster in proportion.
+The 1-minute load average is printed before and after.
 Targets live in the README, not in tests.
 """
 from __future__ import annotations
@@ -32,19 +37,25 @@ SPIN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n  
 DATA = Path(os.environ.get("DNCOMPRESS_DATA", "/work/shared/data"))
 
 
-def medians_ms(fns: dict, runs: int, warmup: int = 2, block: int = 5) -> dict:
+def medians_ms(fns: dict, runs: int, warmup: int = 2, block: int = 5, cpu: dict | None = None) -> dict:
     """Median ms per function. Backends take turns in blocks of `block` runs: machine load still hits all
     alike, while one backend's idle-spinning worker threads do not slow the next one's single run, as
-    strict run-by-run alternation does."""
+    strict run-by-run alternation does. `cpu`, if given, receives the median CPU ms of each (all threads
+    of this process: with one thread per backend the work done, which other processes disturb less than
+    the wall clock)."""
     times = {name: [] for name in fns}
+    cpu_times = {name: [] for name in fns}
     while min(len(t) for t in times.values()) < runs:
         for name, fn in fns.items():
             for _ in range(warmup):
                 fn()
             for _ in range(block):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 fn()
                 times[name].append((time.perf_counter() - start) * 1e3)
+                cpu_times[name].append((time.process_time() - start_cpu) * 1e3)
+    if cpu is not None:
+        cpu.update({name: statistics.median(t) for name, t in cpu_times.items()})
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -93,6 +104,60 @@ def rss_report(threads: int) -> None:
             print(f"  {name:<36} {mb:7.0f} MB   {time.perf_counter() - start:6.1f} s{status}", flush=True)
 
 
+def layer_times(models: dict, blob, runs: int, warmup: int = 2) -> dict:
+    """{label: {layer index: (median wall ms, median CPU ms)}} of each model's engine layers on `blob`; the
+    models take turns forward by forward, so load hits all alike."""
+    samples = {label: {} for label in models}
+
+    def timed(label):
+        def run(layer, xs):
+            wall, cpu = time.perf_counter(), time.process_time()
+            out = layer.forward(xs)
+            samples[label].setdefault(layer.index, []).append(
+                ((time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3))
+            return out
+        return run
+    for label, model in models.items():
+        for _ in range(warmup):
+            model.forward(blob)
+    for _ in range(runs):
+        for label, model in models.items():
+            model.forward(blob, run=timed(label))
+    return {label: {index: tuple(statistics.median(t[k] for t in times) for k in (0, 1))
+                    for index, times in per_layer.items()} for label, per_layer in samples.items()}
+
+
+def print_layer_times(models: dict, times: dict) -> None:
+    """One row per layer: type, output shape and MACs of each model, median wall / CPU ms, and the first
+    model's time over each other's."""
+    from dncompress.stats import layer_costs
+    costs = {label: layer_costs(model) for label, model in models.items()}
+    first = next(iter(models))
+    header = "".join(f" | {label:>24}" for label in models)
+    print(f"{'layer':<22}{header}   (per model: MMACs, wall ms / CPU ms)"
+          + ("".join(f" | {first} / {label} CPU" for label in list(models)[1:])))
+    totals = {label: [0.0, 0.0, 0] for label in models}
+    for index, layer in enumerate(models[first].layers):
+        row = f"{index:3d} {layer.type[:13]:<13} {costs[first][index].out_shape[0]:>4}"
+        for label in models:
+            wall, cpu = times[label][index]
+            macs = costs[label][index].macs
+            totals[label][0] += wall
+            totals[label][1] += cpu
+            totals[label][2] += macs
+            row += f" | {macs / 1e6:7.1f} {wall:7.2f} / {cpu:7.2f}"
+        for label in list(models)[1:]:
+            row += f" | {times[first][index][1] / max(times[label][index][1], 1e-9):5.2f}x"
+        print(row)
+    row = f"{'sum':<22}"
+    for label in models:
+        wall, cpu, macs = totals[label]
+        row += f" | {macs / 1e6:7.1f} {wall:7.2f} / {cpu:7.2f}"
+    for label in list(models)[1:]:
+        row += f" | {totals[first][1] / totals[label][1]:5.2f}x (MACs {totals[first][2] / totals[label][2]:.2f}x)"
+    print(row, flush=True)
+
+
 def int8_model(net):
     """The W8A8 onnx-int8 export (dynamic batch), calibrated on the packaged sample images as `quantize` does."""
     import onnx
@@ -128,6 +193,8 @@ def main() -> None:
     parser.add_argument("--cfg", default="yolov3-tiny")
     parser.add_argument("--weights")
     parser.add_argument("--int8", action="store_true", help="also time onnxruntime int8 vs fp32")
+    parser.add_argument("--per-layer", action="store_true",
+                        help="engine time per layer (unpruned and --pruned side by side) instead of the backends")
     args = parser.parse_args()
 
     import cv2
@@ -155,8 +222,15 @@ def main() -> None:
         time.sleep(1 if load else 0)
         print(f"{Path(cfg).stem} {args.imgsz}x{args.imgsz}, {engine_threads} threads, {args.load} busy processes, "
               f"median of {args.runs} runs; load average before {os.getloadavg()[0]:.2f}", flush=True)
+        if args.per_layer:
+            for batch in args.batch:
+                blob = np.random.default_rng(0).random((batch, 3, args.imgsz, args.imgsz), dtype=np.float32)
+                print(f" engine per layer, batch {batch}, median of {args.runs} forwards; "
+                      f"load average {os.getloadavg()[0]:.2f}")
+                print_layer_times(models, layer_times(models, blob, args.runs))
+            models = {}
         with tempfile.TemporaryDirectory() as tmp:
-            medians = {}
+            medians, cpu_medians = {}, {}
             for label, model in models.items():
                 prefix = Path(tmp, label.replace(" ", "_"))
                 model.save(f"{prefix}.cfg", f"{prefix}.weights")
@@ -175,13 +249,16 @@ def main() -> None:
                            "onnxruntime": lambda blob=blob: ort_forward(blob), "opencv dnn": opencv}
                     if int8_forward:
                         fns["onnxruntime int8"] = lambda blob=blob: int8_forward(blob)
-                    result = medians_ms(fns, runs)
+                    cpu = {}
+                    result = medians_ms(fns, runs, cpu=cpu)
                     medians[label, batch] = result
-                    base = result["opencv dnn"]
+                    cpu_medians[label, batch] = cpu
+                    base, cpu_base = result["opencv dnn"], cpu["opencv dnn"]
                     print(f" {label} ({summary(model)['bflops']:.2f} BFLOPs), batch {batch} ({runs} runs), "
                           f"load average {os.getloadavg()[0]:.2f}")
                     for name, ms in result.items():
-                        print(f"  {name:<16} {ms:9.1f} ms   {ms / base:5.2f}x opencv dnn", flush=True)
+                        print(f"  {name:<16} {ms:9.1f} ms   {ms / base:5.2f}x opencv dnn   CPU {cpu[name]:9.1f} ms   "
+                              f"{cpu[name] / cpu_base:5.2f}x", flush=True)
                     if int8_forward:
                         print(f"  onnxruntime int8 vs fp32: {result['onnxruntime'] / result['onnxruntime int8']:.2f}x "
                               "faster", flush=True)
@@ -190,6 +267,9 @@ def main() -> None:
                     speedups = "  ".join(f"{name} {medians['unpruned', batch][name] / ms:.2f}x"
                                          for name, ms in medians[label, batch].items())
                     print(f" {label} vs unpruned, batch {batch}: faster by  {speedups}")
+                    speedups = "  ".join(f"{name} {cpu_medians['unpruned', batch][name] / ms:.2f}x"
+                                         for name, ms in cpu_medians[label, batch].items())
+                    print(f" {label} vs unpruned, batch {batch}: CPU time less by  {speedups}")
         if args.rss:
             rss_report(engine_threads)
     finally:

@@ -2,8 +2,9 @@
 
     python tools/bench_train.py [--imgsz 416 320] [--batch 8] [--runs 3] [--threads 2] [--baseline DIR]
 
-Median over `runs` passes after one warm-up, on random images with one box each, with the peak resident
-memory of the measuring process. With --baseline DIR (a checkout of an older commit, e.g.
+Median over `runs` passes after one warm-up, on random images with one box each, with the CPU time of the
+pass (all threads of the process: with --threads 1 the work done, which a busy machine disturbs far less
+than the wall clock) and the peak resident memory of the measuring process. With --baseline DIR (a checkout of an older commit, e.g.
 `git worktree add /tmp/base a08938b`), that tree is measured in the same run, alternating with this one
 (each pass in its own child process), and the ratio is printed: machine load hits both alike. The tree
 under test uses dncompress.threads (BLAS pinned to one thread, its own split over THREADS); a tree
@@ -42,12 +43,13 @@ def step():
     outs = run.forward(x)
     run.backward(batch_loss(net, outs, labels, None, True)[1])
 step()
-times = []
+times, cpu = [], []
 for _ in range(runs):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     step()
     times.append(time.perf_counter() - start)
-print(json.dumps({"seconds": statistics.median(times),
+    cpu.append(time.process_time() - start_cpu)
+print(json.dumps({"seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu),
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -85,14 +87,16 @@ def main() -> None:
         for _ in range(args.rounds if args.baseline else 1):
             for name, tree in trees.items():
                 results[name].append(measure(tree, size, args))
-        rates = {}
+        rates, cpu_rates = {}, {}
         for name, runs in results.items():
             seconds = sorted(r["seconds"] for r in runs)[len(runs) // 2]
-            rates[name] = args.batch / seconds
+            cpu_seconds = sorted(r["cpu_seconds"] for r in runs)[len(runs) // 2]
+            rates[name], cpu_rates[name] = args.batch / seconds, args.batch / cpu_seconds
             print(f"  {size}x{size} {name:<10} forward+backward {seconds:6.2f} s, {rates[name]:6.2f} images/s, "
-                  f"peak RSS {max(r['rss_mb'] for r in runs):6.0f} MB", flush=True)
+                  f"CPU {cpu_seconds:6.2f} s, peak RSS {max(r['rss_mb'] for r in runs):6.0f} MB", flush=True)
         if args.baseline:
-            print(f"  {size}x{size} this tree / baseline: {rates['this tree'] / rates['baseline']:.2f}x images/s")
+            print(f"  {size}x{size} this tree / baseline: {rates['this tree'] / rates['baseline']:.2f}x images/s, "
+                  f"{cpu_rates['this tree'] / cpu_rates['baseline']:.2f}x images per CPU second")
     print(f"load average after {os.getloadavg()[0]:.2f}")
 
 

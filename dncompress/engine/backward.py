@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..threads import parallel
-from .conv import MIN_CHANNELS_PER_THREAD, conv_output_size, im2col
+from numpy.lib.stride_tricks import as_strided
+
+from .conv import (COLUMN_BLOCK, MIN_CHANNELS_PER_THREAD, banded_rows, conv_output_size, im2col,
+                   pad_constant)
 from .pool import maxpool_padded
 
 
@@ -30,6 +33,8 @@ def conv2d_backward(x: np.ndarray, weights: np.ndarray, grad: np.ndarray, stride
     n, c, h, w = x.shape
     out_c, _, kernel, _ = weights.shape
     ho, wo = grad.shape[2:]
+    if banded_rows(c, kernel, groups, ho, wo):
+        return conv2d_backward_banded(x, weights, grad, stride, pad, need_input, need_weights)
     pointwise = kernel == 1 and stride == 1 and pad == 0
     ci, co = c // groups, out_c // groups
     g = grad.reshape(n, groups, co, ho * wo)
@@ -59,6 +64,53 @@ def conv2d_backward(x: np.ndarray, weights: np.ndarray, grad: np.ndarray, stride
     if pointwise:
         return d_cols.reshape(x.shape), d_weights
     return col2im(d_cols, x.shape, kernel, stride, pad), d_weights
+
+
+def conv2d_backward_banded(x: np.ndarray, weights: np.ndarray, grad: np.ndarray, stride: int, pad: int,
+                           need_input: bool = True, need_weights: bool = True
+                           ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """conv2d_backward (ungrouped) a band of output rows at a time, as engine.conv.conv2d_banded: the
+    band's columns (for the weight gradient) and column gradients (summed back into the input's
+    gradient) stay in cache instead of whole-batch arrays going to memory and back. Images are split
+    over the engine's threads (bands of one image overlap in the input gradient); each thread sums its
+    own weight gradient."""
+    n, c, h, w = x.shape
+    out_c, _, kernel, _ = weights.shape
+    ho, wo = grad.shape[2:]
+    rows = c * kernel * kernel
+    band = max(1, COLUMN_BLOCK // (rows * wo))
+    dtype = np.result_type(x, weights, grad)
+    g = grad.reshape(n, out_c, ho * wo)
+    w_t = weights.reshape(out_c, rows).T
+    xp = pad_constant(x, pad, pad, pad, pad) if need_weights else None
+    dxp = np.zeros((n, c, h + 2 * pad + stride, w + 2 * pad + stride), dtype=dtype) if need_input else None
+    partial_weights = []
+
+    def part(sl: slice) -> None:
+        buffer = np.empty(rows * band * wo, dtype=dtype)
+        d_t = np.zeros((rows, out_c), dtype=dtype) if need_weights else None
+        for i in range(sl.start, sl.stop):
+            for r0 in range(0, ho, band):
+                r1 = min(ho, r0 + band)
+                g_band = g[i, :, r0 * wo:r1 * wo]
+                cols = buffer[:rows * (r1 - r0) * wo].reshape(c, kernel, kernel, r1 - r0, wo)
+                if need_weights:
+                    _, sc, sh, sw = xp.strides
+                    np.copyto(cols, as_strided(xp[i, :, r0 * stride:], cols.shape,
+                                               (sc, sh, sw, sh * stride, sw * stride), writeable=False))
+                    d_t += cols.reshape(rows, -1) @ g_band.T
+                if need_input:
+                    np.matmul(w_t, g_band, out=cols.reshape(rows, -1))
+                    span_h, span_w = (r1 - r0 - 1) * stride + 1, (wo - 1) * stride + 1
+                    for ky in range(kernel):
+                        for kx in range(kernel):
+                            top = r0 * stride + ky
+                            dxp[i, :, top:top + span_h:stride, kx:kx + span_w:stride] += cols[:, ky, kx]
+        if need_weights:
+            partial_weights.append(d_t)
+    parallel(part, n)
+    d_weights = sum(partial_weights).T.reshape(weights.shape) if need_weights else None
+    return (dxp[:, :, pad:pad + h, pad:pad + w] if need_input else None), d_weights
 
 
 def maxpool2d_backward(x: np.ndarray, grad: np.ndarray, kernel: int, stride: int, padding: int,

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.backward import activation_grad, conv2d_backward
 from ..engine.conv import conv2d
 from ..layers.conv import BN_EPS
-from .graph import activate
+from .graph import ConvTrain, normalize_activate
 
 
 def frozen_inv_std(layer) -> np.ndarray:
@@ -20,39 +19,18 @@ def frozen_inv_std(layer) -> np.ndarray:
 class FrozenConvTrain:
     @staticmethod
     def forward(layer, xs):
-        """x (N, C, H, W) -> conv, running-statistics BN, bias, activation; cache for backward."""
+        """x (N, C, H, W) -> conv, running-statistics BN, bias, activation (in place over channel slices on
+        the engine's threads, as the batch-statistics conv); cache for backward."""
         x = xs[0]
-        p = layer.params
-        w = p["weights"].astype(x.dtype, copy=False)
+        w = layer.params["weights"].astype(x.dtype, copy=False)
         z = conv2d(x, w, None, layer.stride, layer.pad, layer.groups)
         cache = {"x": x, "w": w}
-        if layer.batch_normalize:
-            inv = frozen_inv_std(layer).astype(z.dtype).reshape(1, -1, 1, 1)
-            norm = (z - p["rolling_mean"].astype(z.dtype).reshape(1, -1, 1, 1)) * inv
-            cache.update(norm=norm, inv=inv)
-            pre = norm * p["scales"].astype(z.dtype).reshape(1, -1, 1, 1)
-        else:
-            pre = z
-        pre += p["biases"].astype(z.dtype).reshape(1, -1, 1, 1)
-        out = activate(layer.activation, pre)
-        cache.update(pre=pre, out=out)
-        return out, cache
+        fixed = (layer.params["rolling_mean"], frozen_inv_std(layer)) if layer.batch_normalize else None
+        return normalize_activate(layer, z, cache, fixed), cache
 
-    @staticmethod
-    def backward(layer, grad, cache):
-        """TrainRun sets cache["need_params"] / ["need_input"]: what nobody reads is not computed."""
-        need_params = cache.get("need_params", True)
-        g = grad * activation_grad(layer.activation, cache["pre"], cache["out"])
-        grads = {"biases": g.sum(axis=(0, 2, 3))} if need_params else {}
-        if layer.batch_normalize:
-            if need_params:
-                grads["scales"] = np.einsum("nchw,nchw->c", g, cache["norm"])
-            g = g * (layer.params["scales"].astype(g.dtype).reshape(1, -1, 1, 1) * cache["inv"])
-        dx, d_weights = conv2d_backward(cache["x"], cache["w"], g, layer.stride, layer.pad, layer.groups,
-                                        cache.get("need_input", True), need_params)
-        if need_params:
-            grads["weights"] = d_weights
-        return [dx], grads
+    # the same as a batch-statistics conv's: normalize_activate_backward reads the fixed statistics from
+    # the cache; TrainRun sets cache["need_params"] / ["need_input"]: what nobody reads is not computed
+    backward = ConvTrain.backward
 
 
 FROZEN_BN_LAYERS = {"convolutional": (FrozenConvTrain.forward, FrozenConvTrain.backward)}

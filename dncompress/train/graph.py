@@ -62,30 +62,41 @@ class ConvTrain:
         return [dx], grads
 
 
-def normalize_activate(layer: Layer, z: np.ndarray, cache: dict) -> np.ndarray:
+def normalize_activate(layer: Layer, z: np.ndarray, cache: dict,
+                       fixed: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Batch-statistics BN (if the layer has it), bias and activation of a kernel output z (N, O, H, W),
     which becomes BN's normalized output in place; what the backward needs goes into `cache` (the input
-    of the activation only when its gradient needs more than the output). Every step is per channel, so
-    channel slices run over the engine's threads."""
+    of the activation only when its gradient needs more than the output). `fixed` = (mean, 1 / std) (O,)
+    normalizes with those instead (frozen BN: no batch statistics, nothing to update). Every step is per
+    channel, so channel slices run over the engine's threads."""
     p = layer.params
     bn = layer.batch_normalize
     keep_pre = layer.activation not in OUTPUT_ONLY_GRAD
     pre = np.empty_like(z) if bn else z
     out = np.empty_like(z) if keep_pre else pre
     mean, var = np.empty(z.shape[1], z.dtype), np.empty(z.shape[1], z.dtype)
+    if fixed is not None:
+        mean, inv = (v.astype(z.dtype).reshape(1, -1, 1, 1) for v in fixed)
     scales = p["scales"].astype(z.dtype).reshape(1, -1, 1, 1) if bn else None
     biases = p["biases"].astype(z.dtype).reshape(1, -1, 1, 1)
 
     def part(sl: slice) -> None:
+        if bn and fixed is not None:
+            zs = z[:, sl]
+            zs -= mean[:, sl]
+            zs *= inv[:, sl]
+        elif bn:
+            _, mean[sl], var[sl] = batchnorm_train(z[:, sl], BN_EPS)
         if bn:
-            norm, mean[sl], var[sl] = batchnorm_train(z[:, sl], BN_EPS)
-            np.multiply(norm, scales[:, sl], out=pre[:, sl])
+            np.multiply(z[:, sl], scales[:, sl], out=pre[:, sl])
         pre[:, sl] += biases[:, sl]
         if keep_pre:
             np.copyto(out[:, sl], pre[:, sl])
         ACTIVATIONS[layer.activation](out[:, sl])
     parallel(part, z.shape[1], 8)
-    if bn:
+    if bn and fixed is not None:
+        cache.update(norm=z, fixed_inv=inv.reshape(-1))
+    elif bn:
         cache.update(norm=z, var=var, mean=mean)
     cache.update(pre=pre if keep_pre else None, out=out)
     return out
@@ -95,26 +106,31 @@ def normalize_activate_backward(layer: Layer, grad: np.ndarray, cache: dict,
                                 need_params: bool = True) -> tuple[np.ndarray, dict]:
     """(d kernel output, {biases[, scales]} or {} when not need_params) of normalize_activate for grad
     (N, O, H, W). The BN backward reuses the bias and scale gradients as its two reductions:
-    dz = scale / sqrt(var + eps) * (g - mean(g) - norm * sum(g * norm) / (count - 1)). Per channel, so
-    channel slices run over the engine's threads."""
+    dz = scale / sqrt(var + eps) * (g - mean(g) - norm * sum(g * norm) / (count - 1)); with fixed
+    statistics dz = scale / std * g. Per channel, so channel slices run over the engine's threads."""
     bn = layer.batch_normalize
+    fixed = "fixed_inv" in cache
     n, o, h, w = grad.shape
     count = n * h * w
     g = np.empty_like(grad)
     bias_grad, scale_grad = np.empty(o, grad.dtype), np.empty(o, grad.dtype)
     pre, out, norm = cache["pre"], cache["out"], cache.get("norm")
     if bn:
-        factor = (layer.params["scales"] / np.sqrt(cache["var"].astype(np.float64) + BN_EPS)).astype(g.dtype)
+        inv = cache["fixed_inv"] if fixed else 1 / np.sqrt(cache["var"].astype(np.float64) + BN_EPS)
+        factor = (layer.params["scales"] * inv).astype(g.dtype)
 
     def part(sl: slice) -> None:
         gs = activation_backward(layer.activation, grad[:, sl], None if pre is None else pre[:, sl], out[:, sl],
                                  g[:, sl])
-        bias_grad[sl] = gs.sum(axis=(0, 2, 3))
-        if bn:
+        if need_params or (bn and not fixed):
+            bias_grad[sl] = gs.sum(axis=(0, 2, 3))
+        if bn and (need_params or not fixed):
             ns = norm[:, sl]
             scale_grad[sl] = np.einsum("nchw,nchw->c", gs, ns)
+        if bn and not fixed:
             gs -= (bias_grad[sl] / count).reshape(1, -1, 1, 1)
             gs -= ns * (scale_grad[sl] / max(count - 1, 1)).reshape(1, -1, 1, 1)
+        if bn:
             gs *= factor[sl].reshape(1, -1, 1, 1)
     parallel(part, o, 8)
     grads = {}

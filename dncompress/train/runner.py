@@ -5,6 +5,7 @@ import numpy as np
 
 from ..errors import DncompressError
 from ..network import Network
+from ..threads import keep_freed_memory
 from .frozen import FROZEN_BN_LAYERS
 from .graph import NOT_TRAINABLE, TRAIN_LAYERS, update_running_stats
 
@@ -23,6 +24,7 @@ class TrainRun:
                 why = f" ({NOT_TRAINABLE[layer.type]})" if layer.type in NOT_TRAINABLE else ""
                 raise DncompressError(f"layer {layer.index} [{layer.type}] cannot be trained{why}; trainable: "
                                       + ", ".join(f"[{t}]" for t in sorted(TRAIN_LAYERS)), net.file)
+        keep_freed_memory()  # every training array over 32 MB was page-faulted in again at each step
         self.net = net
         self.dtype = dtype
         self.caches: dict[int, dict] = {}
