@@ -14,7 +14,7 @@ from ..data import calibration_batch, load_dataset
 from ..errors import DncompressError
 from ..eval import compare_models
 from ..export.onnx import check_parity, save_onnx
-from ..fsutil import atomic_write, check_outputs
+from ..fsutil import check_outputs
 from ..network import Network
 from ..zoo import samples_folder
 from .apply import QuantConfig, layer_bits, plain_convolutional, quantize_network
@@ -99,6 +99,12 @@ def run_quantize(net: Network, inputs: list[str | None], config: QuantConfig, fm
         raise DncompressError("--format darknet cannot carry activation quantization (Darknet/OpenCV run "
                               "float activations); add --act-bits none")
     layer_bits(net, config)                     # refuses unquantizable layers before any work
+    if fmt == "onnx-int8":
+        if config.act_bits != 8:
+            raise DncompressError("--format onnx-int8 runs on onnxruntime's uint8 x int8 kernels: it needs "
+                                  "--act-bits 8 (weights 2..8 bits are stored in int8)")
+        # integer convs requantize their outputs: the engine's model quantizes them too, so it is the file
+        config = dataclasses.replace(config, out_bits=8)
     outputs = output_names(Path(net.file or "model").stem, config, fmt, prefix, opencv, budget_bits)
     check_outputs([p for paths in outputs.values() for p in paths], inputs, force)
     start = time.perf_counter()
@@ -126,7 +132,7 @@ def run_quantize(net: Network, inputs: list[str | None], config: QuantConfig, fm
                         "below is meaningless; pass --data with images it detects objects on")
     comparison = compare_models(net, quantized, dataset, progress=False)
     if "onnx-int8" in outputs:
-        # onnxruntime requantizes activations itself: measure the file, not just the engine's model
+        # measured from the file too: the engine's model and onnxruntime differ where float sums round apart
         comparison["onnx_int8"] = compare_models(net, onnx_candidate(outputs["onnx-int8"][0], quantized), dataset,
                                                  progress=False)
     return QuantizeReport(outputs, net.param_count() * 4, written, packed_size(quantized), calib_source,
@@ -169,8 +175,10 @@ def write_formats(quantized: Network, outputs: dict[str, list[str]], calib: np.n
             check_parity(quantized, model, paths[0])
             save_onnx(model, paths[0])
         elif fmt == "onnx-int8":
-            from .ort_int8 import onnxruntime_int8
-            atomic_write(paths[0], [onnxruntime_int8(quantized, calib, opset)])
+            from .ort_int8 import check_int8, engine_int8_onnx
+            model = engine_int8_onnx(quantized, opset)
+            check_int8(quantized, model, calib[:2], paths[0])
+            save_onnx(model, paths[0])
         else:
             write_packed(quantized, paths[0])
     return {fmt: sum(Path(p).stat().st_size for p in paths) for fmt, paths in outputs.items()}
