@@ -23,6 +23,7 @@ from dncompress.engine.quantize import affine_params, fake_quantize_float32, uns
 from dncompress.eval import evaluate, fidelity_dataset, predict
 from dncompress.export.onnx import build_onnx
 from dncompress.network import Network
+from dncompress.quant.equalize import equalize_activations
 from dncompress.zoo import find_weights, resolve_cfg
 
 
@@ -62,7 +63,7 @@ def ort_ranges(net: Network, calib: np.ndarray, method: str) -> dict[int, tuple[
     import onnx
     from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
     model = onnx.shape_inference.infer_shapes(build_onnx(net, dynamic_batch=True))
-    tensor_of = {int(n.name[4:]): n.input[0] for n in model.graph.node if n.op_type == "Conv"}
+    tensor_of = {int(n.name[4:].split("_")[0]): n.input[0] for n in model.graph.node if n.op_type == "Conv"}
     images = iter(calib[i:i + 1] for i in range(len(calib)))
 
     class Reader(CalibrationDataReader):
@@ -90,6 +91,8 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=128)
     parser.add_argument("--methods", default="MinMax,Entropy,Percentile")
     parser.add_argument("--no-per-layer", action="store_true")
+    parser.add_argument("--equalize", default="0.5,1", help="strengths of activation equalization to try "
+                        "(quant/equalize.py), each with min-max ranges and with onnxruntime's Entropy")
     args = parser.parse_args()
     cfg = resolve_cfg(args.cfg)
     net = Network.from_cfg(cfg, find_weights(cfg))
@@ -115,13 +118,17 @@ def main() -> None:
         for index, (lo, hi) in ours.items():
             e = head_error(quantized_forward(net, {index: (lo, hi)}), held_images, reference)
             print(f"| {index} | [{lo:.3g}, {hi:.3g}] | {e:.2e} |", flush=True)
-    candidates = {"ours: min-max (engine)": ours}
-    for method in args.methods.split(","):
-        candidates[f"onnxruntime {method}"] = ort_ranges(net, calib, method)
+    candidates = {"ours: min-max (engine)": (net, ours)}
+    for method in filter(None, args.methods.split(",")):
+        candidates[f"onnxruntime {method}"] = (net, ort_ranges(net, calib, method))
+    for strength in filter(None, args.equalize.split(",")):
+        equalized = equalize_activations(net, calib, float(strength))
+        candidates[f"equalized {strength}, min-max"] = (equalized, conv_inputs(equalized, calib))
+        candidates[f"equalized {strength}, onnxruntime Entropy"] = (equalized, ort_ranges(equalized, calib, "Entropy"))
     print("| calibrator | head error | fidelity mAP@0.5 | ranges (conv: low..high) |")
     print("| --- | --- | --- | --- |")
-    for name, ranges in candidates.items():
-        forward = quantized_forward(net, ranges)
+    for name, (model, ranges) in candidates.items():
+        forward = quantized_forward(model, ranges)
         text = " ".join(f"{i}:{lo:.2g}..{hi:.3g}" for i, (lo, hi) in ranges.items())
         print(f"| {name} | {head_error(forward, held_images, reference):.2e} | {fidelity(forward):.4f} | {text} |",
               flush=True)

@@ -44,8 +44,9 @@ def parse_act_bits(text: str) -> int | None:
 @click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES), default="packed", show_default=True,
               help="packed: integer .dnq file (the real size; detect/eval/export read it); darknet-q: "
               "[quantize_convolutional] cfg + on-grid float weights; darknet: plain [convolutional] that "
-              "Darknet/OpenCV load (weights only); onnx: QDQ ONNX that reproduces the engine; onnx-int8: "
-              "onnxruntime's quantize_static on our weights, runs on integer kernels (fast).")
+              "Darknet/OpenCV load (weights only); onnx: QDQ ONNX that reproduces the engine; onnx-int8: QDQ ONNX "
+              "that onnxruntime runs on integer kernels (fast; needs --act-bits 8): conv outputs are quantized "
+              "too, in the engine's model as in the file.")
 @click.option("--opencv", is_flag=True, help="Also write plain Darknet cfg/weights (on-grid weights, float "
               "activations) that OpenCV DNN and Darknet load.")
 @click.option("--opset", default=13, show_default=True, type=click.IntRange(13, 21),

@@ -38,6 +38,8 @@ class QuantConfig:
     # bits of each conv's output before its activation (None: float), as integer runtimes requantize it
     # (onnxruntime's QLinearConv); convs feeding the heads keep float outputs (the logits)
     out_bits: int | None = None
+    # activation equalization strength (quant/equalize.py) applied to the float network first; None: off
+    equalize: float | None = None
 
 
 def layer_bits(net: Network, config: QuantConfig) -> dict[int, int]:
@@ -82,6 +84,9 @@ def quantize_network(net: Network, config: QuantConfig, calib: np.ndarray | None
     if config.out_bits and not config.act_bits:
         raise DncompressError("quantized conv outputs need quantized conv inputs (activation bits)")
     float_outputs = {h.inputs[0] for h in net.layers if h.type in HEAD_TYPES}
+    if config.equalize:
+        from .equalize import equalize_activations
+        net = equalize_activations(net, calib, config.equalize)
     if config.rounding not in ROUNDINGS:
         raise DncompressError(f"unknown rounding '{config.rounding}'; use {', '.join(ROUNDINGS)}")
     float_means = column_means(net, calib, bits, config) if config.bias_correction else {}
