@@ -69,3 +69,26 @@ def test_activations_are_quantized_where_all_readers_share_a_grid(int8_pair):
     assert 8 not in grids and 15 not in grids and 22 not in grids
     assert grids[18] == affine_params(*quantized.layers[21].act_range, 8)
     assert grids[0] == affine_params(*quantized.layers[2].act_range, 8)
+
+
+def test_onnx_int8_needs_8_bit_activations(tmp_path):
+    from click.testing import CliRunner
+
+    from dncompress.cli import main
+    result = CliRunner().invoke(main, ["quantize", "--format", "onnx-int8", "--act-bits", "none",
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.output.count("error:") == 1 and "--act-bits 8" in result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_quantized_outputs_survive_the_packed_file(int8_pair, tmp_path):
+    from dncompress.quant.packed import read_packed, write_packed
+    quantized, _ = int8_pair
+    write_packed(quantized, tmp_path / "m.dnq")
+    back = read_packed(tmp_path / "m.dnq")
+    assert [getattr(l, "out_range", None) for l in back.layers] == [getattr(l, "out_range", None)
+                                                                      for l in quantized.layers]
+    images = calibration_batch(default_holdout(), 1, 416, 416)
+    for a, b in zip(back.forward(images), quantized.forward(images)):
+        assert np.array_equal(a, b)

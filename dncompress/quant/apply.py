@@ -79,8 +79,9 @@ def quantize_network(net: Network, config: QuantConfig, calib: np.ndarray | None
     """A new Network with quantized convs. `calib` (N, C, H, W) is needed for activation ranges, GPTQ and
     bias correction; `progress(line)` hears one line per quantized conv."""
     bits = layer_bits(net, config)
-    if calib is None and (config.act_bits or config.bias_correction or config.rounding == "gptq"):
-        raise DncompressError("activation ranges, GPTQ rounding and bias correction need calibration images")
+    if calib is None and (config.act_bits or config.bias_correction or config.rounding == "gptq" or config.equalize):
+        raise DncompressError("activation ranges, GPTQ rounding, bias correction and equalization need calibration "
+                              "images")
     if config.out_bits and not config.act_bits:
         raise DncompressError("quantized conv outputs need quantized conv inputs (activation bits)")
     float_outputs = {h.inputs[0] for h in net.layers if h.type in HEAD_TYPES}

@@ -110,7 +110,8 @@ def run_quantize(net: Network, inputs: list[str | None], config: QuantConfig, fm
     start = time.perf_counter()
     warnings = []
     images, calib_source, calib_default = None, "", False
-    if config.act_bits or config.bias_correction or config.rounding == "gptq" or budget_bits or fmt == "onnx-int8":
+    if (config.act_bits or config.bias_correction or config.rounding == "gptq" or budget_bits or fmt == "onnx-int8"
+            or config.equalize):
         images, calib_source, calib_default = load_calibration(net, calib, calib_images)
     elif calib:
         warnings.append("--calib is not used: weights-only round-to-nearest without bias correction needs none")
