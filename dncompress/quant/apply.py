@@ -11,8 +11,8 @@ from collections.abc import Callable
 import numpy as np
 
 from ..engine.conv import conv2d
-from ..engine.quantize import (affine_params, channel_max_abs, fake_quantize, fake_quantize_float32, signed_range, snap_to_grid,
-                               symmetric_scale, unsigned_range)
+from ..engine.quantize import (affine_params, channel_max_abs, fake_quantize, fake_quantize_float32, signed_range,
+                               snap_to_grid, symmetric_scale, unsigned_range)
 from ..errors import DncompressError
 from ..layers import HEAD_TYPES, LAYERS
 from ..network import Network
