@@ -90,9 +90,12 @@ def _onnx_files(net: Network, paths: list[Path], opset: int = 13, decode: bool =
 
 
 def _onnx_int8_files(net: Network, paths: list[Path], calib=None, opset: int = 13) -> dict[Path, Chunks]:
-    """onnxruntime's own int8 quantization of a quantized network; `calib` (N, C, H, W) sets its ranges."""
-    from .quant.ort_int8 import onnxruntime_int8
-    return {paths[0]: onnxruntime_int8(net, calib, opset)}
+    """The quantized network as a QDQ graph onnxruntime runs on integer kernels (QLinearConv), refused unless
+    its outputs agree with the engine's on two of the `calib` images (N, C, H, W)."""
+    from .quant.ort_int8 import check_int8, engine_int8_onnx
+    model = engine_int8_onnx(net, opset)
+    check_int8(net, model, calib[:2], str(paths[0]))
+    return {paths[0]: model.SerializeToString()}
 
 
 FORMATS: dict[str, ModelFormat] = {f.name: f for f in (
@@ -106,7 +109,7 @@ FORMATS: dict[str, ModelFormat] = {f.name: f for f in (
                 _sparse_files, read=_read_sparse, write_options=frozenset({"group", "encodings"})),
     ModelFormat("onnx", (".onnx",), "ONNX (BN folded; quantized convs as QDQ)", _onnx_files,
                 write_options=frozenset({"opset", "decode", "nms", "dynamic_batch", "parity"})),
-    ModelFormat("onnx-int8", (".onnx",), "ONNX int8 by onnxruntime's quantize_static", _onnx_int8_files,
+    ModelFormat("onnx-int8", (".onnx",), "ONNX int8: the engine's quantized model as QDQ that onnxruntime fuses into QLinearConv", _onnx_int8_files,
                 write_options=frozenset({"calib", "opset"})),
 )}
 # model files that hold their cfg and weights together

@@ -89,28 +89,3 @@ def test_calibration_images_without_detections_warn(tiny_weights, tmp_path):
                   "-o", str(tmp_path / "out")], tmp_path)
     assert result.exit_code == 0, result.output
     assert "warning: the float model detects nothing" in result.stderr
-
-
-def test_onnx_int8_runs_on_integer_kernels_and_agrees_with_the_engine(tiny_net):
-    """onnxruntime's quantize_static on our W8A8 weights: the graph holds QuantizeLinear/DequantizeLinear
-    around every conv (which onnxruntime fuses into integer convs), and its detections on the dog image
-    match the engine's quantized model."""
-    import onnx
-
-    from dncompress.data import load_dataset
-    from dncompress.eval import compare_models
-    from dncompress.export.onnx import onnx_forward
-    from dncompress.quant.apply import QuantConfig, quantize_network
-    from dncompress.quant.ort_int8 import onnxruntime_int8
-    from dncompress.quant.workflow import Candidate, load_calibration
-    calib, _, _ = load_calibration(tiny_net, None, 4)
-    q = quantize_network(tiny_net, QuantConfig(8, 8, rounding="nearest"), calib)
-    model = onnx.load_from_string(onnxruntime_int8(q, calib))
-    ops = [n.op_type for n in model.graph.node]
-    assert ops.count("Conv") == 13 and ops.count("QuantizeLinear") >= 2 * 13
-    conv_inputs = {n.input[0] for n in model.graph.node if n.op_type == "Conv"}
-    producers = {n.output[0]: n.op_type for n in model.graph.node}
-    assert all(producers[x] == "DequantizeLinear" for x in conv_inputs)
-    fidelity = compare_models(q, Candidate(q.heads, q.info, onnx_forward(model)), load_dataset(default_holdout()),
-                              progress=False)["fidelity_map50"]
-    assert fidelity > 0.9

@@ -36,6 +36,9 @@ def parse_act_bits(text: str) -> int | None:
               help="Remove each conv's mean output shift against the float model on the calibration images.")
 @click.option("--method", type=click.Choice(METHODS), default="minmax", show_default=True,
               help="Ranges: minmax, percentile, or mse (the range minimizing each conv's output error).")
+@click.option("--equalize", type=click.FloatRange(0, 1, min_open=True), help="Activation equalization strength "
+              "(0..1]: rescale each conv's output channels (undone in the next convs' weights) so the per-tensor "
+              "activation grid fits all channels; 1 equalizes fully, 0.5 shares the spread with the weights.")
 @click.option("--keep-first-last", default=8, show_default=True, help="Bits of the first conv and the convs "
               "feeding the detection heads (0: same as --bits).")
 @click.option("--budget-bits", type=click.FloatRange(2, 8), help="Mixed precision: average weight bits (weighted "
@@ -44,8 +47,9 @@ def parse_act_bits(text: str) -> int | None:
 @click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES), default="packed", show_default=True,
               help="packed: integer .dnq file (the real size; detect/eval/export read it); darknet-q: "
               "[quantize_convolutional] cfg + on-grid float weights; darknet: plain [convolutional] that "
-              "Darknet/OpenCV load (weights only); onnx: QDQ ONNX that reproduces the engine; onnx-int8: "
-              "onnxruntime's quantize_static on our weights, runs on integer kernels (fast).")
+              "Darknet/OpenCV load (weights only); onnx: QDQ ONNX that reproduces the engine; onnx-int8: QDQ ONNX "
+              "that onnxruntime runs on integer kernels (fast; needs --act-bits 8): conv outputs are quantized "
+              "too, in the engine's model as in the file.")
 @click.option("--opencv", is_flag=True, help="Also write plain Darknet cfg/weights (on-grid weights, float "
               "activations) that OpenCV DNN and Darknet load.")
 @click.option("--opset", default=13, show_default=True, type=click.IntRange(13, 21),
@@ -56,7 +60,7 @@ def parse_act_bits(text: str) -> int | None:
               "fidelity on it (default: fidelity on the 7 packaged sample images, not used to calibrate).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def quantize_command(cfg, weights, bits, act_bits, per_channel, calib, calib_images, rounding, bias_correction,
-                     method, keep_first_last, budget_bits, fmt, opencv, opset, prefix, data_path, force):
+                     method, equalize, keep_first_last, budget_bits, fmt, opencv, opset, prefix, data_path, force):
     """Quantize convolutions to BITS (fake quantization the engine, eval and detect reproduce): each conv in
     turn on the quantized network's own inputs, GPTQ rounding and bias correction by default. Prints the
     size before/after and the fidelity to the float model on held-out images.
@@ -79,7 +83,8 @@ def quantize_command(cfg, weights, bits, act_bits, per_channel, calib, calib_ima
                               "float activations); add --act-bits none, or use --opencv beside another format")
     net = open_network(cfg, weights)
     refuse_xnor(net, "quantize")
-    config = QuantConfig(bits, act, per_channel, method, keep_first_last, bias_correction, rounding)
+    config = QuantConfig(bits, act, per_channel, method, keep_first_last, bias_correction, rounding,
+                         equalize=equalize)
     report = run_quantize(net, [net.file, weights], config, fmt, prefix, calib, calib_images, data_path, opencv,
                           opset, force, progress=echo_err, budget_bits=budget_bits)
     print_quantize_report(report)

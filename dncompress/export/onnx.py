@@ -19,7 +19,8 @@ from ..network import Network
 class GraphBuilder:
     """Collects nodes and initializers with unique names. `conv_hook(builder, layer, x, weights)` returns
     a conv's (input name, weight name) given its input name and folded weights array, or None to keep
-    the float defaults (quantization inserts QuantizeLinear/DequantizeLinear there)."""
+    the float defaults (quantization inserts QuantizeLinear/DequantizeLinear there); or (input name,
+    weight name, bias name or None, output(y) -> the layer's output name, activation included)."""
 
     def __init__(self, opset: int, conv_hook: Callable | None = None):
         self.opset = opset
@@ -78,12 +79,14 @@ def emit_conv(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:
     if hooked is None and getattr(layer, "bita", 0):
         raise DncompressError(f"layer {layer.index} [quantize_convolutional] quantizes its input, which a float "
                               "export cannot express; export quantized networks as QDQ (quantize --format onnx)")
-    x, w_name = hooked or (xs[0], g.const(f"conv{layer.index}_w", w))
+    # a hook returns (x, w) or (x, w, bias, output): bias None = float; output(y) emits what follows the
+    # conv (activation included) and names the layer's output
+    x, w_name, b_name, output = (*(hooked or (xs[0], g.const(f"conv{layer.index}_w", w))), None, None)[:4]
     d = getattr(layer, "dilation", 1)      # Darknet pads a dilated conv by pad * dilation
-    y = g.op("Conv", [x, w_name, g.const(f"conv{layer.index}_b", b)], f"conv{layer.index}",
+    y = g.op("Conv", [x, w_name, b_name or g.const(f"conv{layer.index}_b", b)], f"conv{layer.index}",
              kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2, pads=[layer.pad * d] * 4, group=layer.groups,
              **({"dilations": [d, d]} if d > 1 else {}))
-    return emit_activation(g, y, layer.activation)
+    return output(y) if output else emit_activation(g, y, layer.activation)
 
 
 def emit_summax(g: GraphBuilder, layer: Layer, xs: list[str]) -> str:

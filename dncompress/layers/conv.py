@@ -302,10 +302,14 @@ class Convolutional(ConvKeys):
         if self.uses_winograd:
             if self._winograd is None:
                 self._winograd = winograd_weights(w)
-            y = conv3x3_winograd(xs[0], self._winograd, b, self.pad, ACTIVATIONS[self.activation])
+            y = conv3x3_winograd(xs[0], self._winograd, b, self.pad, self.output_function())
         else:
-            y = conv2d(xs[0], w, b, self.stride, self.pad, self.groups, ACTIVATIONS[self.activation])
+            y = conv2d(xs[0], w, b, self.stride, self.pad, self.groups, self.output_function())
         return self.mask(y)
+
+    def output_function(self):
+        """What runs (in place) on the conv + bias output: the activation."""
+        return ACTIVATIONS[self.activation]
 
     def mask(self, y: np.ndarray) -> np.ndarray:
         """The dynamic masks of `activation_threshold` and `winner_rate` (none by default), in place."""
@@ -323,11 +327,14 @@ class QuantizeConvolutional(Convolutional):
     quant_weights = dorefa (default without bitw/bita: files from public projects) | affine (default
     with bit keys, written by dncompress: symmetric weights per channel or tensor, activations over
     [act_min, act_max]),
-    quant_scheme = per_channel | per_tensor (affine weights)."""
+    quant_scheme = per_channel | per_tensor (affine weights),
+    bito (bits of the conv + bias output before the activation, default 0 = float) over [out_min, out_max]:
+    what an integer runtime does (onnxruntime's QLinearConv requantizes its int32 accumulators to uint8)."""
 
     is_quantized = True
 
-    keys = (Convolutional.keys - {"xnor"}) | {"bitw", "bita", "quant_weights", "quant_scheme", "act_min", "act_max"}
+    keys = (Convolutional.keys - {"xnor"}) | {"bitw", "bita", "quant_weights", "quant_scheme", "act_min", "act_max",
+                                               "bito", "out_min", "out_max"}
     unsupported_keys = ConvKeys.unsupported_keys
 
     def __init__(self, section, index, shapes, net):
@@ -354,6 +361,15 @@ class QuantizeConvolutional(Convolutional):
                                  "act_max")
         if self.method == "dorefa" and self.bitw > 1 and self.groups != 1:
             raise self.error("DoReFa quantization of grouped convs is not supported", "groups")
+        self.bito = s.get_int("bito", 0)
+        self.out_range = None
+        if not 0 <= self.bito <= 16:
+            raise self.error(f"bito={self.bito} must be between 0 (float) and 16", "bito")
+        if self.bito:
+            self.out_range = (s.get_float("out_min"), s.get_float("out_max"))
+            if not self.out_range[0] < self.out_range[1]:
+                raise self.error(f"out_min={self.out_range[0]} must be below out_max={self.out_range[1]}",
+                                 "out_max")
 
     def folded(self):
         """Weights on the quantization grid: DoReFa quantizes the raw weights (BN follows the conv, as
@@ -376,3 +392,16 @@ class QuantizeConvolutional(Convolutional):
 
     def forward(self, xs):
         return super().forward([self.quantize_input(xs[0])])
+
+    def output_function(self):
+        """With bito: the output rounded to its grid (in place) before the activation."""
+        activation = ACTIVATIONS[self.activation]
+        if not self.bito:
+            return activation
+        scale, zero_point = affine_params(*self.out_range, self.bito)
+        qmin, qmax = unsigned_range(self.bito)
+
+        def quantize_then_activate(y: np.ndarray) -> np.ndarray:
+            y[...] = fake_quantize_float32(y, scale, zero_point, qmin, qmax)
+            return activation(y)
+        return quantize_then_activate

@@ -10,8 +10,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..engine.quantize import (affine_params, fake_quantize, fake_quantize_float32, signed_range, snap_to_grid,
-                               symmetric_scale, unsigned_range)
+from ..engine.conv import conv2d
+from ..engine.quantize import (affine_params, channel_max_abs, fake_quantize, fake_quantize_float32, signed_range,
+                               snap_to_grid, symmetric_scale, unsigned_range)
 from ..errors import DncompressError
 from ..graph import is_plain_conv
 from ..layers import LAYERS
@@ -34,6 +35,11 @@ class QuantConfig:
     positions: int = 1024             # sampled input positions per calibration image (Hessian, statistics)
     batch: int = 8                    # calibration images per forward pass
     layer_bits: dict[int, int] | None = None   # explicit widths per conv (mixed precision); overrides the above
+    # bits of each conv's output before its activation (None: float), as integer runtimes requantize it
+    # (onnxruntime's QLinearConv); convs feeding the heads keep float outputs (the logits)
+    out_bits: int | None = None
+    # activation equalization strength (quant/equalize.py) applied to the float network first; None: off
+    equalize: float | None = None
 
 
 def layer_bits(net: Network, config: QuantConfig) -> dict[int, int]:
@@ -52,11 +58,13 @@ def layer_bits(net: Network, config: QuantConfig) -> dict[int, int]:
     return {i: config.keep_first_last if config.keep_first_last and i in special else config.bits for i in convs}
 
 
+QUANT_KEYS = ("bitw", "bita", "act_min", "act_max", "quant_weights", "quant_scheme", "bito", "out_min", "out_max")
+
+
 def quantized_section(layer, bits: int, act_bits: int | None, act_range, per_channel: bool):
     section = layer.section.copy()
     section.type = "quantize_convolutional"
-    options = {k: v for k, v in section.options.items() if k not in ("bitw", "bita", "act_min", "act_max",
-                                                                     "quant_weights", "quant_scheme")}
+    options = {k: v for k, v in section.options.items() if k not in QUANT_KEYS}
     options["batch_normalize"] = "0"
     options.update(bitw=str(bits), bita=str(act_bits or 0), quant_weights="affine",
                    quant_scheme="per_channel" if per_channel else "per_tensor")
@@ -71,8 +79,15 @@ def quantize_network(net: Network, config: QuantConfig, calib: np.ndarray | None
     """A new Network with quantized convs. `calib` (N, C, H, W) is needed for activation ranges, GPTQ and
     bias correction; `progress(line)` hears one line per quantized conv."""
     bits = layer_bits(net, config)
-    if calib is None and (config.act_bits or config.bias_correction or config.rounding == "gptq"):
-        raise DncompressError("activation ranges, GPTQ rounding and bias correction need calibration images")
+    if calib is None and (config.act_bits or config.bias_correction or config.rounding == "gptq" or config.equalize):
+        raise DncompressError("activation ranges, GPTQ rounding, bias correction and equalization need calibration "
+                              "images")
+    if config.out_bits and not config.act_bits:
+        raise DncompressError("quantized conv outputs need quantized conv inputs (activation bits)")
+    float_outputs = set(net.graph.head_inputs)
+    if config.equalize:
+        from .equalize import equalize_activations
+        net = equalize_activations(net, calib, config.equalize)
     if config.rounding not in ROUNDINGS:
         raise DncompressError(f"unknown rounding '{config.rounding}'; use {', '.join(ROUNDINGS)}")
     float_means = column_means(net, calib, bits, config) if config.bias_correction else {}
@@ -82,6 +97,9 @@ def quantize_network(net: Network, config: QuantConfig, calib: np.ndarray | None
         start = time.perf_counter()
         stats = None if x is None else input_stats(layer, x, config)
         done[layer.index] = quantize_layer(net, layer, bits[layer.index], config, stats, float_means.get(layer.index))
+        if config.out_bits and layer.index not in float_outputs:
+            done[layer.index] = with_output_range(net, done[layer.index], config.out_bits,
+                                                  output_range(done[layer.index], x, config.batch))
         if progress:
             progress(f"quantize layer {layer.index}: {bits[layer.index]}-bit weights "
                      f"({time.perf_counter() - start:.1f} s)")
@@ -172,10 +190,44 @@ def quantize_layer(net: Network, layer, bits: int, config: QuantConfig, stats: I
         shift = mean_output(w_q, columns.mean(axis=0, dtype=np.float64), layer.groups) \
             - mean_output(w, float_mean, layer.groups)
         b_q = (b - shift).astype(np.float32)
+    if config.out_bits:
+        b_q = snap_bias(b_q, w_q, bits, config.per_channel, affine_params(*act_range, config.act_bits)[0])
     section = quantized_section(layer, bits, config.act_bits, act_range, config.per_channel)
     quantized = LAYERS["quantize_convolutional"](section, layer.index, [l.out_shape for l in net.layers[:layer.index]],
                                                  net.info)
     quantized.set_params(weights=w_q, biases=b_q.copy())
+    return quantized
+
+
+def bias_scale(weights: np.ndarray, bits: int, per_channel: bool, act_scale: float) -> np.ndarray:
+    """The int32 bias grid of an integer conv (O,): input scale x weight scale, in float32 as onnxruntime."""
+    w_scale = symmetric_scale(channel_max_abs(weights, per_channel), bits).reshape(-1).astype(np.float32)
+    return np.broadcast_to(np.float32(act_scale) * w_scale, (len(weights),))
+
+
+def snap_bias(bias: np.ndarray, weights: np.ndarray, bits: int, per_channel: bool, act_scale: float) -> np.ndarray:
+    """Bias (O,) on the int32 grid the integer conv adds to its accumulators (so the engine adds the same)."""
+    scale = bias_scale(weights, bits, per_channel, act_scale).astype(np.float64)
+    return (np.round(bias.astype(np.float64) / scale) * scale).astype(np.float32)
+
+
+def output_range(layer, x: np.ndarray, batch: int) -> tuple[float, float]:
+    """Min and max of a quantized conv's output before its activation over x (N, C, H, W), widened to hold 0."""
+    w, b = layer.folded()
+    low, high = 0.0, 0.0
+    for start in range(0, len(x), batch):
+        y = conv2d(layer.quantize_input(x[start:start + batch]), w, b, layer.stride, layer.pad, layer.groups)
+        low, high = min(low, float(y.min())), max(high, float(y.max()))
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def with_output_range(net: Network, layer, bits: int, out_range: tuple[float, float]):
+    """The same quantized conv, its output before the activation on a `bits` grid over out_range."""
+    section = layer.section.copy()
+    section.options.update(bito=str(bits), out_min=f"{out_range[0]:.9g}", out_max=f"{out_range[1]:.9g}")
+    quantized = LAYERS["quantize_convolutional"](section, layer.index, [l.out_shape for l in net.layers[:layer.index]],
+                                                 net.info)
+    quantized.set_params(**layer.params)
     return quantized
 
 
@@ -237,7 +289,7 @@ def plain_convolutional(quantized: Network) -> Network:
         section = layer.section.copy()
         if section.type == "quantize_convolutional":
             section.type = "convolutional"
-            for key in ("bitw", "bita", "act_min", "act_max", "quant_weights", "quant_scheme"):
+            for key in QUANT_KEYS:
                 section.options.pop(key, None)
         sections.append(section)
     plain = quantized.derive(sections)

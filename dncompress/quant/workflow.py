@@ -99,12 +99,19 @@ def run_quantize(net: Network, inputs: list[str | None], config: QuantConfig, fm
         raise DncompressError("--format darknet cannot carry activation quantization (Darknet/OpenCV run "
                               "float activations); add --act-bits none")
     layer_bits(net, config)                     # refuses unquantizable layers before any work
+    if fmt == "onnx-int8":
+        if config.act_bits != 8:
+            raise DncompressError("--format onnx-int8 runs on onnxruntime's uint8 x int8 kernels: it needs "
+                                  "--act-bits 8 (weights 2..8 bits are stored in int8)")
+        # integer convs requantize their outputs: the engine's model quantizes them too, so it is the file
+        config = dataclasses.replace(config, out_bits=8)
     outputs = output_names(Path(net.file or "model").stem, config, fmt, prefix, opencv, budget_bits)
     check_outputs([p for paths in outputs.values() for p in paths], inputs, force)
     start = time.perf_counter()
     warnings = []
     images, calib_source, calib_default = None, "", False
-    if config.act_bits or config.bias_correction or config.rounding == "gptq" or budget_bits or fmt == "onnx-int8":
+    if (config.act_bits or config.bias_correction or config.rounding == "gptq" or budget_bits or fmt == "onnx-int8"
+            or config.equalize):
         images, calib_source, calib_default = load_calibration(net, calib, calib_images)
     elif calib:
         warnings.append("--calib is not used: weights-only round-to-nearest without bias correction needs none")
@@ -126,7 +133,7 @@ def run_quantize(net: Network, inputs: list[str | None], config: QuantConfig, fm
                         "below is meaningless; pass --data with images it detects objects on")
     comparison = compare_models(net, quantized, dataset, progress=False)
     if "onnx-int8" in outputs:
-        # onnxruntime requantizes activations itself: measure the file, not just the engine's model
+        # measured from the file too: the engine's model and onnxruntime differ where float sums round apart
         comparison["onnx_int8"] = compare_models(net, onnx_candidate(outputs["onnx-int8"][0], quantized), dataset,
                                                  progress=False)
     return QuantizeReport(outputs, net.param_count() * 4, written, packed_size(quantized), calib_source,
