@@ -39,7 +39,7 @@ def test_default_floor_refuses_a_dead_model_with_one_line(stub_prune, tiny_weigh
     assert result.exit_code == 2, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "below the floor 0.1" in errors[0] and "--min-fidelity 0" in errors[0]
-    assert "--resize auto" in errors[0] and "--finetune" in errors[0]
+    assert "--imgsz auto" in errors[0] and "--finetune" in errors[0]
     assert not list(tmp_path.glob("out*"))
 
 
@@ -67,7 +67,7 @@ def test_a_better_smaller_input_is_named(stub_prune, tiny_weights, tmp_path):
     result = run(prune_args(tiny_weights, tmp_path))
     assert result.exit_code == 0, result.output
     assert "unpruned model simply run at 160x160 costs 0.790 BFLOPs" in result.stderr
-    assert "--resize auto" in result.stderr
+    assert "--imgsz auto" in result.stderr
     stub_prune["baseline"] = {"size": [160, 160], "bflops": 0.79, "fidelity": 0.2}
     result = run(prune_args(tiny_weights, tmp_path, "--force"))
     assert result.exit_code == 0 and "simply run at" not in result.stderr
@@ -75,9 +75,9 @@ def test_a_better_smaller_input_is_named(stub_prune, tiny_weights, tmp_path):
 
 def test_resize_needs_a_bflops_target(tiny_weights, tmp_path):
     from conftest import ROOT
-    result = run(["prune", small_input_cfg(tmp_path), tiny_weights, "--ratio", "0.5", "--resize", "auto", "--calib",
+    result = run(["prune", small_input_cfg(tmp_path), tiny_weights, "--ratio", "0.5", "--imgsz", "auto", "--calib",
                   ROOT / "samples", "-o", tmp_path / "out"])
-    assert result.exit_code == 2 and "--resize needs --target-bflops" in result.stderr
+    assert result.exit_code == 2 and "--imgsz needs --target-bflops" in result.stderr
     assert not list(tmp_path.glob("out*"))
 
 

@@ -69,7 +69,7 @@ def print_pruning_report(report: dict) -> None:
               help="obs: refuse to write the model (exit 2) when its fidelity to the original on held-out "
               "calibration images is below this. Default: a floor of 0.1 (a model that lost nearly all the "
               "original's detections is never written silently); --min-fidelity 0 writes whatever comes out.")
-@click.option("--resize", metavar="auto|W[,W...]",
+@click.option("--imgsz", "resize", metavar="auto|W[,W...]",
               help="obs with --target-bflops: also shrink the network input (width/height in the pruned cfg, "
               "multiples of 32) and prune channels only for the rest of the cost. 'auto' tries the largest size "
               "at which the unpruned model alone meets the target and the two sizes above it (pruned for the "
@@ -124,7 +124,7 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
     \b
     Examples:
       dncompress prune yolov3-tiny --target-bflops 3.3 --calib voc/fit.txt --data voc/val.txt
-      dncompress prune yolov3-tiny --target-bflops 2.8 --resize auto --calib voc/fit.txt
+      dncompress prune yolov3-tiny --target-bflops 2.8 --imgsz auto --calib voc/fit.txt
       dncompress prune yolov3-tiny.cfg --ratio 0.7 --min-fidelity 0.5
       dncompress prune yolov3-tiny.cfg --ratio 0.3 --criterion bn --reconstruct --calib images/
       dncompress prune yolov3-tiny --criterion energy --ratio 0.5 --calib images/
@@ -171,7 +171,7 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
                    "much better", err=True)
         criterion, scope = "bn", "layer"
     if resize:
-        raise DncompressError("--resize belongs to the default one-shot method (--criterion obs, calibration "
+        raise DncompressError("--imgsz belongs to the default one-shot method (--criterion obs, calibration "
                               "images)")
     if criterion == "obs":  # --sensitivity ranks each group's channels by a per-channel score
         criterion = "bn"
@@ -255,7 +255,7 @@ def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, ca
     if finetune and not (calib or data_path):
         raise DncompressError("--finetune needs images: --calib (fine-tune on them) or --data")
     if resize and kind != "bflops":
-        raise DncompressError("--resize needs --target-bflops (the input size changes BFLOPs, not channels or "
+        raise DncompressError("--imgsz needs --target-bflops (the input size changes BFLOPs, not channels or "
                               "parameters)")
     pruned, report = oneshot_prune(net, calib, calib_images, kind, target, min_keep, multiple,
                                    None if class_names else data_path, resize, progress=echo_err)
@@ -266,7 +266,7 @@ def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, ca
         w, h = baseline["size"]
         click.echo(f"note: the unpruned model simply run at {w}x{h} costs {baseline['bflops']:.3f} BFLOPs (this model: "
                    f"{report['bflops'][1]:.3f}) and keeps fidelity {baseline['fidelity']:.4f} on the same held-out "
-                   f"images (this model: {fidelity:.4f}). Try --resize auto (with --target-bflops), or run the "
+                   f"images (this model: {fidelity:.4f}). Try --imgsz auto (with --target-bflops), or run the "
                    f"original at {w}x{h} (eval/detect --imgsz {w} {h}).", err=True)
     floor = FIDELITY_FLOOR if min_fidelity is None else min_fidelity
     if fidelity < FIDELITY_WARNING:
@@ -278,7 +278,7 @@ def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, ca
         which = (f"--min-fidelity {min_fidelity:g}" if min_fidelity is not None else
                  f"the floor {FIDELITY_FLOOR:g} (--min-fidelity 0 writes it anyway)")
         raise DncompressError(f"fidelity {fidelity:.4f} is below {which}; nothing written. Remedies: a smaller "
-                              "--ratio / larger --target-bflops, --resize auto, more --calib images, --finetune")
+                              "--ratio / larger --target-bflops, --imgsz auto, more --calib images, --finetune")
     if class_names:
         atomic_write(f"{prefix}.names", names_bytes(class_names))
     if finetune:

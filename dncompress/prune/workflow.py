@@ -23,7 +23,7 @@ from .report import pruning_report
 FIDELITY_WARNING = 0.5
 # below this the model is refused unless --min-fidelity says otherwise (0 forces the write)
 FIDELITY_FLOOR = 0.1
-# --resize auto: the smallest input size that meets the target unpruned, and this many larger ones
+# --imgsz auto: the largest input size at which the unpruned model meets the target, and this many larger ones
 RESIZE_AUTO_LARGER = 2
 # calibration images held out from the fit to measure fidelity
 HOLDOUT_IMAGES = 32
@@ -121,10 +121,10 @@ def resize_baseline(net: Network, bflops: float) -> tuple[int, int] | None:
 
 
 def resize_candidates(net: Network, resize: str, kind: str, target: float) -> list[tuple[int, int]]:
-    """--resize auto: the largest size where the unpruned model alone meets --target-bflops and the
+    """--imgsz auto: the largest size where the unpruned model alone meets --target-bflops and the
     RESIZE_AUTO_LARGER sizes above it (these are pruned for the rest of the cost); or a comma list of widths."""
     if kind != "bflops":
-        raise DncompressError("--resize needs --target-bflops (the input size changes BFLOPs, not channels or "
+        raise DncompressError("--imgsz needs --target-bflops (the input size changes BFLOPs, not channels or "
                               "parameters)")
     w0, h0 = net.info.width, net.info.height
     if resize == "auto":
@@ -134,9 +134,9 @@ def resize_candidates(net: Network, resize: str, kind: str, target: float) -> li
     try:
         widths = sorted({int(v) for v in resize.split(",") if v.strip()})
     except ValueError:
-        raise DncompressError(f"--resize '{resize}' must be 'auto' or widths like 320,352,384") from None
+        raise DncompressError(f"--imgsz '{resize}' must be 'auto' or widths like 320,352,384") from None
     if not widths or any(w % 32 or not 32 <= w <= w0 for w in widths):
-        raise DncompressError(f"--resize '{resize}': widths must be multiples of 32 between 32 and the network's "
+        raise DncompressError(f"--imgsz '{resize}': widths must be multiples of 32 between 32 and the network's "
                               f"{w0}")
     return [(w, max(32, round(h0 * w / w0 / 32) * 32)) for w in widths]
 
@@ -153,7 +153,7 @@ def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str,
     """Check inputs, prune, measure. Returns (pruned network, report) with the pruning report keys plus
     'method', 'calibration', 'steps', 'sparsity' ('trained', 'small_gamma_share'), 'holdout_fidelity',
     'seconds', 'resize_baseline' (the unpruned model at the largest smaller input size costing no more:
-    size, bflops, fidelity; or None), with --resize 'candidates' (size, bflops, fidelity, seconds, chosen), and
+    size, bflops, fidelity; or None), with --imgsz 'candidates' (size, bflops, fidelity, seconds, chosen), and
     with --data 'fidelity_map50' and (labelled) 'map50'/'map50_95' [before, after]."""
     if not 0 <= min_keep <= 1:
         raise DncompressError(f"--min-keep {min_keep} must be a fraction in [0, 1]")
@@ -214,7 +214,7 @@ def baseline_report(net: Network, bflops: float, reference: Dataset) -> dict | N
 
 
 def compare_at_own_sizes(reference: Network, candidate: Network, dataset: Dataset) -> dict:
-    """eval.compare_models with each model at its own input size (a --resize result is smaller)."""
+    """eval.compare_models with each model at its own input size (an --imgsz result is smaller)."""
     if (candidate.info.width, candidate.info.height) == (reference.info.width, reference.info.height):
         return compare_models(reference, candidate, dataset, progress=False)
     classes = reference.heads[0].classes
