@@ -1,5 +1,7 @@
 """The default prune method (obs) followed by --finetune, through the CLI on a tiny budget: real yolov3-tiny
 weights at 192x192, 3 calibration images, one epoch at 64x64 on the 7 sample photos, a 4-image --data."""
+import re
+
 import numpy as np
 import pytest
 
@@ -19,7 +21,7 @@ def test_cli_obs_then_finetune_writes_the_recovered_model(tiny_weights, tmp_path
                   "--batch", "4", "--data", four_image_dataset(tmp_path), "-o", out])
     assert result.exit_code == 0, result.output
     assert "method: one-shot OBS selection" in result.stdout
-    assert "fine-tune epoch 1/1 step 2/2" in result.stderr
+    assert re.search(r"fine-tune epoch 1/1 step \d+/\d+", result.stderr)
     assert "pruned -> " in result.stdout and "fine-tuned" in result.stdout and "mAP@0.5: original" in result.stdout
     assert "fidelity floor (--min-fidelity) is not applied" in result.stderr
     tuned = Network.from_cfg(f"{out}.cfg", f"{out}.weights")

@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--resize-table", action="store_true", help="the --resize candidates' table (see above)")
     parser.add_argument("--holdout", type=int, default=32, help="--resize-table: held-out calibration images")
     parser.add_argument("--skip-full", action="store_true", help="--resize-table: not the original size pruned")
+    parser.add_argument("--jobs", help="--resize-table: run exactly these TARGET:WIDTH pairs in this order "
+                        "(e.g. 3.339:320,3.339:416), instead of every candidate of every target")
     args = parser.parse_args()
     if args.resize_table:
         resize_table(args)
@@ -195,19 +197,24 @@ def resize_table(args) -> None:
           f"{os.getloadavg()[0]:.1f}")
     print("| target | input | how | BFLOPs | mAP@0.5 | kept | fidelity (data) | fidelity (held-out calib) | time |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    jobs = []
     for target in [float(t) for t in args.targets.split(",") if t]:
         sizes = ([] if args.skip_full else [size]) + resize_candidates(net, "auto", "bflops", target)
-        for w, h in sizes:
-            model = resized(net, w, h) if (w, h) != size else net
-            start = time.perf_counter()
-            how = "unpruned"
-            if summary(model)["bflops"] > target:
-                model = prune_oneshot(model, batch_of(fit, w, h), target, "bflops").network
-                how = "pruned"
-            seconds = time.perf_counter() - start
-            value, fidelity, held = run(model)
-            print(f"| {target:g} | {w}x{h} | {how} | {summary(model)['bflops']:.3f} | {value:.4f} | {value / base:.0%} | "
-                  f"{fidelity:.4f} | {held:.4f} | {seconds:.0f} s (load {os.getloadavg()[0]:.1f}) |", flush=True)
+        jobs += [(target, w, h) for w, h in sizes]
+    if args.jobs:
+        pairs = [job.split(":") for job in args.jobs.split(",")]
+        jobs = [(float(t), int(w), round(size[1] * int(w) / size[0] / 32) * 32) for t, w in pairs]
+    for target, w, h in jobs:
+        model = resized(net, w, h) if (w, h) != size else net
+        start = time.perf_counter()
+        how = "unpruned"
+        if summary(model)["bflops"] > target:
+            model = prune_oneshot(model, batch_of(fit, w, h), target, "bflops").network
+            how = "pruned"
+        seconds = time.perf_counter() - start
+        value, fidelity, held = run(model)
+        print(f"| {target:g} | {w}x{h} | {how} | {summary(model)['bflops']:.3f} | {value:.4f} | {value / base:.0%} | "
+              f"{fidelity:.4f} | {held:.4f} | {seconds:.0f} s (load {os.getloadavg()[0]:.1f}) |", flush=True)
 
 
 if __name__ == "__main__":
