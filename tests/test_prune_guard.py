@@ -102,3 +102,33 @@ def test_resize_candidates_and_sizes():
     assert summary(small)["bflops"] == pytest.approx(summary(Network.from_cfg(CFGS / "yolov3-tiny.cfg",
                                                                              width=320, height=320))["bflops"])
     assert np.array_equal(small.layers[0].params["weights"], net.layers[0].params["weights"])
+
+
+@pytest.mark.slow
+def test_cli_imgsz_writes_the_candidate_with_the_best_fidelity(monkeypatch, tiny_weights, tmp_path):
+    """The --imgsz loop with the OBS pruning stubbed (returns its input): candidates printed, the one with
+    the highest held-out fidelity written with its size in the cfg, loading in OpenCV DNN."""
+    import re
+
+    import dncompress.prune.workflow as workflow
+    from dncompress.prune.oneshot import OneShotResult
+    from test_prune import opencv_parity
+    seen = []
+
+    def stub(model, images, target, kind, *args, **kwargs):
+        seen.append((model.info.width, images.shape[-1]))
+        return OneShotResult(model.copy(), {}, [], False, 0.0, 0)
+    monkeypatch.setattr(workflow, "prune_oneshot", stub)
+    from conftest import ROOT
+    out = tmp_path / "r"
+    result = run(["prune", small_input_cfg(tmp_path), tiny_weights, "--target-bflops", "0.8", "--imgsz", "128,160",
+                  "--calib", ROOT / "samples", "--calib-images", "3", "--min-fidelity", "0", "-o", out])
+    assert result.exit_code == 0, result.output
+    assert seen == [(160, 160)]         # 128 meets the target unpruned; 160 is pruned, calibrated at 160
+    rows = re.findall(r"^  (\d+)x\d+: BFLOPs ([\d.]+), fidelity ([\d.]+) \((\w+)", result.stdout, re.M)
+    assert [(int(w), how) for w, _, _, how in rows] == [(128, "unpruned"), (160, "channels")]
+    best = max(rows, key=lambda r: float(r[2]))
+    assert re.search(rf"^  {best[0]}x{best[0]}: .*<- chosen", result.stdout, re.M)
+    net = Network.from_cfg(f"{out}.cfg", f"{out}.weights")
+    assert net.info.width == net.info.height == int(best[0])
+    assert opencv_parity(net, tmp_path) <= 2e-4
