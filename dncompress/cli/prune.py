@@ -325,5 +325,5 @@ def print_group_steps(report: dict) -> None:
         ridges = ",".join(f"{r:g}" for r in step["ridges"].values())
         click.echo(f"{'conv ' + ','.join(map(str, step['convs'])):>10} {step['positions']:>5} -> {step['kept']:<5} "
                    f"{step['predicted_error']:13.4f} {step['refit_error']:10.4f} {ridges}")
-    click.echo("(errors: relative output error of the group's consumers; predicted: on the original network, "
-               "fitted on one half of the calibration images and measured on the other; refit: 2-fold held-out)")
+    click.echo("(errors: relative output error of the group's consumers; predicted on the original network, "
+               "refit: 2-fold held-out on the calibration images)")
