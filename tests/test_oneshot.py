@@ -256,3 +256,39 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(tiny_weights, tmp_path):
         assert result.stderr.startswith("error:") and message in result.stderr, (extra, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
         assert not list(tmp_path.glob("out*"))
+
+
+def test_heldout_error_matches_brute_force_on_the_other_fold():
+    """HeldOut.error: the OBS-compensated weights fitted on fold A, scored on fold B's rows, against
+    numpy on B's inputs; the sliced alternative (removed columns zeroed, bias refit to B's mean) too."""
+    from dncompress.prune.oneshot import HeldOut
+    x, w, columns = problem(7, positions=6, s=2, outputs=5, rows=300)
+    a, b = x[:150], x[150:]
+    state = ObsState(regularized_inverse(a.T @ a, 0.0), w.copy(), columns, 1.0)
+    state.remove([1, 4])
+    removed = columns[[1, 4]].ravel()
+    kept = np.setdiff1d(np.arange(x.shape[1]), removed)
+    sol = np.linalg.lstsq(a[:, kept], a @ w.T, rcond=None)[0].T           # OBS = least squares on fold A
+    compensated = np.zeros_like(w)
+    compensated[:, kept] = sol
+    y = b @ w.T
+    err_comp = float(np.sum((b @ compensated.T - y) ** 2))
+    sliced = w.copy()
+    sliced[:, removed] = 0
+    sliced[:, -1] += np.mean(y - b @ sliced.T, axis=0)                      # best bias on fold B
+    err_slice = float(np.sum((b @ sliced.T - y) ** 2))
+    rows = np.array([0, 2, 3])
+    held = HeldOut(b.T @ b, rows, w[rows])
+    expected = min(float(np.sum((b @ compensated[rows].T - y[:, rows]) ** 2)),
+                   float(np.sum((b @ sliced[rows].T - y[:, rows]) ** 2))) / float(np.sum(y[:, rows] ** 2))
+    assert held.error(state) == pytest.approx(expected, rel=1e-6)
+    assert err_comp > 0 and err_slice > 0
+
+
+def test_heldout_curve_is_non_decreasing_and_starts_near_zero():
+    from dncompress.prune.oneshot import HeldOut, heldout_curve
+    x, w, columns = problem(8, positions=20, s=1, outputs=4, rows=120)
+    a, b = x[:60], x[60:]
+    state = ObsState(regularized_inverse(a.T @ a, 0.005), w.copy(), columns, float(np.sum((a @ w.T) ** 2)))
+    curve = heldout_curve([state], [HeldOut(b.T @ b, np.arange(4), w)], 15, checkpoints=5)
+    assert len(curve) == 15 and np.all(np.diff(curve) >= 0) and 0 <= curve[0] <= curve[-1]

@@ -13,6 +13,14 @@ targets and --ratio 0.7, beside the unpruned model at smaller input sizes (the s
 
     python tools/prune_table.py --oneshot --data ../shared/data/voc765/eval200.txt
         --calib ../shared/data/voc765/fit565.txt --calib-images 64 --targets 3.339,2.782,1.669 --ratio 0.7
+
+With --resize-table, every candidate `prune --resize auto` considers at each BFLOPs target (the original
+input size pruned to the target first, then the sizes of `resize_candidates`), each with its mAP on --data,
+its fidelity to the original (at the original's size) on --data and on the held-out calibration images the
+CLI chooses by (the --holdout images of --calib after the first --calib-images), and the pruning time:
+
+    python tools/prune_table.py --resize-table --data ../shared/data/voc765/eval200.txt
+        --calib ../shared/data/voc765/fit565.txt --calib-images 32 --targets 3.339
 """
 from __future__ import annotations
 
@@ -67,7 +75,15 @@ def main() -> None:
     parser.add_argument("--targets", default="3.339,2.782,1.669", help="--oneshot: BFLOPs targets")
     parser.add_argument("--ratio", type=float, default=0.7, help="--oneshot: also this --ratio (0: none)")
     parser.add_argument("--sizes", default="320,256", help="--oneshot: unpruned baselines at these input sizes")
+    parser.add_argument("--resize-table", action="store_true", help="the --resize candidates' table (see above)")
+    parser.add_argument("--holdout", type=int, default=32, help="--resize-table: held-out calibration images")
+    parser.add_argument("--skip-full", action="store_true", help="--resize-table: not the original size pruned")
+    parser.add_argument("--jobs", help="--resize-table: run exactly these TARGET:WIDTH pairs in this order "
+                        "(e.g. 3.339:320,3.339:416), instead of every candidate of every target")
     args = parser.parse_args()
+    if args.resize_table:
+        resize_table(args)
+        return
     if args.oneshot:
         oneshot_table(args)
         return
@@ -143,6 +159,61 @@ def oneshot_table(args) -> None:
               f"{cost['params']:,} | {value:.4f} | {value / base:.0%} | "
               f"{evaluate(preds, reference, classes).map50:.4f} | {seconds:.0f} s (load {os.getloadavg()[0]:.1f}) |",
               flush=True)
+
+
+def resize_table(args) -> None:
+    """Per target: the original size pruned to it, then each --resize auto candidate (unpruned at the size
+    that alone meets the target, pruned at the larger ones); mAP@0.5 and fidelity on --data, held-out
+    fidelity on --calib images after the fit, pruning wall time and load."""
+    import dataclasses
+    import os
+
+    from dncompress.data import load_dataset
+    from dncompress.eval import fidelity_dataset
+    from dncompress.prune.oneshot import prune_oneshot
+    from dncompress.prune.workflow import batch_of, resize_candidates, resized
+    from dncompress.zoo import find_weights, resolve_cfg
+    cfg = resolve_cfg(args.cfg)
+    net = Network.from_cfg(cfg, find_weights(cfg, args.weights))
+    size = (net.info.width, net.info.height)
+    classes = net.heads[0].classes
+    dataset = load_dataset(args.data)
+    calib = load_dataset(args.calib)
+    fit = dataclasses.replace(calib, items=calib.items[:args.calib_images])
+    hold = dataclasses.replace(calib, items=calib.items[args.calib_images:args.calib_images + args.holdout])
+
+    def run(model):
+        preds = predict(model.forward, model.heads, dataset, model.info.width, model.info.height, progress=False)
+        held = predict(model.forward, model.heads, hold, model.info.width, model.info.height, progress=False)
+        return (evaluate(preds, dataset, classes).map50, evaluate(preds, reference, classes).map50,
+                evaluate(held, hold_reference, classes).map50)
+    base_preds = predict(net.forward, net.heads, dataset, *size, progress=False)
+    reference = fidelity_dataset(base_preds, dataset)
+    hold_reference = fidelity_dataset(predict(net.forward, net.heads, hold, *size, progress=False), hold)
+    base = evaluate(base_preds, dataset, classes).map50
+    print(f"{args.cfg}: mAP@0.5 on {args.data} ({len(dataset)} images) {base:.4f}; fit on the first {len(fit)} images "
+          f"of {args.calib} (+ mirrors), held-out fidelity on the {len(hold)} after them; load "
+          f"{os.getloadavg()[0]:.1f}")
+    print("| target | input | how | BFLOPs | mAP@0.5 | kept | fidelity (data) | fidelity (held-out calib) | time |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    jobs = []
+    for target in [float(t) for t in args.targets.split(",") if t]:
+        sizes = ([] if args.skip_full else [size]) + resize_candidates(net, "auto", "bflops", target)
+        jobs += [(target, w, h) for w, h in sizes]
+    if args.jobs:
+        pairs = [job.split(":") for job in args.jobs.split(",")]
+        jobs = [(float(t), int(w), round(size[1] * int(w) / size[0] / 32) * 32) for t, w in pairs]
+    for target, w, h in jobs:
+        model = resized(net, w, h) if (w, h) != size else net
+        start = time.perf_counter()
+        how = "unpruned"
+        if summary(model)["bflops"] > target:
+            model = prune_oneshot(model, batch_of(fit, w, h), target, "bflops").network
+            how = "pruned"
+        seconds = time.perf_counter() - start
+        value, fidelity, held = run(model)
+        print(f"| {target:g} | {w}x{h} | {how} | {summary(model)['bflops']:.3f} | {value:.4f} | {value / base:.0%} | "
+              f"{fidelity:.4f} | {held:.4f} | {seconds:.0f} s (load {os.getloadavg()[0]:.1f}) |", flush=True)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,15 @@ def print_pruning_report(report: dict) -> None:
               help="obs: conv weights to reach (instead of --ratio).")
 @click.option("--min-fidelity", type=click.FloatRange(0, 1),
               help="obs: refuse to write the model (exit 2) when its fidelity to the original on held-out "
-              "calibration images is below this.")
+              "calibration images is below this. Default: a floor of 0.1 (a model that lost nearly all the "
+              "original's detections is never written silently); --min-fidelity 0 writes whatever comes out.")
+@click.option("--imgsz", "resize", metavar="auto|W[,W...]",
+              help="obs with --target-bflops: also shrink the network input (width/height in the pruned cfg, "
+              "multiples of 32) and prune channels only for the rest of the cost. 'auto' tries the largest size "
+              "at which the unpruned model alone meets the target and the two sizes above it (pruned for the "
+              "rest); or give the widths to try (the height keeps the aspect). Each candidate's fidelity to the "
+              "original (at the original's input size) is measured on the held-out calibration images; the "
+              "best is written and every candidate printed.")
 @click.option("-o", "--output", "prefix", help="Output prefix: writes PREFIX.cfg and PREFIX.weights "
               "(default <stem>-pruned<RATIO>).")
 @click.option("--data", "data_path", type=click.Path(), help="Dataset: report mAP before/after and fidelity.")
@@ -107,7 +115,7 @@ def print_pruning_report(report: dict) -> None:
               help="--finetune: training input size (the model keeps its own).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, compensate, reconstruct, calib,
-                  calib_images, target_params, min_fidelity, prefix, data_path, sensitivity, ratios, max_drop, search,
+                  calib_images, target_params, min_fidelity, resize, prefix, data_path, sensitivity, ratios, max_drop, search,
                   target_bflops, epochs, penalty, gate_lr, weight_lr, batch, class_list, names_path, finetune_epochs,
                   finetune_lr, finetune_imgsz, force):
     """Remove channels (network slimming and friends) and write a smaller cfg + weights that Darknet and
@@ -116,6 +124,7 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
     \b
     Examples:
       dncompress prune yolov3-tiny --target-bflops 3.3 --calib voc/fit.txt --data voc/val.txt
+      dncompress prune yolov3-tiny --target-bflops 2.8 --imgsz auto --calib voc/fit.txt
       dncompress prune yolov3-tiny.cfg --ratio 0.7 --min-fidelity 0.5
       dncompress prune yolov3-tiny.cfg --ratio 0.3 --criterion bn --reconstruct --calib images/
       dncompress prune yolov3-tiny --criterion energy --ratio 0.5 --calib images/
@@ -154,12 +163,16 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
         if calib or has_samples():
             finetune = (finetune_epochs, finetune_lr, finetune_imgsz, batch) if finetune_epochs else None
             run_oneshot(net, weights, stem, ratio, target_bflops, target_params, calib, calib_images or 64,
-                        min_keep, int(multiple), data_path, min_fidelity, prefix, force, class_names, finetune)
+                        min_keep, int(multiple), data_path, min_fidelity, prefix, force, class_names, finetune,
+                        resize)
             return
         click.echo("note: no calibration images (--calib) and no packaged samples: falling back to the data-free "
                    "method, |BN gamma| of each layer at RATIO with compensation; calibration images would do "
                    "much better", err=True)
         criterion, scope = "bn", "layer"
+    if resize:
+        raise DncompressError("--imgsz belongs to the default one-shot method (--criterion obs, calibration "
+                              "images)")
     if criterion == "obs":  # --sensitivity ranks each group's channels by a per-channel score
         criterion = "bn"
     calib_images = calib_images or 16
@@ -218,13 +231,13 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
 
 def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, calib, calib_images: int,
                 min_keep: float, multiple: int, data_path, min_fidelity, prefix, force, class_names=None,
-                finetune=None) -> None:
+                finetune=None, resize=None) -> None:
     """The default method: one-shot pruning with reconstruction, the guard, then (if it passes) the write;
     with `finetune` = (epochs, lr, imgsz, batch) the pruned model is fine-tuned against `net` first (the
     guard then judges the fine-tuned model, which prune_recover reports)."""
     from ..fsutil import atomic_write, check_outputs
     from .prune_recover import finetune_for_cli, names_bytes
-    from ..prune.workflow import FIDELITY_WARNING, channel_target, oneshot_prune
+    from ..prune.workflow import FIDELITY_FLOOR, FIDELITY_WARNING, channel_target, oneshot_prune
     targets = [t for t in (ratio, target_bflops, target_params) if t is not None]
     if len(targets) != 1:
         raise DncompressError("give one of --ratio, --target-bflops, --target-params (e.g. --ratio 0.5)")
@@ -241,25 +254,38 @@ def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, ca
     check_outputs(outputs + extra, [net.file, weights, calib, data_path], force)
     if finetune and not (calib or data_path):
         raise DncompressError("--finetune needs images: --calib (fine-tune on them) or --data")
+    if resize and kind != "bflops":
+        raise DncompressError("--imgsz needs --target-bflops (the input size changes BFLOPs, not channels or "
+                              "parameters)")
     pruned, report = oneshot_prune(net, calib, calib_images, kind, target, min_keep, multiple,
-                                   None if class_names else data_path, progress=echo_err)
+                                   None if class_names else data_path, resize, progress=echo_err)
     print_oneshot_report(report)
     fidelity = report["holdout_fidelity"]
+    baseline = report.get("resize_baseline")
+    if baseline and baseline["fidelity"] > fidelity:
+        w, h = baseline["size"]
+        click.echo(f"note: the unpruned model simply run at {w}x{h} costs {baseline['bflops']:.3f} BFLOPs (this model: "
+                   f"{report['bflops'][1]:.3f}) and keeps fidelity {baseline['fidelity']:.4f} on the same held-out "
+                   f"images (this model: {fidelity:.4f}). Try --imgsz auto (with --target-bflops), or run the "
+                   f"original at {w}x{h} (eval/detect --imgsz {w} {h}).", err=True)
+    floor = FIDELITY_FLOOR if min_fidelity is None else min_fidelity
     if fidelity < FIDELITY_WARNING:
         click.echo(f"WARNING: fidelity {fidelity:.3f} < {FIDELITY_WARNING}: this model loses most of what the "
                    "original detects. Remedies: " + ("" if report["user_calibration"] else "--calib with ~64+ "
                    "images like yours, ") + "a smaller --ratio / larger --target-bflops, or fine-tune it "
                    "(prune --finetune / train --teacher).", err=True)
+    if not finetune and fidelity < floor:
+        which = (f"--min-fidelity {min_fidelity:g}" if min_fidelity is not None else
+                 f"the floor {FIDELITY_FLOOR:g} (--min-fidelity 0 writes it anyway)")
+        raise DncompressError(f"fidelity {fidelity:.4f} is below {which}; nothing written. Remedies: a smaller "
+                              "--ratio / larger --target-bflops, --imgsz auto, more --calib images, --finetune")
     if class_names:
         atomic_write(f"{prefix}.names", names_bytes(class_names))
     if finetune:
         epochs, lr, imgsz, batch = finetune
         pruned = finetune_for_cli(net, pruned, calib, data_path, class_names, epochs, lr, imgsz, batch, prefix)
-        if min_fidelity is not None:
-            click.echo("note: --min-fidelity judges the model before fine-tuning only; the fine-tuned model's "
-                       "figures are above", err=True)
-    elif min_fidelity is not None and fidelity < min_fidelity:
-        raise DncompressError(f"fidelity {fidelity:.4f} is below --min-fidelity {min_fidelity:g}; nothing written")
+        click.echo("note: with --finetune the fidelity floor (--min-fidelity) is not applied: fine-tuning is the "
+                   "remedy; the fine-tuned model's figures are above", err=True)
     else:
         pruned.save(*outputs)
     click.echo(f"wrote {outputs[0]} and {outputs[1]}" + (f" and {prefix}.names" if class_names else ""))
@@ -274,6 +300,21 @@ def print_oneshot_report(report: dict) -> None:
                f"({report['calibration_rows']:,} sampled rows; {report['seconds']:.0f} s)")
     if not report["user_calibration"]:
         click.echo("note: calibration on the packaged samples; --calib with images like yours would do better")
+    if "candidates" in report:
+        click.echo("input size candidates (fidelity to the original at its own input size, held-out images):")
+        for c in report["candidates"]:
+            how = "channels pruned for the rest" if c["pruned"] else "unpruned, smaller input only"
+            click.echo(f"  {c['size'][0]}x{c['size'][1]}: BFLOPs {c['bflops']:.3f}, fidelity {c['fidelity']:.4f} "
+                       f"({how}; {c['seconds']:.0f} s)" + ("  <- chosen" if c["chosen"] else ""))
+    if report["sparsity"] is not None:
+        print_group_steps(report)
+    print_pruning_report(report)
+    w, h = report["input_size"]
+    click.echo(f"fidelity to the original on held-out calibration images (mAP@0.5 of its detections at conf "
+               f"0.25; this model at {w}x{h}): {report['holdout_fidelity']:.4f}")
+
+
+def print_group_steps(report: dict) -> None:
     sparsity = report["sparsity"]
     click.echo(f"BN gamma histogram: {sparsity['small_gamma_share']:.1%} of prunable channels below 1% of their "
                "layer's largest: " + ("sparsity-trained (network slimming); near-zero channels go first"
@@ -286,6 +327,3 @@ def print_oneshot_report(report: dict) -> None:
                    f"{step['predicted_error']:13.4f} {step['refit_error']:10.4f} {ridges}")
     click.echo("(errors: relative output error of the group's consumers; predicted on the original network, "
                "refit: 2-fold held-out on the calibration images)")
-    print_pruning_report(report)
-    click.echo(f"fidelity to the original on held-out calibration images (mAP@0.5 of its detections at conf "
-               f"0.25): {report['holdout_fidelity']:.4f}")

@@ -21,6 +21,10 @@ from .report import pruning_report
 
 # fidelity below this prints the loud warning
 FIDELITY_WARNING = 0.5
+# below this the model is refused unless --min-fidelity says otherwise (0 forces the write)
+FIDELITY_FLOOR = 0.1
+# --imgsz auto: the largest input size at which the unpruned model meets the target, and this many larger ones
+RESIZE_AUTO_LARGER = 2
 # calibration images held out from the fit to measure fidelity
 HOLDOUT_IMAGES = 32
 # the packaged samples (a source checkout): fit on coco12, measure fidelity on the 7 Darknet photos
@@ -88,12 +92,69 @@ def fidelity_reference(net: Network, holdout: Dataset) -> Dataset:
     return reference
 
 
+def resized(net: Network, width: int, height: int) -> Network:
+    """A copy of `net` at another input size ([net] width/height; the weights do not depend on it)."""
+    sections = [s.copy() for s in net.sections]
+    sections[0].options["width"], sections[0].options["height"] = str(width), str(height)
+    return net.copy(sections)
+
+
+def smaller_sizes(net: Network) -> list[tuple[int, int]]:
+    """Input sizes below the network's, width in steps of 32 (height keeps the aspect, a multiple of 32)."""
+    w0, h0 = net.info.width, net.info.height
+    out = []
+    for w in range((w0 - 1) // 32 * 32, 31, -32):
+        out.append((w, max(32, round(h0 * w / w0 / 32) * 32)))
+    return out
+
+
+def bflops_at(net: Network, width: int, height: int) -> float:
+    return summary(resized(net, width, height))["bflops"]
+
+
+def resize_baseline(net: Network, bflops: float) -> tuple[int, int] | None:
+    """The largest smaller input size at which the unpruned `net` costs <= bflops (None if none)."""
+    for w, h in smaller_sizes(net):
+        if bflops_at(net, w, h) <= bflops:
+            return w, h
+    return None
+
+
+def resize_candidates(net: Network, resize: str, kind: str, target: float) -> list[tuple[int, int]]:
+    """--imgsz auto: the largest size where the unpruned model alone meets --target-bflops and the
+    RESIZE_AUTO_LARGER sizes above it (these are pruned for the rest of the cost); or a comma list of widths."""
+    if kind != "bflops":
+        raise DncompressError("--imgsz needs --target-bflops (the input size changes BFLOPs, not channels or "
+                              "parameters)")
+    w0, h0 = net.info.width, net.info.height
+    if resize == "auto":
+        sizes = [(w0, h0)] + smaller_sizes(net)
+        fits = next((i for i, (w, h) in enumerate(sizes) if bflops_at(net, w, h) <= target), len(sizes) - 1)
+        return sizes[max(0, fits - RESIZE_AUTO_LARGER):fits + 1][::-1]
+    try:
+        widths = sorted({int(v) for v in resize.split(",") if v.strip()})
+    except ValueError:
+        raise DncompressError(f"--imgsz '{resize}' must be 'auto' or widths like 320,352,384") from None
+    if not widths or any(w % 32 or not 32 <= w <= w0 for w in widths):
+        raise DncompressError(f"--imgsz '{resize}': widths must be multiples of 32 between 32 and the network's "
+                              f"{w0}")
+    return [(w, max(32, round(h0 * w / w0 / 32) * 32)) for w in widths]
+
+
+def holdout_fidelity(model: Network, reference: Dataset, classes: int) -> float:
+    """mAP@0.5 of `model` (at its own input size) against the original's detections on held-out images."""
+    preds = predict(model.forward, model.heads, reference, model.info.width, model.info.height, progress=False)
+    return evaluate(preds, reference, classes).map50
+
+
 def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str, target: float,
-                  min_keep: float = 0.1, multiple: int = 1, data: str | None = None,
+                  min_keep: float = 0.1, multiple: int = 1, data: str | None = None, resize: str | None = None,
                   progress: Progress = _silent) -> tuple[Network, dict]:
     """Check inputs, prune, measure. Returns (pruned network, report) with the pruning report keys plus
     'method', 'calibration', 'steps', 'sparsity' ('trained', 'small_gamma_share'), 'holdout_fidelity',
-    'seconds', and with --data 'fidelity_map50' and (labelled) 'map50'/'map50_95' [before, after]."""
+    'seconds', 'resize_baseline' (the unpruned model at the largest smaller input size costing no more:
+    size, bflops, fidelity; or None), with --imgsz 'candidates' (size, bflops, fidelity, seconds, chosen), and
+    with --data 'fidelity_map50' and (labelled) 'map50'/'map50_95' [before, after]."""
     if not 0 <= min_keep <= 1:
         raise DncompressError(f"--min-keep {min_keep} must be a fraction in [0, 1]")
     check_target(net, kind, target)
@@ -105,23 +166,67 @@ def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str,
     if split is None:
         raise DncompressError("no calibration images: give --calib DIR (the packaged samples are not installed), "
                               "or choose a data-free --criterion such as bn")
-    size = (net.info.width, net.info.height)
+    sizes = resize_candidates(net, resize, kind, target) if resize else [(net.info.width, net.info.height)]
     reference = fidelity_reference(net, split.holdout)
-    start = time.perf_counter()
-    result = prune_oneshot(net, batch_of(split.fit, *size, net.info.channels), target, kind, min_keep, multiple, progress=progress)
-    seconds = time.perf_counter() - start
-    pruned = result.network
-    preds = predict(pruned.forward, pruned.heads, reference, *size, progress=False)
+    classes = net.heads[0].classes
+    candidates = []
+    for w, h in sizes:
+        start = time.perf_counter()
+        model = resized(net, w, h) if (w, h) != (net.info.width, net.info.height) else net
+        if resize and summary(model)["bflops"] <= target:
+            result = None         # the smaller input alone meets the target
+        else:
+            progress(f"pruning at input {w}x{h}")
+            result = prune_oneshot(model, batch_of(split.fit, w, h, net.info.channels), target, kind, min_keep,
+                                   multiple, progress=progress)
+            model = result.network
+        candidates.append({"size": [w, h], "bflops": summary(model)["bflops"], "pruned": result is not None,
+                           "fidelity": holdout_fidelity(model, reference, classes),
+                           "seconds": time.perf_counter() - start, "network": model, "result": result})
+    best = max(candidates, key=lambda c: c["fidelity"])
+    pruned, result = best["network"], best["result"]
     report = pruning_report(net, pruned)
     report.update(method="one-shot OBS selection + least-squares refit", calibration=split.source,
-                  user_calibration=split.user_given, seconds=seconds, calibration_rows=result.calibration_rows,
-                  holdout_fidelity=evaluate(preds, reference, net.heads[0].classes).map50,
-                  sparsity={"trained": result.sparsity_trained, "small_gamma_share": result.small_gamma_share},
-                  steps=[dataclasses.asdict(s) for s in result.steps])
+                  user_calibration=split.user_given, seconds=sum(c["seconds"] for c in candidates),
+                  calibration_rows=result.calibration_rows if result else 0, holdout_fidelity=best["fidelity"],
+                  input_size=best["size"], resize_baseline=None,
+                  sparsity={"trained": result.sparsity_trained, "small_gamma_share": result.small_gamma_share}
+                  if result else None, steps=[dataclasses.asdict(s) for s in result.steps] if result else [])
+    if resize:
+        report["candidates"] = [{k: c[k] for k in ("size", "bflops", "pruned", "fidelity", "seconds")}
+                                | {"chosen": c is best} for c in candidates]
+    else:
+        report["resize_baseline"] = baseline_report(net, report["bflops"][1], reference)
     if dataset is not None:
-        report.update(compare_models(net, pruned, dataset, progress=False))
+        report.update(compare_at_own_sizes(net, pruned, dataset))
     report["cost_after"] = summary(pruned)
     return pruned, report
+
+
+def baseline_report(net: Network, bflops: float, reference: Dataset) -> dict | None:
+    """The unpruned model at the largest smaller input size costing <= bflops, and its held-out fidelity."""
+    size = resize_baseline(net, bflops)
+    if size is None:
+        return None
+    small = resized(net, *size)
+    return {"size": list(size), "bflops": summary(small)["bflops"],
+            "fidelity": holdout_fidelity(small, reference, net.heads[0].classes)}
+
+
+def compare_at_own_sizes(reference: Network, candidate: Network, dataset: Dataset) -> dict:
+    """eval.compare_models with each model at its own input size (an --imgsz result is smaller)."""
+    if (candidate.info.width, candidate.info.height) == (reference.info.width, reference.info.height):
+        return compare_models(reference, candidate, dataset, progress=False)
+    classes = reference.heads[0].classes
+    ref_preds = predict(reference.forward, reference.heads, dataset, reference.info.width, reference.info.height,
+                        progress=False)
+    cand_preds = predict(candidate.forward, candidate.heads, dataset, candidate.info.width, candidate.info.height,
+                         progress=False)
+    out = {"fidelity_map50": evaluate(cand_preds, fidelity_dataset(ref_preds, dataset), classes).map50}
+    if dataset.num_boxes:
+        before, after = evaluate(ref_preds, dataset, classes), evaluate(cand_preds, dataset, classes)
+        out.update(map50=[before.map50, after.map50], map50_95=[before.map50_95, after.map50_95])
+    return out
 
 
 def has_samples() -> bool:
