@@ -3,6 +3,7 @@ Imported as `from helpers import ...` (pytest puts tests/ on the path); fixtures
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -255,3 +256,46 @@ PROGRESS_LINE = re.compile(r"[a-z][\w -]* \d+/\d+")
 def without_progress(stderr: str) -> list[str]:
     """The lines of `stderr` that are not counted progress lines."""
     return [line for line in stderr.splitlines() if not PROGRESS_LINE.fullmatch(line)]
+
+
+def small_input_cfg(tmp_path, side=192):
+    """yolov3-tiny at side x side (the real weights still detect the samples' dog, bicycle, horses)."""
+    text = (CFGS / "yolov3-tiny.cfg").read_text()
+    text = text.replace("width=416", f"width={side}").replace("height=416", f"height={side}")
+    cfg = tmp_path / "tiny192.cfg"
+    cfg.write_text(text)
+    return cfg
+
+
+def run(args):
+    from click.testing import CliRunner
+    from dncompress.cli import main
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def four_image_dataset(tmp_path):
+    """4 labelled coco12 images (a tiny --data)."""
+    from helpers import COCO_FEW
+    root = tmp_path / "coco4"
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    for image in sorted((COCO_FEW / "images").glob("*.jpg"))[:4]:
+        shutil.copy(image, root / "images" / image.name)
+        shutil.copy(COCO_FEW / "labels" / f"{image.stem}.txt", root / "labels" / f"{image.stem}.txt")
+    return root
+
+
+def brute_conv(x, w, b, stride, pad, groups):
+    n, c, h, wd = x.shape
+    o, ci, k, _ = w.shape
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    ho, wo = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
+    y = np.zeros((n, o, ho, wo))
+    co = o // groups
+    for oc in range(o):
+        g = oc // co
+        for i in range(ho):
+            for j in range(wo):
+                patch = xp[:, g * ci:(g + 1) * ci, i * stride:i * stride + k, j * stride:j * stride + k]
+                y[:, oc, i, j] = (patch * w[oc]).sum(axis=(1, 2, 3)) + b[oc]
+    return y

@@ -95,7 +95,7 @@ def test_prune_cli_classes_with_a_cost_target_prunes_the_trunk_too(tiny_weights,
     """--classes beside --target-bflops (no --ratio) once wrote the specialized model unpruned, silently."""
     from click.testing import CliRunner
 
-    from conftest import CFGS, ROOT
+    from helpers import CFGS, ROOT
     from dncompress.cli import main
     from dncompress.stats import summary
     cfg = tmp_path / "tiny192.cfg"

@@ -15,14 +15,9 @@ from dncompress.export.onnx import build_onnx, onnx_forward
 from dncompress.network import Network
 from dncompress.stats import summary
 
-from helpers import ROOT, SHARED
-from darknet_reference import (engine_outputs, float64_run, opencv_outputs, random_calibrated,
-                               relative_diff)
+from darknet_reference import (ALEXEYAB, CFGS, engine_outputs, float64_run, opencv_outputs,
+                               random_calibrated, same_maths)
 
-# ../shared beside the checkout (main), or two levels up (a worktree under wt/)
-ALEXEYAB = next((d / "cfg" / "alexeyab" for d in (SHARED, ROOT.parent.parent / "shared" / "data")
-                 if (d / "cfg" / "alexeyab").is_dir()), SHARED / "cfg" / "alexeyab")
-CFGS = sorted(ALEXEYAB.glob("*.cfg"))
 pytestmark = pytest.mark.skipif(len(CFGS) != 93, reason="needs ../shared/data/cfg/alexeyab (93 cfgs)")
 # measured: 93 of 93
 STATS_WORKING = 93
@@ -34,16 +29,6 @@ FAST = {"yolov3-tiny.cfg", "yolov4-tiny.cfg", "yolov7-tiny.cfg", "yolov2-tiny.cf
 # folded and Winograd weight copies, the ONNX model and its session): the two p7 cfgs above this are not
 # compared (at 128 their BN, calibrated on 1x1 maps, also overflowed to NaN before)
 MAX_COMPARED_PARAMS = 250_000_000
-# Float32 rounding, not semantics (tools/float_drift.py, README "Darknet cfgs"): against a float64 run of the
-# same maths, OpenCV DNN with its default Winograd F(6x6,3x3) 3x3 convs is 3-7x further than the engine
-# or onnxruntime (e.g. yolov3-spp: OpenCV 1.35e-4, engine 2.7e-5, onnxruntime 2.2e-5), and with Winograd
-# off it is as close as they are (2.75e-5): OpenCV runs without Winograd here. On the deepest cfgs the
-# float32 rounding of every implementation exceeds 1e-4 of the output scale (cd53paspp-gamma at 128:
-# engine 1.44e-4, onnxruntime 1.34e-4, OpenCV 1.32e-4 from float64), so past 1e-4 both float32 results
-# are compared with the float64 run: each must be within 1e-4 of it or within NOISE_RATIO times the
-# other's distance (measured ratios 1.0-1.5; a semantic difference is orders of magnitude apart).
-BAR = 1e-4
-NOISE_RATIO = 3.0
 
 
 def load(path: Path, **kwargs) -> Network:
@@ -100,18 +85,6 @@ def test_darknet_bflops():
     for name, bflops in expected.items():
         net = load(ALEXEYAB / name, max_activation_mb=1e9)
         assert summary(net)["bflops"] == pytest.approx(bflops, abs=0.011), name
-
-
-def same_maths(what: str, theirs: list[np.ndarray], ours: list[np.ndarray], exact) -> None:
-    """theirs (another float32 runtime) and ours agree to BAR of the output scale, or, past it, both are
-    float32 roundings of the float64 result `exact()` (see NOISE_RATIO)."""
-    diff = relative_diff(theirs, ours)
-    if diff <= BAR:
-        return
-    reference = exact()
-    e, o = relative_diff(ours, reference), relative_diff(theirs, reference)
-    assert o <= max(BAR, NOISE_RATIO * e) and e <= max(BAR, NOISE_RATIO * o), (
-        f"{what}: {diff:.3g} apart; from float64: engine {e:.3g}, {what} {o:.3g}")
 
 
 @pytest.mark.parametrize("path, size", [

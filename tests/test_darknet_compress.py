@@ -14,7 +14,7 @@ from dncompress.cli import main
 from dncompress.network import Network
 
 from darknet_reference import engine_outputs, opencv_outputs, random_calibrated
-from test_darknet_cfgs import ALEXEYAB, CFGS, same_maths
+from darknet_reference import ALEXEYAB, CFGS, same_maths
 
 TARGETS = ["yolov4-tiny.cfg", "yolov4.cfg", "yolov4-csp.cfg", "yolov7-tiny.cfg", "yolov3-spp.cfg"]
 COMMANDS = {

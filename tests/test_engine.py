@@ -9,24 +9,9 @@ from dncompress.engine.pool import maxpool2d, upsample_nearest
 from dncompress.weights import write_weights
 
 from helpers import CFGS, IMAGES, random_network
+from helpers import brute_conv
 
 TOL = 2e-4
-
-
-def brute_conv(x, w, b, stride, pad, groups):
-    n, c, h, wd = x.shape
-    o, ci, k, _ = w.shape
-    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    ho, wo = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
-    y = np.zeros((n, o, ho, wo))
-    co = o // groups
-    for oc in range(o):
-        g = oc // co
-        for i in range(ho):
-            for j in range(wo):
-                patch = xp[:, g * ci:(g + 1) * ci, i * stride:i * stride + k, j * stride:j * stride + k]
-                y[:, oc, i, j] = (patch * w[oc]).sum(axis=(1, 2, 3)) + b[oc]
-    return y
 
 
 @pytest.mark.parametrize("k, stride, pad, groups", [(3, 1, 1, 1), (3, 2, 1, 1), (1, 1, 0, 1),

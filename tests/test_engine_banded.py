@@ -6,8 +6,8 @@ import pytest
 from dncompress import threads
 from dncompress.engine import conv
 from dncompress.engine.activations import leaky
+from helpers import brute_conv
 
-from test_engine import brute_conv
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from dncompress.stats import layer_costs, summary
 
 from helpers import CFGS, random_network, small_network
 from helpers import opencv_parity
+from helpers import run, small_input_cfg
 
 
 def problem(seed, positions=5, s=3, outputs=4, rows=200):
@@ -188,21 +189,6 @@ def test_batched_removal_curve_ends_at_the_exact_refit_error():
 
 # ---------------------------------------------------------------------------------------------------------
 # the CLI: the default method, the guard, bad input
-
-
-def small_input_cfg(tmp_path, side=192):
-    """yolov3-tiny at side x side (the real weights still detect the samples' dog, bicycle, horses)."""
-    text = (CFGS / "yolov3-tiny.cfg").read_text()
-    text = text.replace("width=416", f"width={side}").replace("height=416", f"height={side}")
-    cfg = tmp_path / "tiny192.cfg"
-    cfg.write_text(text)
-    return cfg
-
-
-def run(args):
-    from click.testing import CliRunner
-    from dncompress.cli import main
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.mark.slow

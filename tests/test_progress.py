@@ -34,6 +34,14 @@ def test_no_module_below_cli_imports_click():
     assert offenders == []
 
 
+def test_no_test_file_imports_another():
+    """Shared test code lives in helpers.py (and darknet_reference.py), not in test files others import."""
+    tests = sorted((ROOT / "tests").glob("test_*.py"))
+    assert len(tests) > 50
+    offenders = [p.name for p in tests if any(m.startswith("test_") for m in imported_modules(p))]
+    assert offenders == []
+
+
 def test_counted_reports_each_item_after_it_is_handled():
     seen, handled = [], []
     for item in counted("abc", "letters", lambda *args: seen.append((args, list(handled)))):

@@ -6,15 +6,13 @@ import numpy as np
 import pytest
 
 from dncompress.network import Network
+from helpers import four_image_dataset, opencv_parity, run, small_input_cfg
 
-from test_oneshot import run, small_input_cfg
-from test_prune import opencv_parity
-from test_prune_resize import four_image_dataset
 
 
 @pytest.mark.slow
 def test_cli_obs_then_finetune_writes_the_recovered_model(tiny_weights, tmp_path):
-    from conftest import ROOT
+    from helpers import ROOT
     out = tmp_path / "ft"
     result = run(["prune", small_input_cfg(tmp_path), tiny_weights, "--target-bflops", "1.05", "--min-keep", "0.8",
                   "--calib", ROOT / "samples", "--calib-images", "3", "--finetune", "1", "--finetune-imgsz", "64",

@@ -7,8 +7,8 @@ import pytest
 
 from dncompress.network import Network
 from dncompress.prune.report import pruning_report
+from helpers import opencv_parity, run, small_input_cfg
 
-from test_oneshot import run, small_input_cfg
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def stub_prune(monkeypatch):
 
 
 def prune_args(tiny_weights, tmp_path, *extra):
-    from conftest import ROOT
+    from helpers import ROOT
     return ["prune", small_input_cfg(tmp_path), tiny_weights, "--target-bflops", "0.8", "--calib", ROOT / "samples",
             *extra, "-o", tmp_path / "out"]
 
@@ -74,7 +74,7 @@ def test_a_better_smaller_input_is_named(stub_prune, tiny_weights, tmp_path):
 
 
 def test_resize_needs_a_bflops_target(tiny_weights, tmp_path):
-    from conftest import ROOT
+    from helpers import ROOT
     result = run(["prune", small_input_cfg(tmp_path), tiny_weights, "--ratio", "0.5", "--imgsz", "auto", "--calib",
                   ROOT / "samples", "-o", tmp_path / "out"])
     assert result.exit_code == 2 and "--imgsz needs --target-bflops" in result.stderr
@@ -82,7 +82,7 @@ def test_resize_needs_a_bflops_target(tiny_weights, tmp_path):
 
 
 def test_resize_candidates_and_sizes():
-    from conftest import CFGS
+    from helpers import CFGS
     from dncompress.prune.workflow import bflops_at, resize_baseline, resize_candidates, resized
     from dncompress.errors import DncompressError
     from dncompress.stats import summary
@@ -112,14 +112,13 @@ def test_cli_imgsz_writes_the_candidate_with_the_best_fidelity(monkeypatch, tiny
 
     import dncompress.prune.workflow as workflow
     from dncompress.prune.oneshot import OneShotResult
-    from test_prune import opencv_parity
     seen = []
 
     def stub(model, images, target, kind, *args, **kwargs):
         seen.append((model.info.width, images.shape[-1]))
         return OneShotResult(model.copy(), {}, [], False, 0.0, 0)
     monkeypatch.setattr(workflow, "prune_oneshot", stub)
-    from conftest import ROOT
+    from helpers import ROOT
     out = tmp_path / "r"
     result = run(["prune", small_input_cfg(tmp_path), tiny_weights, "--target-bflops", "0.8", "--imgsz", "128,160",
                   "--calib", ROOT / "samples", "--calib-images", "3", "--min-fidelity", "0", "-o", out])

@@ -2,32 +2,18 @@
 candidate printed, the best by held-out fidelity written with its input size in the cfg, and the result
 loads in OpenCV DNN and runs in detect and eval (which letterbox to the cfg's size)."""
 import re
-import shutil
 
 import pytest
 
 from dncompress.network import Network
 from dncompress.stats import summary
+from helpers import four_image_dataset, opencv_parity, run, small_input_cfg
 
-from test_oneshot import run, small_input_cfg
-from test_prune import opencv_parity
-
-
-def four_image_dataset(tmp_path):
-    """4 labelled coco12 images (a tiny --data)."""
-    from conftest import COCO_FEW
-    root = tmp_path / "coco4"
-    for sub in ("images", "labels"):
-        (root / sub).mkdir(parents=True)
-    for image in sorted((COCO_FEW / "images").glob("*.jpg"))[:4]:
-        shutil.copy(image, root / "images" / image.name)
-        shutil.copy(COCO_FEW / "labels" / f"{image.stem}.txt", root / "labels" / f"{image.stem}.txt")
-    return root
 
 
 @pytest.mark.slow
 def test_cli_imgsz_candidates_written_at_the_chosen_size(tiny_weights, tmp_path):
-    from conftest import ROOT
+    from helpers import ROOT
     cfg = small_input_cfg(tmp_path)          # 192x192: 1.19 BFLOPs; at 160: 0.82, at 128: 0.53
     out = tmp_path / "r"
     result = run(["prune", cfg, tiny_weights, "--target-bflops", "0.8", "--imgsz", "128,160", "--min-keep", "0.9",
