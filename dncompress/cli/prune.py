@@ -235,8 +235,8 @@ def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, ca
     """The default method: one-shot pruning with reconstruction, the guard, then (if it passes) the write;
     with `finetune` = (epochs, lr, imgsz, batch) the pruned model is fine-tuned against `net` first (the
     guard then judges the fine-tuned model, which prune_recover reports)."""
-    from ..fsutil import atomic_write, check_outputs
-    from .prune_recover import finetune_for_cli, names_bytes
+    from ..fsutil import atomic_write_many, check_outputs
+    from .prune_recover import cli_dataset, finetune_for_cli, names_bytes
     from ..prune.workflow import FIDELITY_FLOOR, FIDELITY_WARNING, channel_target, oneshot_prune
     targets = [t for t in (ratio, target_bflops, target_params) if t is not None]
     if len(targets) != 1:
@@ -257,8 +257,10 @@ def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, ca
     if resize and kind != "bflops":
         raise DncompressError("--imgsz needs --target-bflops (the input size changes BFLOPs, not channels or "
                               "parameters)")
-    pruned, report = oneshot_prune(net, calib, calib_images, kind, target, min_keep, multiple,
-                                   None if class_names else data_path, resize, progress=echo_err)
+    # a specialized model's --data: labels renumbered to its classes by name
+    data = cli_dataset(data_path, class_names) if class_names and data_path else data_path
+    pruned, report = oneshot_prune(net, calib, calib_images, kind, target, min_keep, multiple, data, resize,
+                                   progress=echo_err)
     print_oneshot_report(report)
     fidelity = report["holdout_fidelity"]
     baseline = report.get("resize_baseline")
@@ -279,15 +281,15 @@ def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, ca
                  f"the floor {FIDELITY_FLOOR:g} (--min-fidelity 0 writes it anyway)")
         raise DncompressError(f"fidelity {fidelity:.4f} is below {which}; nothing written. Remedies: a smaller "
                               "--ratio / larger --target-bflops, --imgsz auto, more --calib images, --finetune")
-    if class_names:
-        atomic_write(f"{prefix}.names", names_bytes(class_names))
+    names = {f"{prefix}.names": names_bytes(class_names)} if class_names else {}
     if finetune:
+        atomic_write_many(names)    # the epochs' checkpoints are usable models, with their names
         epochs, lr, imgsz, batch = finetune
         pruned = finetune_for_cli(net, pruned, calib, data_path, class_names, epochs, lr, imgsz, batch, prefix)
         click.echo("note: with --finetune the fidelity floor (--min-fidelity) is not applied: fine-tuning is the "
                    "remedy; the fine-tuned model's figures are above", err=True)
     else:
-        pruned.save(*outputs)
+        atomic_write_many(pruned.darknet_files(*outputs) | names)   # all appear together or none
     click.echo(f"wrote {outputs[0]} and {outputs[1]}" + (f" and {prefix}.names" if class_names else ""))
 
 

@@ -148,7 +148,7 @@ def holdout_fidelity(model: Network, reference: Dataset, classes: int) -> float:
 
 
 def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str, target: float,
-                  min_keep: float = 0.1, multiple: int = 1, data: str | None = None, resize: str | None = None,
+                  min_keep: float = 0.1, multiple: int = 1, data: str | Dataset | None = None, resize: str | None = None,
                   progress: Progress = _silent) -> tuple[Network, dict]:
     """Check inputs, prune, measure. Returns (pruned network, report) with the pruning report keys plus
     'method', 'calibration', 'steps', 'sparsity' ('trained', 'small_gamma_share'), 'holdout_fidelity',
@@ -158,7 +158,8 @@ def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str,
     if not 0 <= min_keep <= 1:
         raise DncompressError(f"--min-keep {min_keep} must be a fraction in [0, 1]")
     check_target(net, kind, target)
-    dataset = load_dataset(data) if data else None
+    # a path, or a Dataset already mapped to the model's classes (prune --classes)
+    dataset = data if isinstance(data, Dataset) or data is None else load_dataset(data)
     if dataset is not None and not dataset.num_boxes:
         raise DncompressError("--data has no labels, so no mAP can be measured (leave --data out: fidelity on "
                               "held-out calibration images is printed anyway)", dataset.source)
