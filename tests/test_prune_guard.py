@@ -1,4 +1,4 @@
-"""The guard of the default prune method (cli/prune.py: run_oneshot): the default fidelity floor refuses a
+"""The guard of the default prune method (cli/prune_oneshot.py: run_oneshot): the default fidelity floor refuses a
 dead model, --min-fidelity 0 forces the write, a stricter --min-fidelity refuses, and the comparison with
 the unpruned model at a smaller input size. The pruning itself is replaced by a stub reporting a chosen
 fidelity, so these tests are fast; test_prune_resize.py runs the real thing."""
