@@ -115,8 +115,8 @@ def prune_command(cfg, weights, ratio, criterion, min_keep, multiple, scope, com
       dncompress prune yolov3-tiny.cfg --ratio 0.3 --criterion bn --reconstruct --calib images/
       dncompress prune yolov3-tiny --criterion energy --ratio 0.5 --calib images/
       dncompress prune yolov3-tiny --search --target-bflops 3 --data train/
-      dncompress prune yolov3-tiny --scope layer --ratio 0.3 --reconstruct --calib fit.txt --calib-images 64 \\
-          --finetune 2 --data val.txt -o tiny-p30
+      dncompress prune yolov3-tiny --target-bflops 2.78 --calib voc/fit.txt --finetune 15 --data voc/val.txt \\
+          -o tiny-p50    # the recipe measured in docs/pruning.md (one-shot, then 15 epochs of distillation)
       dncompress prune yolov3-tiny --classes person,car,dog -o tiny-3classes
     """
     from ..data import calibration_batch, load_dataset
