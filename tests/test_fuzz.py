@@ -18,7 +18,9 @@ from dncompress.weights import read_weights
 from helpers import CFGS
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SLOW = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# the slow selection runs in CI: a fixed seed, so a CI run cannot meet a new input the run before did not
+# (the default selection's FAST examples stay random and keep exploring)
+SLOW = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 # small inputs keep random nets cheap to build and run; the fuzzed numbers may still ask for more
 SMALL_NET = {"width=416": "width=64", "height=416": "height=64", "width=608": "width=64",
              "height=608": "height=64"}
