@@ -50,6 +50,12 @@ class Recurrent(Layer):
         # kernel size and stride, for the stats table and the energy model; [crnn] sets its own size
         self.size, self.stride = 1, 1
 
+    def setup_dense_output(self) -> int:
+        """[rnn]/[gru]/[lstm]: `output=` values, shaped (outputs, 1, 1) like [connected]; returns the count."""
+        self.outputs = self.filters = positive(self, "output", self.section.get_int("output", 1), 1 << 20)
+        self.out_shape = (self.outputs, 1, 1)
+        return self.outputs
+
     def part(self, name: str) -> tuple[int, int, str]:
         return next(p[1:] for p in self.parts if p[0] == name)
 
@@ -134,8 +140,8 @@ class Rnn(Recurrent):
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
         self.setup_common()
+        self.setup_dense_output()
         s = section
-        self.outputs = positive(self, "output", s.get_int("output", 1), 1 << 20)
         self.hidden = positive(self, "hidden", s.get_int("hidden", 1), 1 << 20)
         self.activation = activation_of(self)
         log = s.get_int("logistic", 0)
@@ -146,8 +152,6 @@ class Rnn(Recurrent):
         self.parts = [("input", self.inputs_count, self.hidden, self.activation),
                       ("self", self.hidden, self.hidden, self_act),
                       ("output", self.hidden, self.outputs, self.activation)]
-        self.out_shape = (self.outputs, 1, 1)
-        self.filters = self.outputs
 
     def step(self, x, state):
         n = len(x)
@@ -167,12 +171,9 @@ class Gru(Recurrent):
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
         self.setup_common()
-        self.outputs = positive(self, "output", section.get_int("output", 1), 1 << 20)
-        n_in, n = self.inputs_count, self.outputs
+        n_in, n = self.inputs_count, self.setup_dense_output()
         self.parts = [(f"input_{g}", n_in, n, "linear") for g in "zrh"] + \
                      [(f"state_{g}", n, n, "linear") for g in "zrh"]
-        self.out_shape = (n, 1, 1)
-        self.filters = n
 
     def step(self, x, state):
         n = len(x)
@@ -194,11 +195,8 @@ class Lstm(Recurrent):
     def __init__(self, section, index, shapes, net):
         super().__init__(section, index, shapes, net)
         self.setup_common()
-        self.outputs = positive(self, "output", section.get_int("output", 1), 1 << 20)
-        n_in, n = self.inputs_count, self.outputs
+        n_in, n = self.inputs_count, self.setup_dense_output()
         self.parts = [(f"w{g}", n, n, "linear") for g in "figo"] + [(f"u{g}", n_in, n, "linear") for g in "figo"]
-        self.out_shape = (n, 1, 1)
-        self.filters = n
 
     def initial_state(self, n):
         return None, None
