@@ -57,15 +57,11 @@ def names_bytes(class_names: list[str]) -> bytes:
 
 def write_specialized(net: Network, class_names: list[str], prefix: str, weights) -> None:
     """`prune --classes` without --ratio: PREFIX.cfg/.weights/.names, written together."""
-    from ..cfg import write_cfg
     from ..fsutil import atomic_write_many, check_outputs
     from ..stats import summary
-    from ..weights import weights_payload
     outputs = [f"{prefix}.cfg", f"{prefix}.weights", f"{prefix}.names"]
     check_outputs(outputs, [net.file, weights], click.get_current_context().params.get("force", False))
-    atomic_write_many({outputs[0]: write_cfg(net.sections).encode(),
-                       outputs[1]: weights_payload(net.header, net.weight_tensors()),
-                       outputs[2]: names_bytes(class_names)})
+    atomic_write_many(net.darknet_files(*outputs[:2]) | {outputs[2]: names_bytes(class_names)})
     click.echo(f"kept {len(class_names)} classes: {', '.join(class_names)}")
     click.echo(f"params {net.param_count():,}; BFLOPs {summary(net)['bflops']:.3f}")
     click.echo(f"wrote {', '.join(outputs)}")
