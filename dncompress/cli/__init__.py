@@ -6,7 +6,6 @@ user interface. Heavy libraries (OpenCV, onnx, onnxruntime) are imported inside 
 """
 from __future__ import annotations
 
-import importlib
 import signal
 import threading
 
@@ -16,7 +15,7 @@ from .. import __version__
 from ..errors import DncompressError
 from ..fsutil import Terminated, raise_terminated
 from ..threads import THREADS_ENV, configure as configure_threads
-from .common import MAX_ACTIVATION_ENV, DEFAULT_MAX_ACTIVATION_MB, open_network, progress_lines  # noqa: F401 (re-exported)
+from .common import LazyGroup, MAX_ACTIVATION_ENV, DEFAULT_MAX_ACTIVATION_MB, open_network, progress_lines  # noqa: F401 (re-exported)
 
 # command name -> (module in dncompress.cli, function); the order is the order of `dncompress --help`
 COMMANDS = {
@@ -34,18 +33,11 @@ COMMANDS = {
 }
 
 
-class Group(click.Group):
-    """Loads each command's module on demand; prints DncompressError and bad option values as one
+class Group(LazyGroup):
+    """Loads each command's module on demand (COMMANDS); prints DncompressError and bad option values as one
     `error: ...` line with exit code 2 (no traceback, no usage text) and Ctrl-C as one line with exit code 130."""
 
-    def list_commands(self, ctx):
-        return list(COMMANDS)
-
-    def get_command(self, ctx, name):
-        if name not in COMMANDS:
-            return None
-        module, attr = COMMANDS[name]
-        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    table = COMMANDS
 
     def invoke(self, ctx):
         previous = catch_signals()

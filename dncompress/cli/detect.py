@@ -8,7 +8,8 @@ import click
 
 from ..errors import DncompressError
 from ..zoo import DEFAULT_MODEL
-from .common import UNIT, backend_forward, expand_images, imgsz_option, open_network, progress_lines
+from .common import backend_forward, expand_images, open_network, progress_lines
+from .options import UNIT, imgsz_option
 
 MODEL_SUFFIXES = (".cfg", ".dnq", ".dns")
 

@@ -6,7 +6,8 @@ import click
 from ..errors import DncompressError
 from ..layers.conv import refuse_xnor
 from ..quant.calibrate import METHODS
-from .common import echo_err, model_arguments, open_network, print_comparison
+from .common import echo_err, open_network, print_comparison
+from .options import model_arguments
 
 FORMAT_NAMES = ["packed", "darknet-q", "darknet", "onnx", "onnx-int8"]
 

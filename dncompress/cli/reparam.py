@@ -8,7 +8,8 @@ import numpy as np
 
 from ..errors import DncompressError
 from ..layers.conv import refuse_xnor
-from .common import model_arguments, open_network
+from .common import open_network
+from .options import model_arguments
 
 
 @click.command("reparam")

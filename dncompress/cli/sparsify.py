@@ -9,7 +9,8 @@ from ..errors import DncompressError
 from ..sparse.activations import NEAR_ZERO
 from ..sparse.weights import NORMS, PATTERNS, SCOPES, SparsifyConfig
 from ..layers.conv import refuse_xnor
-from .common import Number, model_arguments, open_network, print_comparison, progress_lines
+from .common import open_network, print_comparison, progress_lines
+from .options import Number, model_arguments
 
 
 def print_weight_sparsity(report: dict) -> None:

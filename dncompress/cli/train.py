@@ -8,7 +8,8 @@ import click
 from ..errors import DncompressError
 from ..network import Network
 from ..layers.conv import refuse_xnor
-from .common import Number, model_arguments, open_network, progress_lines
+from .common import open_network, progress_lines
+from .options import Number, model_arguments
 
 
 def set_net_keys(net: Network, **values) -> None:
@@ -31,7 +32,7 @@ def set_net_keys(net: Network, **values) -> None:
 @click.option("--lr", type=Number(0, low_open=True), help="learning_rate (default: the cfg's [net]).")
 @click.option("--burn-in", type=click.IntRange(0), help="burn_in updates (default: the cfg's [net]).")
 @click.option("--keep-zeros", is_flag=True, help="Conv weights that are zero at the start stay zero: fine-tune a "
-              "weight-pruned model (prune --criterion energy, sparsify) without refilling its zeros.")
+              "weight-pruned model (prune energy, sparsify) without refilling its zeros.")
 @click.option("--sparsity", default=0.0, show_default=True, type=Number(0),
               help="Network Slimming: add S*sign(gamma) to every prunable BN gamma's gradient.")
 @click.option("--teacher", nargs=2, metavar="CFG W", help="Distil the head outputs of this model (labels are "
