@@ -5,11 +5,15 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import DncompressError
-from ..network import DEFAULT_MAX_ACTIVATION_MB, MAX_ACTIVATION_ENV, Network  # noqa: F401 (used by cli/__init__)
+from ..limits import DEFAULT_MAX_ACTIVATION_MB, MAX_ACTIVATION_ENV  # noqa: F401 (used by cli/__init__)
+
+if TYPE_CHECKING:
+    from ..network import Network
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
