@@ -9,7 +9,7 @@ from dncompress.cli import main
 from dncompress.cli.prune import MODES, route
 from dncompress.errors import DncompressError
 
-from helpers import COCO_FEW, small_network
+from helpers import COCO_FEW, example_count, small_network
 
 
 @pytest.mark.parametrize("args, routed", [
@@ -83,6 +83,7 @@ def test_each_mode_help_has_examples_and_only_its_options(mode):
     assert result.exit_code == 0
     first = "yolov3-tiny.cfg --ratio 0.7" if mode == "channels" else f"{mode} yolov3-tiny"
     assert re.search(rf"Examples:\n\s+dncompress prune {re.escape(first)}", result.output)
+    assert 1 <= example_count(result.output) <= 3
     own, others = OWN_OPTIONS[mode]
     assert own in result.output and not [o for o in others if o in result.output]
 

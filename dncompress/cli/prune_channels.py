@@ -9,7 +9,7 @@ from ..errors import DncompressError
 from ..layers.conv import refuse_xnor
 from ..prune.criteria import CRITERIA
 from .common import open_network
-from .options import Number, force_option, model_arguments, prefix_option
+from .options import Number, data_option, force_option, model_arguments, prefix_option
 from .prune import DefaultModeCommand
 from .prune_oneshot import run_oneshot, run_scored
 
@@ -55,7 +55,7 @@ SECTIONS = {
               "input (multiples of 32) and prune channels only for the rest of the cost; 'auto' tries the largest "
               "size at which the unpruned model alone meets the target and the two above it. Each candidate's "
               "fidelity is measured on the held-out calibration images; the best is written, all are printed.")
-@click.option("--data", "data_path", type=click.Path(), help="Dataset: report mAP before/after and fidelity.")
+@data_option()
 @click.option("--classes", "class_list", help="Keep only these classes: a comma list (person,car,dog) or a file of "
               "names; PREFIX.names is written beside the cfg. Without a target: specialization only.")
 @click.option("--names", "names_path", type=click.Path(exists=True, dir_okay=False),
@@ -79,9 +79,6 @@ def channels_command(cfg, weights, ratio, target_bflops, target_params, criterio
     \b
     Examples:
       dncompress prune yolov3-tiny.cfg --ratio 0.7
-      dncompress prune yolov3-tiny --target-bflops 2.78 --calib voc/fit.txt --data voc/val.txt
-      dncompress prune yolov3-tiny --target-bflops 2.8 --imgsz auto --calib voc/fit.txt
-      dncompress prune yolov3-tiny.cfg --ratio 0.3 --criterion bn --reconstruct --calib images/
       dncompress prune yolov3-tiny --target-bflops 2.78 --calib voc/fit.txt --finetune 15 --data voc/val.txt \\
           -o tiny-p50    # the recipe measured in docs/pruning.md (one-shot, then 15 epochs of distillation)
       dncompress prune yolov3-tiny --classes person,car,dog -o tiny-3classes

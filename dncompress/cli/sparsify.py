@@ -10,7 +10,7 @@ from ..sparse.activations import NEAR_ZERO
 from ..sparse.weights import NORMS, PATTERNS, SCOPES, SparsifyConfig
 from ..layers.conv import refuse_xnor
 from .common import open_network, print_comparison, progress_lines
-from .options import Number, model_arguments
+from .options import Number, data_option, force_option, model_arguments
 
 
 def print_weight_sparsity(report: dict) -> None:
@@ -84,8 +84,8 @@ def sparsify_prefix(stem: str, config: SparsifyConfig | None, threshold: float, 
               help="How many --data images --activations measures.")
 @click.option("-o", "--output", "prefix", help="Output prefix: PREFIX.cfg + PREFIX.weights (dense, with zeros), "
               "and PREFIX.dns (sparse) with --pattern (default <stem>-<pattern>-s<RATIO>).")
-@click.option("--data", "data_path", type=click.Path(), help="Dataset: report mAP before/after and fidelity.")
-@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@data_option()
+@force_option
 def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_first_last, bias_correction, calib,
                      calib_images, activation_threshold, winner_rate, measure_activations, images, prefix, data_path,
                      force):

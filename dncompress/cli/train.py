@@ -53,7 +53,6 @@ def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, l
     \b
     Examples:
       dncompress train yolov3-tiny --data train/ --epochs 3 --imgsz 320 --lr 0.0005
-      dncompress train small.cfg small.weights --data train/ --epochs 2 --teacher yolov3-tiny.cfg yolov3-tiny.weights
       dncompress train pruned.cfg pruned.weights --data fit/ --epochs 2 --imgsz 320 --batch 8 --lr 0.0002 \\
           --burn-in 10 --frozen-bn --teacher yolov3-tiny.cfg yolov3-tiny.weights
       dncompress train yolov3-tiny --data train/ --epochs 5 --sparsity 0.001 -o slim
