@@ -24,6 +24,7 @@ from helpers import COCO_FEW, example_count, small_network
     (["--criterion=energy", "--ratio", "0.5"], ["energy", "--ratio", "0.5"]),
     (["--criterion", "bn", "--ratio", "0.5"], ["channels", "--criterion", "bn", "--ratio", "0.5"]),
     (["--ratio", "0.5", "--", "--search"], ["channels", "--ratio", "0.5", "--", "--search"]),
+    (["m.cfg", "search", "--ratio", "0.5"], ["channels", "m.cfg", "search", "--ratio", "0.5"]),  # weights named "search"
 ])
 def test_route_puts_the_mode_first(args, routed):
     assert route(args) == routed
