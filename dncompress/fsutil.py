@@ -11,10 +11,12 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import DncompressError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _umask() -> int:
@@ -118,7 +120,7 @@ def atomic_write_many(files: dict[str | Path, bytes | Iterable[bytes | np.ndarra
                 temps.append((tmp, path))
             with os.fdopen(fd, "wb") as out:
                 for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
-                    out.write(chunk if isinstance(chunk, bytes) else np.ascontiguousarray(chunk).tobytes())
+                    out.write(chunk if isinstance(chunk, bytes) else chunk.tobytes(order="C"))
         publish_all(temps)
     except BaseException as err:
         for tmp, _ in temps:
@@ -179,6 +181,7 @@ class ByteReader:
 
     def take(self, count: int, dtype: str = "<f4") -> np.ndarray:
         """The next `count` values of `dtype` (a read-only view of the file bytes)."""
+        import numpy as np
         size = count * np.dtype(dtype).itemsize
         if self.offset + size > len(self.data):
             raise DncompressError("file ends early; it is truncated", self.path)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,26 +14,9 @@ from .fsutil import atomic_write_many
 from .graph import Graph
 from .layers import LAYERS, Layer, NetInfo
 from .layers.keys import check_keys
+from .limits import DEFAULT_MAX_ACTIVATION_MB, MAX_ACTIVATION_ENV, max_activation_mb  # noqa: F401 (re-exported)
 from .threads import parallel, serial
 from .weights import WeightsHeader, WeightsReader, read_weights, weights_payload
-
-
-MAX_ACTIVATION_ENV = "DNCOMPRESS_MAX_ACTIVATION_MB"
-DEFAULT_MAX_ACTIVATION_MB = 4096.0
-
-
-def max_activation_mb() -> float:
-    """The activation-memory bound: $DNCOMPRESS_MAX_ACTIVATION_MB, else 4096 MB."""
-    raw = os.environ.get(MAX_ACTIVATION_ENV)
-    if raw is None:
-        return DEFAULT_MAX_ACTIVATION_MB
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise DncompressError(f"{MAX_ACTIVATION_ENV}={raw} must be a positive number of megabytes")
-    return value
 
 
 NET_KEYS = frozenset({"width", "height", "channels", "inputs"})

@@ -299,3 +299,9 @@ def brute_conv(x, w, b, stride, pad, groups):
                 patch = xp[:, g * ci:(g + 1) * ci, i * stride:i * stride + k, j * stride:j * stride + k]
                 y[:, oc, i, j] = (patch * w[oc]).sum(axis=(1, 2, 3)) + b[oc]
     return y
+
+
+def example_count(help_text: str) -> int:
+    """Command lines in the Examples block of a --help text."""
+    block = help_text.split("Examples:\n")[1].split("\n\n")[0]
+    return sum(line.strip().startswith("dncompress ") for line in block.splitlines())

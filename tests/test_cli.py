@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from dncompress.cli import main
 
-from helpers import CFGS, ROOT
+from helpers import CFGS, ROOT, example_count
 
 DOG = str(ROOT / "samples" / "dog.jpg")
 
@@ -94,14 +94,22 @@ def test_every_command_help_has_examples():
     for name in COMMANDS:
         result = CliRunner().invoke(main, [name, "--help"])
         assert result.exit_code == 0 and re.search(rf"Examples:\n\s+dncompress {name}\b", result.output), name
+        assert 1 <= example_count(result.output) <= 3, name
 
 
-def test_help_and_errors_load_neither_opencv_nor_onnx(tmp_path):
-    """`--help` and an error path import only what they need (the command layer imports lazily)."""
+@pytest.mark.parametrize("args, unwanted", [
+    (["--help"], ("numpy", "cv2", "onnx", "onnxruntime", "pycocotools")),     # the list of commands loads none of them
+    (["prune", "--help"], ("cv2", "onnx", "onnxruntime", "pycocotools")),
+    (["prune", "search", "--help"], ("cv2", "onnx", "onnxruntime", "pycocotools")),
+    (["stats", "missing.cfg"], ("cv2", "onnx", "onnxruntime", "pycocotools")),
+    (["detect", "nonexistent.jpg"], ("cv2", "onnx", "onnxruntime", "pycocotools")),
+])
+def test_help_and_errors_load_no_heavy_modules(args, unwanted):
+    """`--help` and the error paths import only what they need (the command layer imports lazily; the CPU
+    time is measured by tools/bench_cli.py, not here)."""
     code = ("import sys; from dncompress.cli import main\n"
-            "for args in (['--help'], ['prune', '--help'], ['stats', 'missing.cfg']):\n"
-            "    try: main(args)\n"
-            "    except SystemExit: pass\n"
-            "print(sorted(m for m in ('cv2', 'onnx', 'onnxruntime') if m in sys.modules))")
+            f"try: main({args!r})\n"
+            "except SystemExit: pass\n"
+            f"print(sorted(m for m in {unwanted!r} if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr

@@ -159,7 +159,7 @@ def detecting_small_network():
 def test_energy_cli_small_network(tmp_path):
     detecting_small_network().save(tmp_path / "small.cfg", tmp_path / "small.weights")
     runner = CliRunner()
-    args = ["prune", str(tmp_path / "small.cfg"), str(tmp_path / "small.weights"), "--criterion", "energy",
+    args = ["prune", "energy", str(tmp_path / "small.cfg"), str(tmp_path / "small.weights"),
             "--ratio", "0.6", "--calib", str(COCO_FEW), "--calib-images", "2", "--max-drop", "1",
             "-o", str(tmp_path / "out")]
     result = runner.invoke(main, args)
@@ -170,14 +170,14 @@ def test_energy_cli_small_network(tmp_path):
         if layer.type == "convolutional":
             assert np.count_nonzero(layer.params["weights"]) == round(layer.params["weights"].size * 0.4)
     assert runner.invoke(main, args).exit_code == 2
-    missing = runner.invoke(main, args[:5] + ["--ratio", "0.5", "-o", str(tmp_path / "x")])
+    missing = runner.invoke(main, args[:4] + ["--ratio", "0.5", "-o", str(tmp_path / "x")])
     assert missing.exit_code == 2 and "--calib" in missing.output
 
 
 @pytest.mark.slow
 def test_energy_cli_on_real_weights(tmp_path, tiny_weights):
     runner = CliRunner()
-    result = runner.invoke(main, ["prune", "yolov3-tiny", str(tiny_weights), "--criterion", "energy", "--ratio", "0.5",
+    result = runner.invoke(main, ["prune", "energy", "yolov3-tiny", str(tiny_weights), "--ratio", "0.5",
                                   "--calib", str(COCO_FEW), "--calib-images", "4", "--max-drop", "0.2",
                                   "-o", str(tmp_path / "eap")])
     assert result.exit_code == 0, result.output
@@ -209,8 +209,8 @@ def test_stats_cli_skip_zeros_reports_against_the_dense_macs(tmp_path):
 
 def test_energy_cli_refuses_calibration_images_without_detections(tmp_path):
     small_network().save(tmp_path / "small.cfg", tmp_path / "small.weights")  # its heads detect nothing
-    result = CliRunner().invoke(main, ["prune", str(tmp_path / "small.cfg"), str(tmp_path / "small.weights"),
-                                       "--criterion", "energy", "--ratio", "0.5", "--calib", str(COCO_FEW),
+    result = CliRunner().invoke(main, ["prune", "energy", str(tmp_path / "small.cfg"), str(tmp_path / "small.weights"),
+                                       "--ratio", "0.5", "--calib", str(COCO_FEW),
                                        "--calib-images", "2", "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and "detects nothing" in result.output
     assert not (tmp_path / "out.weights").exists()

@@ -158,7 +158,7 @@ def test_sensitivity_cli_writes_table_and_plot(tmp_path, tiny_weights):
     (folder / "images").mkdir(parents=True)
     for image in sorted((COCO_FEW / "images").glob("*.jpg"))[:3]:
         (folder / "images" / image.name).write_bytes(image.read_bytes())
-    result = CliRunner().invoke(main, ["prune", "--sensitivity", "--data", str(folder), "--ratios", "0.5,0.9",
+    result = CliRunner().invoke(main, ["prune", "sensitivity", "--data", str(folder), "--ratios", "0.5,0.9",
                                        "-o", str(tmp_path / "sens")])
     assert result.exit_code == 0, result.output
     table = json.loads((tmp_path / "sens.json").read_text())

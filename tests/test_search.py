@@ -78,7 +78,7 @@ def test_search_cli_reaches_a_smaller_network(tmp_path):
     net.save(tmp_path / "small.cfg", tmp_path / "small.weights")
     full = summary(net)["bflops"]
     runner = CliRunner()
-    args = ["prune", str(tmp_path / "small.cfg"), str(tmp_path / "small.weights"), "--search", "--data", str(COCO_FEW),
+    args = ["prune", "search", str(tmp_path / "small.cfg"), str(tmp_path / "small.weights"), "--data", str(COCO_FEW),
             "--target-bflops", f"{full * 0.6:.6f}", "--epochs", "3", "--batch", "4", "--gate-lr", "0.3",
             "--penalty", "1000", "--weight-lr", "0", "-o", str(tmp_path / "found")]
     result = runner.invoke(main, args)
@@ -87,7 +87,7 @@ def test_search_cli_reaches_a_smaller_network(tmp_path):
     assert summary(found)["bflops"] < full * 0.9
     assert [layer.filters for layer in found.layers if layer.type == "convolutional"][-1] == 255
     assert runner.invoke(main, args).exit_code == 2
-    missing = runner.invoke(main, args[:3] + ["--search", "--data", str(COCO_FEW), "-o", str(tmp_path / "x")])
+    missing = runner.invoke(main, args[:4] + ["--data", str(COCO_FEW), "-o", str(tmp_path / "x")])
     assert missing.exit_code == 2 and "--target-bflops" in missing.output
 
 
@@ -121,7 +121,7 @@ def test_search_cli_refuses_unlabelled_data_and_unreachable_targets(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.jpg").write_bytes((COCO_FEW / "images" / "000000000009.jpg").read_bytes())
     runner = CliRunner()
-    base = ["prune", str(tmp_path / "small.cfg"), str(tmp_path / "small.weights"), "--search", "-o", str(tmp_path / "o")]
+    base = ["prune", "search", str(tmp_path / "small.cfg"), str(tmp_path / "small.weights"), "-o", str(tmp_path / "o")]
     unlabelled = runner.invoke(main, base + ["--data", str(tmp_path), "--target-bflops", "0.001"])
     assert unlabelled.exit_code == 2 and "has none" in unlabelled.output
     too_big = runner.invoke(main, base + ["--data", str(COCO_FEW), "--target-bflops", "100"])

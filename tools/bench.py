@@ -78,9 +78,8 @@ def peak_rss_mb(args: list[str]) -> tuple[float, int]:
 def rss_report(threads: int) -> None:
     """Peak RSS of detect, eval, train (1 epoch of 8 images, batch 8) and one batch-1 forward."""
     cli = [sys.executable, "-m", "dncompress", "--threads", str(threads)]
-    forward = ("import numpy as np\nfrom dncompress.network import Network\nfrom dncompress.zoo import "
-               "find_weights, resolve_cfg\ncfg = resolve_cfg('yolov3-tiny')\nnet = Network.from_cfg(cfg, "
-               "find_weights(cfg))\nnet.forward(np.zeros((1, 3, 416, 416), np.float32))\n")
+    forward = ("import numpy as np\nfrom dncompress.model_io import open_model\nnet = open_model('yolov3-tiny')\n"
+               "net.forward(np.zeros((1, 3, 416, 416), np.float32))\n")
     with tempfile.TemporaryDirectory() as tmp:
         subset = Path(tmp, "train8.txt")
         lines = Path(DATA, "voc765", "fit565.txt").read_text().split()[:8]
@@ -200,17 +199,14 @@ def main() -> None:
 
     from dncompress import threads
     from dncompress.export.onnx import build_onnx, onnx_forward
-    from dncompress.network import Network
+    from dncompress.model_io import open_model
     from dncompress.stats import summary
-    from dncompress.zoo import find_weights, resolve_cfg
 
     engine_threads, note = threads.configure(args.threads)
     if note:
         print(f"note: {note}")
     cv2.setNumThreads(engine_threads)
-    cfg = resolve_cfg(args.cfg)
-    weights = find_weights(cfg, args.weights)
-    net = Network.from_cfg(cfg, weights, args.imgsz, args.imgsz)
+    net = open_model(args.cfg, args.weights, (args.imgsz, args.imgsz) if args.imgsz else None)
     models = {"unpruned": net}
     if args.pruned:
         models[f"pruned {args.pruned:g}"] = pruned_network(net, args.pruned)
@@ -218,7 +214,7 @@ def main() -> None:
     load = start_load(args.load, args.load_seconds)
     try:
         time.sleep(1 if load else 0)
-        print(f"{Path(cfg).stem} {args.imgsz}x{args.imgsz}, {engine_threads} threads, {args.load} busy processes, "
+        print(f"{Path(net.file).stem} {args.imgsz}x{args.imgsz}, {engine_threads} threads, {args.load} busy processes, "
               f"median of {args.runs} runs; load average before {os.getloadavg()[0]:.2f}", flush=True)
         if args.per_layer:
             for batch in args.batch:

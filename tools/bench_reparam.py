@@ -34,17 +34,15 @@ def main() -> None:
     import numpy as np
 
     from dncompress.export.onnx import build_onnx, onnx_forward
-    from dncompress.network import Network
+    from dncompress.model_io import open_model
     from dncompress.reparam import head_difference, reparameterize
-    from dncompress.zoo import find_weights, resolve_cfg
 
     size = args.imgsz
     rng = np.random.default_rng(args.seed)
-    rep = Network.from_cfg(resolve_cfg("yolov3-tiny-rep"), None, size, size)
+    rep = open_model("yolov3-tiny-rep", imgsz=(size, size), load_weights=False)
     rep.init_random(args.seed)
     rep.calibrate_batchnorm(rng.random((2, *rep.input_shape), dtype=np.float32))
-    tiny_cfg = resolve_cfg("yolov3-tiny")
-    tiny = Network.from_cfg(tiny_cfg, find_weights(tiny_cfg), size, size)
+    tiny = open_model("yolov3-tiny", imgsz=(size, size))
     blob = rng.random((1, 3, size, size), dtype=np.float32)
     pairs = {"yolov3-tiny-rep -> reparam": (rep, reparameterize(rep)[0]),
              "yolov3-tiny -> BN folded": (tiny, reparameterize(tiny)[0])}

@@ -29,19 +29,17 @@ def main() -> None:
 
     from bench import medians_ms
     from dncompress.detect import load_image, preprocess
-    from dncompress.network import Network
+    from dncompress.model_io import open_model
     from dncompress.sparse.engine import SparseEngine
     from dncompress.sparse.weights import SparsifyConfig, sparsify_network
-    from dncompress.zoo import find_weights, resolve_cfg
 
-    cfg = resolve_cfg(args.cfg)
-    net = Network.from_cfg(cfg, find_weights(cfg, args.weights))
+    net = open_model(args.cfg, args.weights)
     x = preprocess(load_image(Path(__file__).resolve().parent.parent / "samples" / "dog.jpg"), net.info.width,
                    net.info.height, True)
     convs = [layer.index for layer in net.layers if layer.type == "convolutional"]
     sources = sorted({net.layers[i].inputs[0] for i in convs} - {-1})
     inputs = dict(zip(sources, net.forward(x, keep=set(sources))))
-    print(f"{cfg.stem} {net.info.width}x{net.info.height}, batch 1, OPENBLAS_NUM_THREADS="
+    print(f"{Path(net.file).stem} {net.info.width}x{net.info.height}, batch 1, OPENBLAS_NUM_THREADS="
           f"{os.environ['OPENBLAS_NUM_THREADS']}, median of {args.runs} runs")
     ratios = [float(r) for r in args.ratios.split(",")]
     for pattern in args.patterns.split(","):

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from dncompress.errors import DncompressError
-from dncompress.network import Network
+from dncompress.model_io import open_model
 from dncompress.stats import summary
 
 
@@ -16,7 +16,7 @@ def main(folder: str) -> None:
     ok, errors = [], {}
     for path in sorted(Path(folder).glob("*.cfg")):
         try:
-            summary(Network.from_cfg(path, max_activation_mb=1e9))
+            summary(open_model(path, load_weights=False, max_activation_mb=1e9))
             ok.append(path.name)
         except DncompressError as err:
             errors[path.name] = str(err)

@@ -11,11 +11,10 @@ import time
 
 from dncompress.data import load_dataset
 from dncompress.eval import evaluate, fidelity_dataset, predict
-from dncompress.network import Network
+from dncompress.model_io import open_model
 from dncompress.prune.oneshot import prune_oneshot
 from dncompress.prune.workflow import batch_of
 from dncompress.stats import summary
-from dncompress.zoo import find_weights, resolve_cfg
 
 FIT565 = "../shared/data/voc765/fit565.txt"
 
@@ -23,8 +22,7 @@ FIT565 = "../shared/data/voc765/fit565.txt"
 def main() -> None:
     target, modes = float(sys.argv[1]), sys.argv[2].split(",")
     nfit = int(sys.argv[3]) if len(sys.argv) > 3 else 32
-    cfg = resolve_cfg("yolov3-tiny")
-    net = Network.from_cfg(cfg, find_weights(cfg, None))
+    net = open_model("yolov3-tiny")
     fit565 = load_dataset(os.environ.get("FIT565", FIT565))
     fit = dataclasses.replace(fit565, items=fit565.items[:nfit])
     hold = dataclasses.replace(fit565, items=fit565.items[465:565])

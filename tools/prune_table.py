@@ -171,10 +171,9 @@ def resize_table(args) -> None:
     from dncompress.data import load_dataset
     from dncompress.eval import fidelity_dataset
     from dncompress.prune.oneshot import prune_oneshot
+    from dncompress.model_io import open_model
     from dncompress.prune.workflow import batch_of, resize_candidates, resized
-    from dncompress.zoo import find_weights, resolve_cfg
-    cfg = resolve_cfg(args.cfg)
-    net = Network.from_cfg(cfg, find_weights(cfg, args.weights))
+    net = open_model(args.cfg, args.weights)
     size = (net.info.width, net.info.height)
     classes = net.heads[0].classes
     dataset = load_dataset(args.data)

@@ -22,9 +22,9 @@ from dncompress.data import Dataset, calibration_batch, load_dataset
 from dncompress.engine.quantize import affine_params, fake_quantize_float32, unsigned_range
 from dncompress.eval import evaluate, fidelity_dataset, predict
 from dncompress.export.onnx import build_onnx
+from dncompress.model_io import open_model
 from dncompress.network import Network
 from dncompress.quant.equalize import equalize_activations
-from dncompress.zoo import find_weights, resolve_cfg
 
 
 def conv_inputs(net: Network, images: np.ndarray, batch: int = 8) -> dict[int, tuple[float, float]]:
@@ -94,8 +94,7 @@ def main() -> None:
     parser.add_argument("--equalize", default="0.5,1", help="strengths of activation equalization to try "
                         "(quant/equalize.py), each with min-max ranges and with onnxruntime's Entropy")
     args = parser.parse_args()
-    cfg = resolve_cfg(args.cfg)
-    net = Network.from_cfg(cfg, find_weights(cfg))
+    net = open_model(args.cfg)
     size = (net.info.width, net.info.height)
     full = load_dataset(args.calib)
     calib = calibration_batch(args.calib, args.calib_images, *size)

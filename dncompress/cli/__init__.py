@@ -6,7 +6,6 @@ user interface. Heavy libraries (OpenCV, onnx, onnxruntime) are imported inside 
 """
 from __future__ import annotations
 
-import importlib
 import signal
 import threading
 
@@ -16,36 +15,34 @@ from .. import __version__
 from ..errors import DncompressError
 from ..fsutil import Terminated, raise_terminated
 from ..threads import THREADS_ENV, configure as configure_threads
-from .common import MAX_ACTIVATION_ENV, DEFAULT_MAX_ACTIVATION_MB, open_network, progress_lines  # noqa: F401 (re-exported)
+from .common import LazyGroup, MAX_ACTIVATION_ENV, DEFAULT_MAX_ACTIVATION_MB, open_network, progress_lines  # noqa: F401 (re-exported)
 
-# command name -> (module in dncompress.cli, function); the order is the order of `dncompress --help`
+# command name -> (module in dncompress.cli, function, its line in `dncompress --help`); the order is the
+# order of `dncompress --help`, which imports none of the modules
 COMMANDS = {
-    "detect": ("detect", "detect"),
-    "classify": ("classify", "classify_command"),
-    "eval": ("eval", "eval_command"),
-    "stats": ("stats", "stats_command"),
-    "prune": ("prune", "prune_command"),
-    "quantize": ("quantize", "quantize_command"),
-    "sparsify": ("sparsify", "sparsify_command"),
-    "reparam": ("reparam", "reparam_command"),
-    "export": ("export", "export_command"),
-    "train": ("train", "train_command"),
-    "fetch": ("detect", "fetch_command"),
+    "detect": ("detect", "detect", "Detect objects in images; write annotated copies."),
+    "classify": ("classify", "classify_command", "Top classes of images with a Darknet classifier."),
+    "eval": ("eval", "eval_command", "mAP, per-class AP, speed on a labelled dataset; agreement."),
+    "stats": ("stats", "stats_command", "Per-layer params, BFLOPs, memory, energy."),
+    "prune": ("prune", "prune_command", "Prune channels (default) or weights; search widths; sensitivity."),
+    "quantize": ("quantize", "quantize_command", "Quantize convolutions (GPTQ, calibrated ranges); write formats."),
+    "sparsify": ("sparsify", "sparsify_command", "Zero weights (SIMD groups, unstructured) and/or activations."),
+    "reparam": ("reparam", "reparam_command", "Fold BN and linear conv branches into single convs."),
+    "export": ("export", "export_command", "Write ONNX, checked with onnxruntime."),
+    "train": ("train", "train_command", "Train or fine-tune on a YOLO-format dataset."),
+    "fetch": ("detect", "fetch_command", "Download official weights into the cache (sha256)."),
 }
 
 
-class Group(click.Group):
-    """Loads each command's module on demand; prints DncompressError and bad option values as one
+class Group(LazyGroup):
+    """Loads each command's module on demand (COMMANDS); prints DncompressError and bad option values as one
     `error: ...` line with exit code 2 (no traceback, no usage text) and Ctrl-C as one line with exit code 130."""
 
-    def list_commands(self, ctx):
-        return list(COMMANDS)
+    table = COMMANDS
 
-    def get_command(self, ctx, name):
-        if name not in COMMANDS:
-            return None
-        module, attr = COMMANDS[name]
-        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    def format_commands(self, ctx, formatter):
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, _, summary) in COMMANDS.items()])
 
     def invoke(self, ctx):
         previous = catch_signals()

@@ -5,7 +5,8 @@ import json
 
 import click
 
-from .common import backend_forward, expand_images, model_arguments, open_network
+from .common import backend_forward, expand_images, open_network
+from .options import model_arguments
 
 
 @click.command("classify")

@@ -8,7 +8,8 @@ import click
 
 from ..errors import DncompressError
 from ..zoo import DEFAULT_MODEL
-from .common import UNIT, backend_forward, expand_images, imgsz_option, open_network, progress_lines
+from .common import backend_forward, expand_images, open_network, progress_lines
+from .options import UNIT, imgsz_option
 
 MODEL_SUFFIXES = (".cfg", ".dnq", ".dns")
 
@@ -64,14 +65,14 @@ def detect(images, cfg, weights, names, thresh, nms_threshold, letterbox, imgsz,
       dncompress detect my.cfg my.weights photos/ --thresh 0.4
       dncompress detect small-w4a8.dnq samples/ --json
     """
+    images, cfg, weights = split_model_arguments(images, cfg, weights)
+    paths = expand_images(images)
     import cv2
 
     from ..detect import check_heads, detect_image, draw, load_image, read_names
-    from ..prune.classes import names_beside
     from ..fsutil import StagedWrites, check_outputs
     from ..progress import counted
-    images, cfg, weights = split_model_arguments(images, cfg, weights)
-    paths = expand_images(images)
+    from ..prune.classes import names_beside
     net = open_network(cfg, weights, tuple(imgsz) if imgsz else None)
     check_heads(net.heads, net.file)
     class_names = read_names(names or names_beside(net.file), net.heads[0].classes)  # prune --classes

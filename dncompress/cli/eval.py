@@ -7,7 +7,8 @@ import click
 import numpy as np
 
 from ..errors import DncompressError
-from .common import UNIT, backend_forward, imgsz_option, model_arguments, open_network, progress_lines
+from .common import backend_forward, open_network, progress_lines
+from .options import UNIT, imgsz_option, model_arguments
 
 
 def print_eval(result, names: list[str], label: str) -> None:

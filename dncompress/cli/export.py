@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from .common import imgsz_option, model_arguments, open_network
+from .common import open_network
+from .options import imgsz_option, model_arguments
 
 
 @click.command("export")

@@ -1,25 +1,12 @@
-"""`prune`'s default method (one-shot pruning with reconstruction): the guard, the outputs, the report."""
+"""`prune channels`, once its options are read: one-shot pruning with the guard (`run_oneshot`) or a
+per-channel score (`run_scored`), their outputs (checked first, written together) and their reports."""
 from __future__ import annotations
 
 import click
 
 from ..errors import DncompressError
-from .common import echo_err, print_comparison
-
-
-def print_pruning_report(report: dict) -> None:
-    click.echo(f"{'layer':>5} {'filters':>13} {'params':>21} {'BFLOPs':>15}")
-    for row in report["layers"]:
-        f, p, b = row["filters"], row["params"], row["bflops"]
-        click.echo(f"{row['index']:>5} {f[0]:>5} -> {f[1]:<5} {p[0]:>9,} -> {p[1]:<9,} {b[0]:6.3f} -> {b[1]:<6.3f}")
-
-    def change(key: str, fmt: str) -> str:
-        a, b = report[key]
-        return f"{a:{fmt}} -> {b:{fmt}} ({1 - b / a:.1%} less)"
-    click.echo(f"prunable channels {change('prunable_channels', ',')}; all conv channels {change('channels', ',')}")
-    click.echo(f"params {change('params', ',')}")
-    click.echo(f"BFLOPs {change('bflops', '.3f')}; size MB {change('size_mb', '.2f')}; energy {change('energy', '.3g')}")
-    print_comparison(report)
+from .common import echo_err, progress_lines
+from .prune_report import print_oneshot_report, print_pruning_report
 
 
 def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, calib, calib_images: int,
@@ -28,9 +15,8 @@ def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, ca
     """The default method: one-shot pruning with reconstruction, the guard, then (if it passes) the write;
     with `finetune` = (epochs, lr, imgsz, batch) the pruned model is fine-tuned against `net` first (the
     guard then judges the fine-tuned model, which prune_recover reports)."""
-    from ..fsutil import atomic_write_many, check_outputs
-    from .prune_recover import cli_dataset, finetune_for_cli, names_bytes
     from ..prune.workflow import FIDELITY_FLOOR, FIDELITY_WARNING, channel_target, oneshot_prune
+    from .prune_recover import cli_dataset
     targets = [t for t in (ratio, target_bflops, target_params) if t is not None]
     if len(targets) != 1:
         raise DncompressError("give one of --ratio, --target-bflops, --target-params (e.g. --ratio 0.5)")
@@ -40,13 +26,8 @@ def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, ca
         kind, target, label = "bflops", target_bflops, f"{target_bflops:g}bflops"
     else:
         kind, target, label = "params", target_params, f"{target_params:g}params"
-    prefix = prefix or f"{stem}-pruned{label}"
-    outputs = [f"{prefix}.cfg", f"{prefix}.weights"]
-    extra = ([f"{prefix}.names"] if class_names else []) + ([f"{prefix}_last.weights", f"{prefix}_last.npz"]
-                                                            if finetune else [])
-    check_outputs(outputs + extra, [net.file, weights, calib, data_path], force)
-    if finetune and not (calib or data_path):
-        raise DncompressError("--finetune needs images: --calib (fine-tune on them) or --data")
+    outputs = checked_outputs(prefix or f"{stem}-pruned{label}", class_names, finetune, [net.file, weights],
+                              calib, data_path, force)
     if resize and kind != "bflops":
         raise DncompressError("--imgsz needs --target-bflops (the input size changes BFLOPs, not channels or "
                               "parameters)")
@@ -74,47 +55,53 @@ def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, ca
                  f"the floor {FIDELITY_FLOOR:g} (--min-fidelity 0 writes it anyway)")
         raise DncompressError(f"fidelity {fidelity:.4f} is below {which}; nothing written. Remedies: a smaller "
                               "--ratio / larger --target-bflops, --imgsz auto, more --calib images, --finetune")
-    names = {f"{prefix}.names": names_bytes(class_names)} if class_names else {}
+    write_pruned(net, pruned, outputs, class_names, finetune, calib, data_path)
     if finetune:
-        atomic_write_many(names)    # the epochs' checkpoints are usable models, with their names
-        epochs, lr, imgsz, batch = finetune
-        pruned = finetune_for_cli(net, pruned, calib, data_path, class_names, epochs, lr, imgsz, batch, prefix)
         click.echo("note: with --finetune the fidelity floor (--min-fidelity) is not applied: fine-tuning is the "
                    "remedy; the fine-tuned model's figures are above", err=True)
-    else:
-        atomic_write_many(pruned.darknet_files(*outputs) | names)   # all appear together or none
-    click.echo(f"wrote {outputs[0]} and {outputs[1]}" + (f" and {prefix}.names" if class_names else ""))
 
 
-def print_oneshot_report(report: dict) -> None:
-    click.echo(f"method: {report['method']}; {report['calibration']} "
-               f"({report['calibration_rows']:,} sampled rows; {report['seconds']:.0f} s)")
-    if not report["user_calibration"]:
-        click.echo("note: calibration on the packaged samples; --calib with images like yours would do better")
-    if "candidates" in report:
-        click.echo("input size candidates (fidelity to the original at its own input size, held-out images):")
-        for c in report["candidates"]:
-            how = "channels pruned for the rest" if c["pruned"] else "unpruned, smaller input only"
-            click.echo(f"  {c['size'][0]}x{c['size'][1]}: BFLOPs {c['bflops']:.3f}, fidelity {c['fidelity']:.4f} "
-                       f"({how}; {c['seconds']:.0f} s)" + ("  <- chosen" if c["chosen"] else ""))
-    if report["sparsity"] is not None:
-        print_group_steps(report)
+def run_scored(net, weights, prefix: str, criterion: str, ratio: float, scope: str, min_keep: float, multiple: int,
+               compensate: bool, refit: bool, calib, calib_images: int, data_path, class_names, finetune,
+               force: bool) -> None:
+    """Channels ranked by a per-channel score, sliced with compensation (refit on --calib with `refit`)."""
+    from ..eval import compare_models
+    from ..prune.modes import network_batch, score_prune
+    from .prune_recover import cli_dataset
+    outputs = checked_outputs(prefix, class_names, finetune, [net.file, weights], calib, data_path, force)
+    images = network_batch(net, calib, calib_images) if calib else None
+    pruned, report = score_prune(net, criterion, ratio, scope, min_keep, multiple, compensate, images, refit,
+                                 progress=progress_lines)
+    if data_path and not finetune:
+        report.update(compare_models(net, pruned, cli_dataset(data_path, class_names), progress=progress_lines))
     print_pruning_report(report)
-    w, h = report["input_size"]
-    click.echo(f"fidelity to the original on held-out calibration images (mAP@0.5 of its detections at conf "
-               f"0.25; this model at {w}x{h}): {report['holdout_fidelity']:.4f}")
+    write_pruned(net, pruned, outputs, class_names, finetune, calib, data_path)
 
 
-def print_group_steps(report: dict) -> None:
-    sparsity = report["sparsity"]
-    click.echo(f"BN gamma histogram: {sparsity['small_gamma_share']:.1%} of prunable channels below 1% of their "
-               "layer's largest: " + ("sparsity-trained (network slimming); near-zero channels go first"
-                                      if sparsity["trained"] else "not sparsity-trained; widths allocated by "
-                                      "measured reconstruction error, not by gamma"))
-    click.echo(f"{'group':>10} {'channels':>13} {'predicted err':>13} {'refit err':>10} ridge")
-    for step in report["steps"]:
-        ridges = ",".join(f"{r:g}" for r in step["ridges"].values())
-        click.echo(f"{'conv ' + ','.join(map(str, step['convs'])):>10} {step['positions']:>5} -> {step['kept']:<5} "
-                   f"{step['predicted_error']:13.4f} {step['refit_error']:10.4f} {ridges}")
-    click.echo("(errors: relative output error of the group's consumers; predicted on the original network, "
-               "refit: 2-fold held-out on the calibration images)")
+def checked_outputs(prefix: str, class_names, finetune, inputs: list, calib, data_path, force: bool) -> list[str]:
+    """[PREFIX.cfg, PREFIX.weights], after checking every file the run will write (never over an input;
+    existing ones only with --force) and that --finetune has images."""
+    from ..fsutil import check_outputs
+    outputs = [f"{prefix}.cfg", f"{prefix}.weights"]
+    extra = ([f"{prefix}.names"] if class_names else []) + ([f"{prefix}_last.weights", f"{prefix}_last.npz"]
+                                                            if finetune else [])
+    check_outputs(outputs + extra, inputs + [calib, data_path], force)
+    if finetune and not (calib or data_path):
+        raise DncompressError("--finetune needs images: --calib (fine-tune on them) or --data")
+    return outputs
+
+
+def write_pruned(net, pruned, outputs: list[str], class_names, finetune, calib, data_path) -> None:
+    """PREFIX.cfg/.weights (+ .names) together; with `finetune` = (epochs, lr, imgsz, batch) the names first,
+    then the fine-tuned epochs (each a usable model)."""
+    from ..fsutil import atomic_write_many
+    from .prune_recover import finetune_for_cli, names_bytes
+    prefix = outputs[0][:-len(".cfg")]
+    names = {f"{prefix}.names": names_bytes(class_names)} if class_names else {}
+    if finetune:
+        atomic_write_many(names)
+        epochs, lr, imgsz, batch = finetune
+        finetune_for_cli(net, pruned, calib, data_path, class_names, epochs, lr, imgsz, batch, prefix)
+    else:
+        atomic_write_many(pruned.darknet_files(*outputs) | names)
+    click.echo(f"wrote {outputs[0]} and {outputs[1]}" + (f" and {prefix}.names" if class_names else ""))

@@ -55,12 +55,12 @@ def names_bytes(class_names: list[str]) -> bytes:
     return ("\n".join(class_names) + "\n").encode()
 
 
-def write_specialized(net: Network, class_names: list[str], prefix: str, weights) -> None:
+def write_specialized(net: Network, class_names: list[str], prefix: str, weights, force: bool) -> None:
     """`prune --classes` without --ratio: PREFIX.cfg/.weights/.names, written together."""
     from ..fsutil import atomic_write_many, check_outputs
     from ..stats import summary
     outputs = [f"{prefix}.cfg", f"{prefix}.weights", f"{prefix}.names"]
-    check_outputs(outputs, [net.file, weights], click.get_current_context().params.get("force", False))
+    check_outputs(outputs, [net.file, weights], force)
     atomic_write_many(net.darknet_files(*outputs[:2]) | {outputs[2]: names_bytes(class_names)})
     click.echo(f"kept {len(class_names)} classes: {', '.join(class_names)}")
     click.echo(f"params {net.param_count():,}; BFLOPs {summary(net)['bflops']:.3f}")

@@ -6,7 +6,8 @@ import click
 from ..errors import DncompressError
 from ..layers.conv import refuse_xnor
 from ..quant.calibrate import METHODS
-from .common import echo_err, model_arguments, open_network, print_comparison
+from .common import echo_err, open_network, print_comparison
+from .options import force_option, model_arguments
 
 FORMAT_NAMES = ["packed", "darknet-q", "darknet", "onnx", "onnx-int8"]
 
@@ -58,7 +59,7 @@ def parse_act_bits(text: str) -> int | None:
               "appended: PREFIX-packed.dnq, PREFIX-darknet-q.cfg, ...")
 @click.option("--data", "data_path", type=click.Path(), help="Labelled dataset: mAP fp32 vs quantized and "
               "fidelity on it (default: fidelity on the 7 packaged sample images, not used to calibrate).")
-@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@force_option
 def quantize_command(cfg, weights, bits, act_bits, per_channel, calib, calib_images, rounding, bias_correction,
                      method, equalize, keep_first_last, budget_bits, fmt, opencv, opset, prefix, data_path, force):
     """Quantize convolutions to BITS (fake quantization the engine, eval and detect reproduce): each conv in
@@ -70,8 +71,6 @@ def quantize_command(cfg, weights, bits, act_bits, per_channel, calib, calib_ima
       dncompress quantize --bits 4                     # yolov3-tiny, packaged calibration images, .dnq
       dncompress quantize yolov3-tiny --bits 4 --calib my_images/ --data val.txt
       dncompress quantize yolov3-tiny --bits 8 --calib my_images/ --format onnx-int8
-      dncompress quantize yolov3-tiny --bits 4 --act-bits none --format darknet
-      dncompress quantize yolov3-tiny --budget-bits 4.5 --calib my_images/   # widths per conv
     """
     from ..quant.apply import QuantConfig
     from ..quant.workflow import run_quantize

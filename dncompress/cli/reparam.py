@@ -8,14 +8,15 @@ import numpy as np
 
 from ..errors import DncompressError
 from ..layers.conv import refuse_xnor
-from .common import model_arguments, open_network
+from .common import open_network
+from .options import force_option, model_arguments
 
 
 @click.command("reparam")
 @model_arguments
 @click.option("-o", "--output", "prefix", help="Output prefix: writes PREFIX.cfg and PREFIX.weights "
               "(default <stem>-reparam).")
-@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@force_option
 def reparam_command(cfg, weights, prefix, force):
     """Fold batchnorm, parallel linear conv branches (RepVGG) and stacked linear convs into single convs;
     the outputs stay the same (checked in the numpy engine before writing).

@@ -9,7 +9,8 @@ from ..errors import DncompressError
 from ..sparse.activations import NEAR_ZERO
 from ..sparse.weights import NORMS, PATTERNS, SCOPES, SparsifyConfig
 from ..layers.conv import refuse_xnor
-from .common import Number, model_arguments, open_network, print_comparison, progress_lines
+from .common import open_network, print_comparison, progress_lines
+from .options import Number, data_option, force_option, model_arguments
 
 
 def print_weight_sparsity(report: dict) -> None:
@@ -83,8 +84,8 @@ def sparsify_prefix(stem: str, config: SparsifyConfig | None, threshold: float, 
               help="How many --data images --activations measures.")
 @click.option("-o", "--output", "prefix", help="Output prefix: PREFIX.cfg + PREFIX.weights (dense, with zeros), "
               "and PREFIX.dns (sparse) with --pattern (default <stem>-<pattern>-s<RATIO>).")
-@click.option("--data", "data_path", type=click.Path(), help="Dataset: report mAP before/after and fidelity.")
-@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@data_option()
+@force_option
 def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_first_last, bias_correction, calib,
                      calib_images, activation_threshold, winner_rate, measure_activations, images, prefix, data_path,
                      force):
@@ -97,12 +98,9 @@ def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_firs
       dncompress sparsify yolov3-tiny --pattern unstructured --ratio 0.5 --bias-correction --calib images/
       dncompress sparsify yolov3-tiny --activation-threshold 0.05 --activations --data val/
     """
-    from ..data import calibration_batch, load_dataset
-    from ..eval import compare_models
+    from ..data import calibration_batch
     from ..fsutil import check_outputs
-    from ..model_io import save_models
-    from ..sparse.activations import activation_stats, with_activation_masks
-    from ..sparse.weights import correct_bias, sparsify_network, weight_sparsity_report
+    from ..sparse.workflow import measure_sparsified, sparsify_model, write_sparsified
     masks = activation_threshold > 0 or winner_rate < 1
     if pattern and ratio is None:
         raise DncompressError("--pattern needs --ratio (e.g. --ratio 0.5)")
@@ -123,32 +121,22 @@ def sparsify_command(cfg, weights, pattern, group, ratio, norm, scope, skip_firs
         prefix = prefix or sparsify_prefix(Path(net.file).stem, config, activation_threshold, winner_rate)
         outputs = [f"{prefix}.cfg", f"{prefix}.weights"] + ([f"{prefix}.dns"] if config else [])
         check_outputs(outputs, [net.file, net.weights_file], force)
-    sparse = net
-    if config:
-        sparse, _ = sparsify_network(net, config)
-        if bias_correction:
-            correct_bias(net, sparse, calibration_batch(calib, calib_images, net.info.width, net.info.height,
-                                                        channels=net.info.channels))
-        print_weight_sparsity(weight_sparsity_report(net, sparse))
-    if masks:
-        sparse = with_activation_masks(sparse, activation_threshold, winner_rate)
+    calib_batch = calibration_batch(calib, calib_images, net.info.width, net.info.height,
+                                    channels=net.info.channels) if bias_correction else None
+    sparse, weight_report = sparsify_model(net, config, activation_threshold, winner_rate, calib_batch)
+    if weight_report:
+        print_weight_sparsity(weight_report)
     if outputs:
-        encodings: dict[int, str] = {}
-        targets = {"darknet": outputs[:2], **({"sparse": outputs[2:]} if config else {})}
-        save_models(sparse, targets, group=config.group_size if config else 1, encodings=encodings)
-        sizes = {o: Path(o).stat().st_size / 1e6 for o in outputs}
+        written = write_sparsified(sparse, outputs, config)
         click.echo(f"wrote {' and '.join(outputs)}")
         if config:
-            counts = ", ".join(f"{sum(e == name for e in encodings.values())} {name}"
-                               for name in ("groups", "csr", "dense") if name in encodings.values())
+            sizes, counts = written["sizes_mb"], ", ".join(f"{n} {name}" for name, n in written["encodings"].items())
             click.echo(f"size: dense {outputs[1]} {sizes[outputs[1]]:.2f} MB, sparse {outputs[2]} "
                        f"{sizes[outputs[2]]:.2f} MB ({1 - sizes[outputs[2]] / sizes[outputs[1]]:.1%} less; "
                        f"conv encodings: {counts})")
     if data_path:
-        dataset = load_dataset(data_path)
-        if measure_activations:
-            x = calibration_batch(data_path, images, net.info.width, net.info.height, channels=net.info.channels)
-            before = activation_stats(net, x)
-            print_activation_sparsity(before, activation_stats(sparse, x) if sparse is not net else before, len(x))
-        if sparse is not net:
-            print_comparison(compare_models(net, sparse, dataset, progress=progress_lines))
+        report = measure_sparsified(net, sparse, data_path, images if measure_activations else 0,
+                                    progress=progress_lines)
+        if "activations" in report:
+            print_activation_sparsity(*report["activations"])
+        print_comparison(report)

@@ -6,7 +6,8 @@ import json
 import click
 
 from ..errors import DncompressError
-from .common import imgsz_option, model_arguments, open_network
+from .common import open_network
+from .options import imgsz_option, model_arguments
 
 
 def print_stats(figures: dict, skip_zeros: bool) -> None:

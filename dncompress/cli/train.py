@@ -8,7 +8,8 @@ import click
 from ..errors import DncompressError
 from ..network import Network
 from ..layers.conv import refuse_xnor
-from .common import Number, model_arguments, open_network, progress_lines
+from .common import open_network, progress_lines
+from .options import Number, model_arguments
 
 
 def set_net_keys(net: Network, **values) -> None:
@@ -31,7 +32,7 @@ def set_net_keys(net: Network, **values) -> None:
 @click.option("--lr", type=Number(0, low_open=True), help="learning_rate (default: the cfg's [net]).")
 @click.option("--burn-in", type=click.IntRange(0), help="burn_in updates (default: the cfg's [net]).")
 @click.option("--keep-zeros", is_flag=True, help="Conv weights that are zero at the start stay zero: fine-tune a "
-              "weight-pruned model (prune --criterion energy, sparsify) without refilling its zeros.")
+              "weight-pruned model (prune energy, sparsify) without refilling its zeros.")
 @click.option("--sparsity", default=0.0, show_default=True, type=Number(0),
               help="Network Slimming: add S*sign(gamma) to every prunable BN gamma's gradient.")
 @click.option("--teacher", nargs=2, metavar="CFG W", help="Distil the head outputs of this model (labels are "
@@ -52,7 +53,6 @@ def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, l
     \b
     Examples:
       dncompress train yolov3-tiny --data train/ --epochs 3 --imgsz 320 --lr 0.0005
-      dncompress train small.cfg small.weights --data train/ --epochs 2 --teacher yolov3-tiny.cfg yolov3-tiny.weights
       dncompress train pruned.cfg pruned.weights --data fit/ --epochs 2 --imgsz 320 --batch 8 --lr 0.0002 \\
           --burn-in 10 --frozen-bn --teacher yolov3-tiny.cfg yolov3-tiny.weights
       dncompress train yolov3-tiny --data train/ --epochs 5 --sparsity 0.001 -o slim

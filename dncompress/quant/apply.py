@@ -45,7 +45,7 @@ class QuantConfig:
 def layer_bits(net: Network, config: QuantConfig) -> dict[int, int]:
     """Weight bits per conv: the first conv and the head convs get `keep_first_last` bits."""
     for layer in net.layers:
-        if layer.type == "quantize_convolutional":
+        if layer.is_quantized:
             raise DncompressError(f"layer {layer.index} is already [quantize_convolutional]; quantize the float "
                                   "model (re-quantizing would stack two grids)", net.file)
         if layer.param_shapes() and not is_plain_conv(layer):

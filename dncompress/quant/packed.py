@@ -49,7 +49,7 @@ def packed_chunks(net: Network) -> list[bytes]:
     for layer in net.layers:
         if not layer.param_shapes():
             continue
-        if layer.type == "quantize_convolutional" and layer.method == "affine" and not layer.batch_normalize:
+        if layer.is_quantized and layer.method == "affine" and not layer.batch_normalize:
             q, scales = layer_integers(layer)
             offset = signed_range(layer.bitw)[1]
             chunks += [struct.pack("<I", scales.size), scales.tobytes(), layer.params["biases"].astype("<f4").tobytes(),
@@ -76,7 +76,7 @@ def read_packed(path: str | Path) -> Network:
         shapes = layer.param_shapes()
         if not shapes:
             continue
-        if layer.type == "quantize_convolutional" and layer.method == "affine" and not layer.batch_normalize:
+        if layer.is_quantized and layer.method == "affine" and not layer.batch_normalize:
             n_scales = int(take(1, "<u4")[0])
             scales = take(n_scales, "<f8")
             biases = take(layer.filters).copy()

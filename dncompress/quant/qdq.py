@@ -30,7 +30,7 @@ def _int_initializer(g: GraphBuilder, hint: str, values: np.ndarray, bits: int) 
 def qdq_conv_hook(g: GraphBuilder, layer, x: str, weights: np.ndarray, after: dict | None = None):
     """Weights: integers * per-channel scale; input: fake quantization over [act_min, act_max]; with bito,
     int32 bias, Q/DQ on the output and (where `after` names the grid of every reader) after the activation."""
-    if layer.type != "quantize_convolutional":
+    if not layer.is_quantized:
         return None
     if layer.method != "affine":
         raise DncompressError(f"layer {layer.index}: DoReFa [quantize_convolutional] has no QDQ export; "
@@ -101,7 +101,7 @@ def reader_grids(net: Network) -> dict[int, tuple[float, int]]:
     def grids(index: int) -> set | None:
         found = set()
         for reader in readers.get(index, []):
-            if reader.type == "quantize_convolutional" and reader.bita == 8 and reader.act_range:
+            if reader.is_quantized and reader.bita == 8 and reader.act_range:
                 found.add(affine_params(*reader.act_range, 8))
             elif reader.type in PASS_THROUGH or (reader.type == "upsample" and reader.scale == 1.0):
                 more = grids(reader.index)
