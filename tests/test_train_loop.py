@@ -108,3 +108,45 @@ def test_train_cli_distils_a_teacher_on_unlabelled_images(tmp_path):
               if "loss/image" in line]
     assert "box 0.000 obj 0.000 cls 0.000" in result.output  # no labels: the teacher alone
     assert len(losses) == 3 and losses[2] < losses[1] < losses[0]
+
+
+def test_l1_reach_matches_the_optimizer_on_the_l1_term_alone():
+    from dncompress.train.optim import SGD, Schedule
+    from dncompress.train.sparsity import add_l1_subgradient, l1_reach
+    net = tiny_network(lr=0.01)
+    layers = prunable_bn_layers(net)
+    for i in layers:
+        net.layers[i].set_params(scales=np.full_like(net.layers[i].params["scales"], 10.0))
+    schedule = Schedule(learning_rate=0.01, momentum=0.9, burn_in=5, steps=(12,), scales=(0.1,))
+    optimizer, strength, batch, updates = SGD(net, schedule), 0.7, 4, 20
+    for k in range(1, updates + 1):
+        grads = {i: {"scales": np.zeros_like(net.layers[i].params["scales"])} for i in layers}
+        add_l1_subgradient(net, grads, strength, batch)
+        optimizer.step(grads, k, batch)
+    moved = 10.0 - np.concatenate([net.layers[i].params["scales"] for i in layers])
+    np.testing.assert_allclose(moved, l1_reach(schedule, strength, updates), rtol=1e-5)
+
+
+def test_sparsity_advice_warns_when_the_l1_term_alone_reaches_the_median_gamma():
+    from dncompress.train.optim import Schedule
+    from dncompress.train.sparsity import l1_reach, sparsity_advice
+    net = tiny_network()
+    median = np.median(np.concatenate([np.abs(net.layers[i].params["scales"]) for i in prunable_bn_layers(net)]))
+    schedule = Schedule(learning_rate=0.001)
+    per_unit = l1_reach(schedule, 1.0, 100)
+    assert sparsity_advice(net, schedule, 2 * median / per_unit, 100).startswith("warning: --sparsity")
+    assert sparsity_advice(net, schedule, 0.5 * median / per_unit, 100) is None
+    assert sparsity_advice(net, schedule, 0.01 * median / per_unit, 100).startswith("note: --sparsity")
+    assert sparsity_advice(net, schedule, 0.0, 100) is None
+
+
+def test_train_cli_warns_of_a_sparsity_that_can_collapse_the_model(tmp_path):
+    net = tiny_network()
+    net.save(tmp_path / "tiny.cfg", tmp_path / "tiny.weights")
+    data = tmp_path / "list.txt"
+    data.write_text("\n".join(str(s.image) for s in coco_subset(2)))
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "tiny.cfg"), str(tmp_path / "tiny.weights"),
+                                       "--data", str(data), "--epochs", "1", "--batch", "2", "--lr", "0.01",
+                                       "--burn-in", "0", "--sparsity", "1000", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "warning: --sparsity 1000: over 1 updates the L1 term alone moves each |gamma| by up to 10 " in result.output

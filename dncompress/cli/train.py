@@ -34,7 +34,8 @@ def set_net_keys(net: Network, **values) -> None:
 @click.option("--keep-zeros", is_flag=True, help="Conv weights that are zero at the start stay zero: fine-tune a "
               "weight-pruned model (prune energy, sparsify) without refilling its zeros.")
 @click.option("--sparsity", default=0.0, show_default=True, type=Number(0),
-              help="Network Slimming: add S*sign(gamma) to every prunable BN gamma's gradient.")
+              help="Network Slimming: add S*sign(gamma) to every prunable BN gamma's gradient. Each update moves a "
+              "gamma by up to lr*S/(1-momentum) (10*lr*S): the run warns when S could zero a typical gamma by itself.")
 @click.option("--teacher", nargs=2, metavar="CFG W", help="Distil the head outputs of this model (labels are "
               "used too when the dataset has any).")
 @click.option("--frozen-bn", is_flag=True, help="Batch normalization on its running statistics, which stay "
@@ -61,7 +62,8 @@ def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, l
     from ..detect import check_heads
     from ..fsutil import check_outputs
     from ..train.loop import Checkpoints, TrainConfig, train
-    from ..train.sparsity import format_gamma_summary
+    from ..train.optim import Schedule
+    from ..train.sparsity import format_gamma_summary, sparsity_advice
     dataset = load_dataset(data_path)
     if not teacher:
         dataset.require_labels("training on it would learn that every image is background; to distill from "
@@ -81,6 +83,10 @@ def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, l
     cfg_batch, cfg_subdivisions = (net.net_section.get_int(k, 1) for k in ("batch", "subdivisions"))
     if batch is None:
         batch, subdivisions = (cfg_batch, subdivisions or cfg_subdivisions) if cfg_batch > 1 else (8, subdivisions)
+    if sparsity and not resume:
+        advice = sparsity_advice(net, Schedule.from_net(net.net_section), sparsity, epochs * -(-len(dataset) // batch))
+        if advice:
+            click.echo(advice, err=True)
     config = TrainConfig(epochs, batch, min(subdivisions or 1, batch), sparsity, augment, seed, keep_zeros,
                          frozen_bn)
 

@@ -35,3 +35,34 @@ def format_gamma_summary(summary: dict) -> str:
     edges = summary["edges"]
     bins = " ".join(f"[{lo:g},{hi:g}):{n}" for lo, hi, n in zip(edges, edges[1:], summary["histogram"]))
     return f"|gamma| < {NEAR_ZERO}: {summary['near_zero']:.1%} of {summary['count']}; {bins}"
+
+
+def l1_reach(schedule, strength: float, updates: int) -> float:
+    """How far the L1 term alone moves a gamma over `updates` updates of a new run (batch numbers 1..updates)
+    under Darknet's SGD (v = m v - S; w += rate v): S * sum_k rate(k) * (1 - m^k) / (1 - m). Other gradients
+    can hold a gamma up; nothing in the update moves it further than this."""
+    k = np.arange(1, updates + 1)
+    rates = np.array([schedule.rate(int(i)) for i in k])
+    m = schedule.momentum
+    build_up = k.astype(float) if m == 1 else (1 - m ** k) / (1 - m)
+    return float(strength * np.sum(rates * build_up))
+
+
+def sparsity_advice(net: Network, schedule, strength: float, updates: int) -> str | None:
+    """A warning when --sparsity can push a typical gamma to zero by itself in this run (what collapsed
+    yolov3-tiny in docs/pruning.md), a note when it can move hardly any gamma; None in between."""
+    gammas = [np.abs(net.layers[i].params["scales"]) for i in prunable_bn_layers(net)]
+    if not strength or not gammas or updates < 1:
+        return None
+    median = float(np.median(np.concatenate(gammas)))
+    reach = l1_reach(schedule, strength, updates)
+    tail = f"over {updates} updates the L1 term alone moves each |gamma| by up to {reach:.3g} (median |gamma| " \
+           f"{median:.3g})"
+    if reach > median:
+        return (f"warning: --sparsity {strength:g}: {tail}, enough to zero most channels before the loss can "
+                f"hold them: the model may collapse (docs/pruning.md); about {strength * 0.5 * median / reach:.2g} "
+                "moves them by half the median")
+    if reach < 0.05 * median:
+        return (f"note: --sparsity {strength:g}: {tail}, too little to bring channels near zero in this run; "
+                "raise it, the epochs or --lr")
+    return None
