@@ -25,6 +25,8 @@ def test_cli_imgsz_candidates_written_at_the_chosen_size(tiny_weights, tmp_path)
     chosen = re.search(r"^  (\d+)x\d+: .*<- chosen", result.stdout, re.M)
     best = max(rows, key=lambda r: float(r[3]))
     assert chosen and int(chosen.group(1)) == int(best[0])
+    method = "method: the input size alone" if best[4] == "unpruned" else "method: one-shot OBS selection"
+    assert method in result.stdout and ("sampled rows" in result.stdout) == (best[4] != "unpruned")
     net = Network.from_cfg(f"{out}.cfg", f"{out}.weights")
     assert net.info.width == net.info.height == int(best[0])
     assert summary(net)["bflops"] <= 0.8 * 1.01

@@ -23,8 +23,8 @@ def print_pruning_report(report: dict) -> None:
 
 
 def print_oneshot_report(report: dict) -> None:
-    click.echo(f"method: {report['method']}; {report['calibration']} "
-               f"({report['calibration_rows']:,} sampled rows; {report['seconds']:.0f} s)")
+    rows = f"{report['calibration_rows']:,} sampled rows; " if report["calibration_rows"] else ""
+    click.echo(f"method: {report['method']}; {report['calibration']} ({rows}{report['seconds']:.0f} s)")
     if not report["user_calibration"]:
         click.echo("note: calibration on the packaged samples; --calib with images like yours would do better")
     if "candidates" in report:

@@ -187,7 +187,8 @@ def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str,
     best = max(candidates, key=lambda c: c["fidelity"])
     pruned, result = best["network"], best["result"]
     report = pruning_report(net, pruned)
-    report.update(method="one-shot OBS selection + least-squares refit", calibration=split.source,
+    report.update(method="one-shot OBS selection + least-squares refit" if result else
+                  "the input size alone (the chosen candidate removes no channel)", calibration=split.source,
                   user_calibration=split.user_given, seconds=sum(c["seconds"] for c in candidates),
                   calibration_rows=result.calibration_rows if result else 0, holdout_fidelity=best["fidelity"],
                   input_size=best["size"], resize_baseline=None,
