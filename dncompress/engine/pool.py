@@ -8,6 +8,16 @@ from .activations import cache_blocks
 from .conv import pad_constant
 
 
+# elements per thread below which splitting a maxpool costs more in handoff than it saves; a split by a
+# fixed channel count left a pruned model's 12-channel 416x416 maxpool on one thread (16 channels: two)
+MIN_ELEMENTS_PER_THREAD = 1 << 15
+
+
+def channels_per_thread(x: np.ndarray) -> int:
+    """The fewest channels of x (N, C, H, W) worth a thread of their own."""
+    return max(1, MIN_ELEMENTS_PER_THREAD // max(1, x.shape[0] * x.shape[2] * x.shape[3]))
+
+
 def maxpool_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Darknet: (size + padding - kernel) / stride + 1, padding defaulting to kernel - 1."""
     return (size + padding - kernel) // stride + 1
@@ -44,7 +54,7 @@ def maxpool2d(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarr
         np.copyto(out[:, sl], rows[..., 0:span_w:stride])
         for dx in range(1, kernel):
             np.maximum(out[:, sl], rows[..., dx:dx + span_w:stride], out=out[:, sl])
-    parallel(part, c, 8)
+    parallel(part, c, channels_per_thread(x))
     return out
 
 
@@ -64,7 +74,7 @@ def _tiled_maxpool(x: np.ndarray, kernel: int) -> np.ndarray:
             best = np.maximum(rows[..., 0::kernel], rows[..., 1::kernel], out=out[i, cs, rs])
             for dx in range(2, kernel):
                 np.maximum(best, rows[..., dx::kernel], out=best)
-    parallel(part, c, 8)
+    parallel(part, c, channels_per_thread(x))
     return out
 
 
