@@ -296,7 +296,8 @@ class Convolutional(ConvKeys):
     def uses_winograd(self) -> bool:
         """3x3 stride-1 convs with >= 64 input and output channels: below that the Winograd transforms cost
         more than the smaller GEMM saves (measured on yolov3-tiny: 29 ms vs 33 ms im2col-only, 38 ms
-        all-Winograd; a pruned model's 384 -> 51 conv at 26x26: 7.2 ms vs 4.3 ms im2col, 1 thread)."""
+        all-Winograd; a pruned model's 384 -> 51 conv at 26x26: 3.9-7.3 ms vs 3.4-4.3 ms im2col in
+        repeated runs, 1 thread)."""
         return self.size == 3 and self.stride == 1 and self.groups == 1 and self.in_shapes[0][0] >= 64 \
             and self.filters >= 64 \
             and self.dilation == 1 and self.share_index is None
