@@ -122,3 +122,26 @@ def test_forward_returns_head_inputs_and_keeps_requested_layers(tiny_net):
     assert kept[0].shape == (2, 16, 416, 416)
     np.testing.assert_array_equal(kept[1], heads[0])
 
+
+
+@pytest.mark.parametrize("k, pad, h, w", [(3, 1, 9, 7), (3, 0, 6, 8), (5, 2, 7, 10), (2, 0, 5, 5)])
+def test_kn2row_conv_matches_brute_force(k, pad, h, w):
+    """Convs with few outputs beside their inputs (a quarter or less) sum each tap's shifted product; the
+    GEMM rows and output channels split over two threads."""
+    from dncompress import threads
+    from dncompress.engine import conv
+    rng = np.random.default_rng(k * 7 + h)
+    x = rng.normal(size=(2, 20, h, w)).astype(np.float32)
+    weights = rng.normal(size=(5, 20, k, k)).astype(np.float32)
+    b = rng.normal(size=5).astype(np.float32)
+    assert conv.uses_kn2row(20, 5, k, 1, 1) and not conv.banded_rows(20, k, 1, h, w)
+    expected = brute_conv(x, weights, b, 1, pad, 1)
+    for count in (1, 2):
+        threads.configure(count)
+        try:
+            y = conv2d(x, weights, b, 1, pad, 1, lambda v: np.maximum(v, 0.1 * v, out=v))
+        finally:
+            threads.configure(1)
+        np.testing.assert_allclose(y, np.maximum(expected, 0.1 * expected), atol=1e-4)
+    np.testing.assert_allclose(conv.conv2d_kn2row(x.astype(np.float64), weights.astype(np.float64), None, pad),
+                               brute_conv(x, weights, np.zeros(5), 1, pad, 1), atol=1e-10)

@@ -19,11 +19,12 @@ def two_threads():
 
 @pytest.mark.parametrize("k, stride, pad, h, w", [(3, 1, 1, 11, 9), (3, 2, 1, 12, 13), (5, 1, 2, 7, 10),
                                                   (3, 1, 0, 9, 9), (2, 2, 0, 10, 6)])
-def test_banded_conv_matches_brute_force(monkeypatch, two_threads, k, stride, pad, h, w):
+@pytest.mark.parametrize("filters", [6, 8])  # 6: the GEMM runs on weights padded with zero rows to 8
+def test_banded_conv_matches_brute_force(monkeypatch, two_threads, k, stride, pad, h, w, filters):
     rng = np.random.default_rng(k + stride * 7 + h)
     x = rng.normal(size=(3, 4, h, w)).astype(np.float32)
-    wt = rng.normal(size=(6, 4, k, k)).astype(np.float32)
-    b = rng.normal(size=6).astype(np.float32)
+    wt = rng.normal(size=(filters, 4, k, k)).astype(np.float32)
+    b = rng.normal(size=filters).astype(np.float32)
     ho, wo = conv.conv_output_size(h, k, stride, pad), conv.conv_output_size(w, k, stride, pad)
     # bands of 2 output rows (the last one shorter when ho is odd): the banded path is taken
     monkeypatch.setattr(conv, "COLUMN_BLOCK", 4 * k * k * wo - 1)
@@ -31,7 +32,7 @@ def test_banded_conv_matches_brute_force(monkeypatch, two_threads, k, stride, pa
     original = conv.conv2d_banded
     monkeypatch.setattr(conv, "conv2d_banded", lambda *a: calls.append(a) or original(*a))
     y = conv.conv2d(x, wt, b, stride, pad, 1, leaky)
-    assert calls and y.shape == (3, 6, ho, wo)
+    assert calls and y.shape == (3, filters, ho, wo)
     expected = brute_conv(x, wt, b, stride, pad, 1)
     np.testing.assert_allclose(y, np.maximum(expected, 0.1 * expected), atol=1e-4)
 

@@ -1,12 +1,13 @@
 """Benchmarks that compare dncompress against peers measured in the same run (medians and ratios).
 
     python tools/bench.py [--runs 20] [--imgsz 416] [--batch 1 8] [--threads 2] [--load 1] [--pruned 0.3] [--rss]
-    python tools/bench.py --per-layer [--pruned 0.3] [--batch 1] [--runs 20]
+    python tools/bench.py --per-layer [--pruned 0.3] [--pruned-model p50.cfg] [--batch 1] [--runs 20]
 
 Prints the median latency of a yolov3-tiny forward pass for the numpy engine, onnxruntime (on the ONNX
 export) and OpenCV DNN at each batch size, each as a ratio to OpenCV DNN; with --pruned R, the same for
 the model pruned with `prune --scope layer --ratio R` (R=0.3 removes ~50% of the BFLOPs) and its speed-up
-over the unpruned model in each backend. --load N starts N busy processes (pure Python spin loops, ended
+over the unpruned model in each backend; --pruned-model CFG does the same for a pruned model on disk
+(e.g. `prune --target-bflops`'s). --load N starts N busy processes (pure Python spin loops, ended
 when the benchmark ends, at most --load-seconds) beside the measurement: the machine's other work.
 --rss runs `detect`, `eval` and `train` (one short epoch) in child processes and prints each one's peak
 resident memory, and that of one batch-1 forward. --int8 adds onnxruntime on the `quantize --format
@@ -186,6 +187,9 @@ def main() -> None:
     parser.add_argument("--load", type=int, default=0, metavar="N", help="busy processes beside the measurement")
     parser.add_argument("--load-seconds", type=float, default=900)
     parser.add_argument("--pruned", type=float, metavar="R", help="also time the model pruned layer-wise by R")
+    parser.add_argument("--pruned-model", metavar="CFG", action="append", default=[],
+                        help="also time this pruned model (cfg, weights beside it; e.g. `prune --target-bflops`'s "
+                             "output), as --pruned; repeatable")
     parser.add_argument("--rss", action="store_true", help="peak RSS of detect, eval and train")
     parser.add_argument("--cfg", default="yolov3-tiny")
     parser.add_argument("--weights")
@@ -210,6 +214,9 @@ def main() -> None:
     models = {"unpruned": net}
     if args.pruned:
         models[f"pruned {args.pruned:g}"] = pruned_network(net, args.pruned)
+    for path in args.pruned_model:
+        from dncompress.model_io import open_model
+        models[Path(path).stem] = open_model(path, imgsz=(args.imgsz, args.imgsz))
 
     load = start_load(args.load, args.load_seconds)
     try:

@@ -1,6 +1,8 @@
 """Darknet activations, applied in place where the array is ours to change."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 
@@ -77,3 +79,29 @@ def in_blocks(activation, y: np.ndarray) -> np.ndarray:
     for start in range(0, y.shape[1], step):
         activation(y[:, start:start + step])
     return y
+
+
+# elements of one block of `cache_blocks` (128 KB in float32): a block and the two or three arrays read
+# beside it stay in L2 through every step done on it
+CACHE_BLOCK = 1 << 15
+
+
+def cache_blocks(images: int, channels: slice, rows: int, row_size: int = 1
+                 ) -> Iterator[tuple[int, slice, slice]]:
+    """(image, channel slice, row slice) blocks of about CACHE_BLOCK elements covering `images`, `channels`
+    and `rows` rows of `row_size` elements per channel: several whole channels of one image, or a range of
+    one channel's rows. Per-element work done block by block stays in cache, where whole-array steps
+    went to memory and back once each."""
+    per_channel = rows * row_size
+    if per_channel <= CACHE_BLOCK:
+        step = max(1, CACHE_BLOCK // max(per_channel, 1))
+        for i in range(images):
+            for c in range(channels.start, channels.stop, step):
+                yield i, slice(c, min(c + step, channels.stop)), slice(0, rows)
+        return
+    parts = -(-per_channel // CACHE_BLOCK)
+    size = -(-rows // parts)
+    for i in range(images):
+        for c in range(channels.start, channels.stop):
+            for r in range(0, rows, size):
+                yield i, slice(c, c + 1), slice(r, min(r + size, rows))

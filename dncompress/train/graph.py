@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..engine.activations import ACTIVATIONS
+from ..engine.activations import ACTIVATIONS, cache_blocks
 from ..engine.backward import (OUTPUT_ONLY_GRAD, activation_backward, conv2d_backward, maxpool2d_backward,
                                upsample_backward)
-from ..engine.batchnorm import ROLLING_MOMENTUM, batchnorm_train
+from ..engine.batchnorm import ROLLING_MOMENTUM, batch_moments
 from ..engine.conv import conv2d
 from ..threads import parallel
 from ..engine.summax import summax2d, summax2d_backward
@@ -67,35 +67,45 @@ def normalize_activate(layer: Layer, z: np.ndarray, cache: dict,
     """Batch-statistics BN (if the layer has it), bias and activation of a kernel output z (N, O, H, W),
     which becomes BN's normalized output in place; what the backward needs goes into `cache` (the input
     of the activation only when its gradient needs more than the output). `fixed` = (mean, 1 / std) (O,)
-    normalizes with those instead (frozen BN: no batch statistics, nothing to update). Every step is per
-    channel, so channel slices run over the engine's threads."""
+    normalizes with those instead (frozen BN: no batch statistics, nothing to update). Channel slices run
+    over the engine's threads, each in cache-sized blocks (engine.activations.cache_blocks)."""
     p = layer.params
     bn = layer.batch_normalize
+    activation = ACTIVATIONS[layer.activation]
     keep_pre = layer.activation not in OUTPUT_ONLY_GRAD
+    z = np.ascontiguousarray(z)
+    n, o = z.shape[:2]
     pre = np.empty_like(z) if bn else z
     out = np.empty_like(z) if keep_pre else pre
-    mean, var = np.empty(z.shape[1], z.dtype), np.empty(z.shape[1], z.dtype)
+    zs, pres, outs = (a.reshape(n, o, -1) for a in (z, pre, out))
+    mean, var = np.empty(o, z.dtype), np.empty(o, z.dtype)
     if fixed is not None:
-        mean, inv = (v.astype(z.dtype).reshape(1, -1, 1, 1) for v in fixed)
-    scales = p["scales"].astype(z.dtype).reshape(1, -1, 1, 1) if bn else None
-    biases = p["biases"].astype(z.dtype).reshape(1, -1, 1, 1)
+        mean, inv = (v.astype(z.dtype) for v in fixed)
+    scales = p["scales"].astype(z.dtype).reshape(-1, 1) if bn else None
+    biases = p["biases"].astype(z.dtype).reshape(-1, 1)
 
     def part(sl: slice) -> None:
-        if bn and fixed is not None:
-            zs = z[:, sl]
-            zs -= mean[:, sl]
-            zs *= inv[:, sl]
+        if bn and fixed is None:
+            batch_mean, batch_var = batch_moments(zs, sl)
+            mean[sl], var[sl] = batch_mean, batch_var
+            shift, scale = batch_mean.astype(z.dtype), (1 / np.sqrt(batch_var + BN_EPS)).astype(z.dtype)
         elif bn:
-            _, mean[sl], var[sl] = batchnorm_train(z[:, sl], BN_EPS)
-        if bn:
-            np.multiply(z[:, sl], scales[:, sl], out=pre[:, sl])
-        pre[:, sl] += biases[:, sl]
-        if keep_pre:
-            np.copyto(out[:, sl], pre[:, sl])
-        ACTIVATIONS[layer.activation](out[:, sl])
-    parallel(part, z.shape[1], 8)
+            shift, scale = mean[sl], inv[sl]
+        for i, cs, ps in cache_blocks(n, sl, zs.shape[2]):
+            block = zs[i, cs, ps]
+            if bn:
+                at = slice(cs.start - sl.start, cs.stop - sl.start)
+                block -= shift[at].reshape(-1, 1)
+                block *= scale[at].reshape(-1, 1)
+                block = np.multiply(block, scales[cs], out=pres[i, cs, ps])
+            block += biases[cs]
+            if keep_pre:
+                np.copyto(outs[i, cs, ps], block)
+                block = outs[i, cs, ps]
+            activation(block)
+    parallel(part, o, 8)
     if bn and fixed is not None:
-        cache.update(norm=z, fixed_inv=inv.reshape(-1))
+        cache.update(norm=z, fixed_inv=inv)
     elif bn:
         cache.update(norm=z, var=var, mean=mean)
     cache.update(pre=pre if keep_pre else None, out=out)
@@ -107,7 +117,8 @@ def normalize_activate_backward(layer: Layer, grad: np.ndarray, cache: dict,
     """(d kernel output, {biases[, scales]} or {} when not need_params) of normalize_activate for grad
     (N, O, H, W). The BN backward reuses the bias and scale gradients as its two reductions:
     dz = scale / sqrt(var + eps) * (g - mean(g) - norm * sum(g * norm) / (count - 1)); with fixed
-    statistics dz = scale / std * g. Per channel, so channel slices run over the engine's threads."""
+    statistics dz = scale / std * g. Channel slices run over the engine's threads, each in cache-sized
+    blocks: one sweep for the activation's gradient and the two reductions, one for BN's correction."""
     bn = layer.batch_normalize
     fixed = "fixed_inv" in cache
     n, o, h, w = grad.shape
@@ -115,23 +126,38 @@ def normalize_activate_backward(layer: Layer, grad: np.ndarray, cache: dict,
     g = np.empty_like(grad)
     bias_grad, scale_grad = np.empty(o, grad.dtype), np.empty(o, grad.dtype)
     pre, out, norm = cache["pre"], cache["out"], cache.get("norm")
+    grads_in, gs, outs = (a.reshape(n, o, -1) for a in (grad, g, out))
+    pres = None if pre is None else pre.reshape(n, o, -1)
+    norms = norm.reshape(n, o, -1) if bn else None
     if bn:
         inv = cache["fixed_inv"] if fixed else 1 / np.sqrt(cache["var"].astype(np.float64) + BN_EPS)
         factor = (layer.params["scales"] * inv).astype(g.dtype)
+    want_bias = need_params or (bn and not fixed)
+    want_scale = bn and (need_params or not fixed)
 
     def part(sl: slice) -> None:
-        gs = activation_backward(layer.activation, grad[:, sl], None if pre is None else pre[:, sl], out[:, sl],
-                                 g[:, sl])
-        if need_params or (bn and not fixed):
-            bias_grad[sl] = gs.sum(axis=(0, 2, 3))
-        if bn and (need_params or not fixed):
-            ns = norm[:, sl]
-            scale_grad[sl] = np.einsum("nchw,nchw->c", gs, ns)
-        if bn and not fixed:
-            gs -= (bias_grad[sl] / count).reshape(1, -1, 1, 1)
-            gs -= ns * (scale_grad[sl] / max(count - 1, 1)).reshape(1, -1, 1, 1)
-        if bn:
-            gs *= factor[sl].reshape(1, -1, 1, 1)
+        bias_sum, scale_sum = np.zeros(sl.stop - sl.start), np.zeros(sl.stop - sl.start)
+        for i, cs, ps in cache_blocks(n, sl, gs.shape[2]):
+            at = slice(cs.start - sl.start, cs.stop - sl.start)
+            block = activation_backward(layer.activation, grads_in[i, cs, ps],
+                                        None if pres is None else pres[i, cs, ps], outs[i, cs, ps], gs[i, cs, ps])
+            if want_bias:
+                bias_sum[at] += block.sum(axis=1)
+            if want_scale:
+                scale_sum[at] += np.einsum("ij,ij->i", block, norms[i, cs, ps])
+            if bn and fixed:
+                block *= factor[cs].reshape(-1, 1)
+        bias_grad[sl], scale_grad[sl] = bias_sum, scale_sum
+        if not bn or fixed:
+            return
+        shift = (factor[sl] * bias_sum / count).astype(g.dtype)
+        slope = (factor[sl] * scale_sum / max(count - 1, 1)).astype(g.dtype)
+        for i, cs, ps in cache_blocks(n, sl, gs.shape[2]):
+            at = slice(cs.start - sl.start, cs.stop - sl.start)
+            block = gs[i, cs, ps]
+            block *= factor[cs].reshape(-1, 1)
+            block -= shift[at].reshape(-1, 1)
+            block -= norms[i, cs, ps] * slope[at].reshape(-1, 1)
     parallel(part, o, 8)
     grads = {}
     if need_params:
