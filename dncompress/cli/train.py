@@ -56,7 +56,7 @@ def train_command(cfg, weights, data_path, epochs, imgsz, batch, subdivisions, l
       dncompress train yolov3-tiny --data train/ --epochs 3 --imgsz 320 --lr 0.0005
       dncompress train pruned.cfg pruned.weights --data fit/ --epochs 2 --imgsz 320 --batch 8 --lr 0.0002 \\
           --burn-in 10 --frozen-bn --teacher yolov3-tiny.cfg yolov3-tiny.weights
-      dncompress train yolov3-tiny --data train/ --epochs 5 --sparsity 0.001 -o slim
+      dncompress train yolov3-tiny --data train/ --epochs 10 --lr 0.0004 --sparsity 0.3 -o slim
     """
     from ..data import load_dataset
     from ..detect import check_heads
