@@ -1,10 +1,11 @@
 """Mixed precision: sensitivities fall with width; the allocation meets the budget and spends bits where the
 measured error is largest."""
+import numpy as np
 import pytest
 
 from dncompress.data import calibration_batch
 from dncompress.errors import DncompressError
-from dncompress.quant.apply import QuantConfig, quantize_network
+from dncompress.quant.apply import QuantConfig, quantize_layer, quantize_network
 from dncompress.quant.mixed import Sensitivity, allocate, sensitivity
 
 from helpers import COCO_FEW, small_network
@@ -32,6 +33,24 @@ def test_sensitivity_falls_with_width_and_drives_a_working_network():
     widths = allocate(sens, 4.0)
     q = quantize_network(net, QuantConfig(act_bits=8, layer_bits=widths, rounding="gptq"), calib)
     assert {layer.index: layer.bitw for layer in q.layers if layer.type == "quantize_convolutional"} == widths
+
+
+def whole_network_error(net, calib, index, bits):
+    """The reference: the whole network run (batched) with conv `index` rounded, relative squared head error."""
+    rounded = quantize_layer(net, net.layers[index], bits, QuantConfig(bits, None), None, None)
+    outputs = net.forward(calib, run=lambda layer, xs: (rounded if layer.index == index else layer).forward(xs))
+    reference = net.forward(calib)
+    return sum(np.square(o - r).sum() for o, r in zip(outputs, reference)) / sum(np.square(r).sum() for r in reference)
+
+
+def test_sensitivity_reruns_only_the_suffix_yet_equals_the_whole_network_error():
+    net = small_network(7)
+    calib = calibration_batch(COCO_FEW, 3, 96, 96)
+    sens = sensitivity(net, calib, widths=(2, 5))
+    assert len(sens.errors) == len([layer for layer in net.layers if layer.type == "convolutional"]) > 2
+    for index, errors in sens.errors.items():
+        for bits, error in errors.items():
+            assert error == pytest.approx(whole_network_error(net, calib, index, bits), rel=1e-4, abs=1e-12)
 
 
 def test_budget_bits_cli_prints_the_table_and_meets_the_budget(tmp_path):

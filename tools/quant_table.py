@@ -4,6 +4,11 @@ packed file sizes, and onnxruntime latency of the int8 export vs fp32.
 
     python tools/quant_table.py --data ../shared/data/voc765/eval200.txt \
         --calib ../shared/data/voc765/fit565.txt --calib-images 64 [--only W4A8]
+
+To choose a setting, point --data at held-out calibration-set images (never the evaluation set) and add
+--head-error N (relative squared error of the raw head outputs against the float model on its first N
+images) and --bootstrap K (spread of each row's mAP@0.5 minus the float model's over K resamples of the
+images: how far two rows can land apart by the choice of images alone).
 """
 from __future__ import annotations
 
@@ -13,9 +18,11 @@ import os
 import statistics
 import time
 
+import numpy as np
 import onnx
 
 
+from dncompress.data import Dataset, calibration_batch
 from dncompress.eval import evaluate, fidelity_dataset, predict
 from dncompress.export.onnx import build_onnx, onnx_forward
 from dncompress.quant.apply import QuantConfig, quantize_network
@@ -37,7 +44,7 @@ def settings() -> list[tuple[str, QuantConfig]]:
              ("W4A8, mse ranges (output error), nearest", QuantConfig(4, 8, method="mse")),
              ("W4A8, mse ranges, GPTQ + bias correction", QuantConfig(4, 8, method="mse", bias_correction=True,
                                                                     rounding="gptq"))]
-    for strength in (0.5, 1.0):
+    for strength in (0.25, 0.5, 0.75, 1.0):
         rows += [(f"W8A8, equalized {strength:g}, nearest", QuantConfig(8, 8, equalize=strength)),
                  (f"W8A8, equalized {strength:g}, GPTQ + bias correction",
                   QuantConfig(8, 8, bias_correction=True, rounding="gptq", equalize=strength))]
@@ -45,6 +52,36 @@ def settings() -> list[tuple[str, QuantConfig]]:
         if config.bits == 8 and config.act_bits == 8 and config.method == "minmax":
             rows.append((f"{name}, int8 outputs (onnx-int8)", dataclasses.replace(config, out_bits=8)))
     return rows
+
+
+def head_error(forward, images: np.ndarray, reference: list[np.ndarray], batch: int = 8) -> float:
+    """sum ||y - y_float||^2 / sum ||y_float||^2 over the raw head outputs of `images`."""
+    outputs = [np.concatenate(o) for o in zip(*(forward(images[s:s + batch]) for s in range(0, len(images), batch)))]
+    return float(sum(np.square(o - r).sum() for o, r in zip(outputs, reference))
+                 / sum(np.square(r).sum() for r in reference))
+
+
+class Bootstrap:
+    """mAP@0.5 of a row minus the float model's over `resamples` draws of the dataset's images with
+    replacement, the same draws for every row (seeded); the float model's figures are computed once."""
+
+    def __init__(self, base, dataset: Dataset, classes: int, resamples: int):
+        rng = np.random.default_rng(0)
+        self.samples = []
+        for _ in range(resamples):
+            pick = rng.integers(len(dataset), size=len(dataset))
+            self.samples.append((pick, Dataset([dataset.items[i] for i in pick], dataset.names, dataset.source,
+                                               dataset.classes)))
+        self.classes = classes
+        self.base = [self.map50(base, pick, sample) for pick, sample in self.samples]
+
+    def map50(self, preds, pick, sample) -> float:
+        return evaluate([preds[i] for i in pick], sample, self.classes).map50
+
+    def gap(self, preds) -> tuple[float, float]:
+        """(mean, standard deviation) of the row's mAP@0.5 minus the float model's."""
+        gaps = [self.map50(preds, pick, sample) - b for (pick, sample), b in zip(self.samples, self.base)]
+        return float(np.mean(gaps)), float(np.std(gaps))
 
 
 def latency_pair(a, b, x, rounds: int = 15) -> tuple[float, float]:
@@ -67,11 +104,26 @@ def main() -> None:
     parser.add_argument("--quantize-static", action="store_true", help="also evaluate onnxruntime's quantize_static "
                         "on the weights of W8A8 rows")
     parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--head-error", type=int, default=0, metavar="N", help="also print the relative squared "
+                        "head error against the float model on the first N images of --data")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="K", help="also print the mean and spread of "
+                        "each row's mAP@0.5 minus the float model's over K resamples of --data's images")
     args = parser.parse_args()
     exp = load_experiment(args)
     net, size, dataset, calib, classes = exp.net, exp.size, exp.dataset, exp.calib, exp.classes
     base, reference = exp.base_preds, exp.reference
     result = evaluate(base, dataset, classes)
+    held = calibration_batch(args.data, args.head_error, *size) if args.head_error else None
+    held_reference = [np.concatenate(o) for o in zip(*(net.forward(held[i:i + 8]) for i in range(0, len(held), 8)))] \
+        if args.head_error else None
+    bootstrap = Bootstrap(base, dataset, classes, args.bootstrap) if args.bootstrap else None
+
+    def extra(forward, preds) -> str:
+        """The optional columns of one row."""
+        text = f" head error {head_error(forward, held, held_reference):.2e} |" if args.head_error else ""
+        if args.bootstrap:
+            text += " mAP@0.5 - fp32: {:+.4f} +- {:.4f} |".format(*bootstrap.gap(preds))
+        return text
     print("| model | mAP@0.5 | mAP@0.5:0.95 | fidelity mAP@0.5 | packed size | quantization time |")
     print("| --- | --- | --- | --- | --- | --- |")
     print(f"| fp32 | {result.map50:.4f} | {result.map50_95:.4f} | 1.0000 | {net.param_count() * 4 / 1e6:.2f} MB | |")
@@ -84,8 +136,8 @@ def main() -> None:
         preds = predict(q.forward, q.heads, dataset, *size, progress=False)
         r = evaluate(preds, dataset, classes)
         print(f"| {name} | {r.map50:.4f} | {r.map50_95:.4f} | {evaluate(preds, reference, classes).map50:.4f} "
-              f"| {packed_size(q) / 1e6:.2f} MB | {seconds:.0f} s, {cpu:.0f} s CPU (load {os.getloadavg()[0]:.1f}) |",
-              flush=True)
+              f"| {packed_size(q) / 1e6:.2f} MB | {seconds:.0f} s, {cpu:.0f} s CPU (load {os.getloadavg()[0]:.1f}) |"
+              + extra(q.forward, preds), flush=True)
         if config.out_bits:
             # the onnx-int8 file: onnxruntime's integer kernels on the same quantized tensors and ranges
             forward = onnx_forward(engine_int8_onnx(q))
@@ -93,8 +145,8 @@ def main() -> None:
             r = evaluate(preds_int8, dataset, classes)
             agreement = evaluate(preds_int8, fidelity_dataset(preds, dataset), classes).map50
             print(f"| same, the onnx-int8 file in onnxruntime (fidelity to the engine's model {agreement:.4f}) "
-                  f"| {r.map50:.4f} | {r.map50_95:.4f} | {evaluate(preds_int8, reference, classes).map50:.4f} | | |",
-                  flush=True)
+                  f"| {r.map50:.4f} | {r.map50_95:.4f} | {evaluate(preds_int8, reference, classes).map50:.4f} | | |"
+                  + extra(forward, preds_int8), flush=True)
         if args.quantize_static and config.bits == 8 and config.act_bits == 8 and not config.out_bits:
             forward = onnx_forward(onnx.load_from_string(onnxruntime_int8(q, calib)))
             preds_int8 = predict(forward, q.heads, dataset, *size, progress=False)

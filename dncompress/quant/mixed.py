@@ -21,25 +21,41 @@ class Sensitivity:
     errors: dict[int, dict[int, float]]
 
 
-def head_error(net: Network, calib: np.ndarray, reference: list[np.ndarray], replaced: dict) -> float:
-    def run(layer, xs):
-        return replaced.get(layer.index, layer).forward(xs)
-    outputs = net.forward(calib, run=run)
-    return float(sum(np.square(o - r).sum() for o, r in zip(outputs, reference))
-                 / sum(np.square(r).sum() for r in reference))
+def float_outputs(net: Network, image: np.ndarray) -> dict[int, np.ndarray]:
+    """Every layer's output for one image (1, C, H, W), the image itself under -1."""
+    outputs = {-1: image}
+    for layer in net.layers:
+        outputs[layer.index] = layer.forward([outputs[i] for i in layer.inputs])
+    return outputs
+
+
+def suffix_outputs(net: Network, outputs: dict[int, np.ndarray], replaced) -> list[np.ndarray]:
+    """Head outputs with `replaced` running in place of its layer: the layers before it keep their float
+    `outputs` (nothing upstream changes), so only the layers from it on run again."""
+    outs = dict(outputs)
+    for layer in net.layers[replaced.index:]:
+        runner = replaced if layer.index == replaced.index else layer
+        outs[layer.index] = runner.forward([outs[i] for i in layer.inputs])
+    return [outs[i] for i in net.output_indices]
 
 
 def sensitivity(net: Network, calib: np.ndarray, widths=WIDTHS,
                 progress: Callable[[str], None] | None = None) -> Sensitivity:
-    """Each conv alone at each width (round-to-nearest weights, float activations) on calib (N, C, H, W)."""
+    """Each conv alone at each width (round-to-nearest weights, float activations) on calib (N, C, H, W):
+    the float outputs of every image are computed once, then only the layers from the rounded conv on run
+    again (the layers before it are unchanged)."""
     convs = sorted(layer_bits(net, QuantConfig()))
-    reference = net.forward(calib)
+    outputs = [float_outputs(net, np.ascontiguousarray(calib[n:n + 1], dtype=np.float32)) for n in range(len(calib))]
+    references = [[o[i] for i in net.output_indices] for o in outputs]
+    total = sum(float(np.square(r).sum()) for reference in references for r in reference)
     errors = {}
     for index in convs:
-        layer = net.layers[index]
-        errors[index] = {b: head_error(net, calib, reference,
-                                       {index: quantize_layer(net, layer, b, QuantConfig(b, None), None, None)})
-                         for b in widths}
+        errors[index] = {}
+        for b in widths:
+            rounded = quantize_layer(net, net.layers[index], b, QuantConfig(b, None), None, None)
+            squared = sum(float(np.square(o - r).sum()) for out, reference in zip(outputs, references)
+                          for o, r in zip(suffix_outputs(net, out, rounded), reference))
+            errors[index][b] = squared / total
         if progress:
             progress(f"sensitivity layer {index}: " + " ".join(f"{b}b {e:.2e}" for b, e in errors[index].items()))
     weights = {i: int(np.prod(net.layers[i].param_shapes()["weights"])) for i in convs}
