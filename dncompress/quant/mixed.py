@@ -64,7 +64,8 @@ def sensitivity(net: Network, calib: np.ndarray, widths=WIDTHS,
 
 def allocate(sens: Sensitivity, budget: float, fixed: dict[int, int] | None = None) -> dict[int, int]:
     """Widths per conv with weighted average <= `budget` bits: start at the widest, then repeatedly narrow
-    the conv whose next step down adds the least error per bit saved (errors taken as additive)."""
+    the conv whose next step down adds the least error per bit saved (errors taken as additive), then give
+    back what that left under the budget (`give_back`)."""
     fixed = fixed or {}
     widths = {i: max(e) for i, e in sens.errors.items()}
     widths.update(fixed)
@@ -88,4 +89,26 @@ def allocate(sens: Sensitivity, budget: float, fixed: dict[int, int] | None = No
             if cost < best_cost:
                 best, best_cost = (i, step), cost
         widths[best[0]] = best[1]
-    return widths
+    return give_back(sens, widths, budget, fixed)
+
+
+def give_back(sens: Sensitivity, widths: dict[int, int], budget: float, fixed: dict[int, int]) -> dict[int, int]:
+    """Spend what the narrowing left under the budget (one step on a conv holding half the weights moves the
+    average by half a bit): repeatedly widen, by one step, the conv whose step removes the most error per bit
+    added among those that still fit, until none fits."""
+    total = sum(sens.weights.values())
+    spare = budget * total - sum(widths[i] * n for i, n in sens.weights.items())
+    while True:
+        best, best_gain = None, 0.0
+        for i, e in sens.errors.items():
+            wider = [b for b in e if b > widths[i]]
+            if i in fixed or not wider:
+                continue
+            step = min(wider)
+            added = (step - widths[i]) * sens.weights[i]
+            gain = (e[widths[i]] - e[step]) / added
+            if added <= spare + 1e-9 * total and gain > best_gain:
+                best, best_gain = (i, step, added), gain
+        if best is None:
+            return widths
+        widths[best[0]], spare = best[1], spare - best[2]
