@@ -267,15 +267,39 @@ def timed_predict(*args, **kwargs) -> tuple[list[ImagePrediction], float]:
     return predictions, len(predictions) / max(time.perf_counter() - start, 1e-9)
 
 
-def compare_models(reference: Network, candidate: Network, dataset: Dataset, use_letterbox: bool = True,
-                   progress: Progress | bool | None = None) -> dict:
-    """mAP of both models on `dataset` (when it has labels) and the candidate's fidelity to the reference."""
-    size = (reference.info.width, reference.info.height)
-    ref_preds = predict(reference.forward, reference.heads, dataset, *size, use_letterbox, progress=progress)
-    cand_preds = predict(candidate.forward, candidate.heads, dataset, *size, use_letterbox, progress=progress)
+def model_map50(model, dataset: Dataset, classes: int, use_letterbox: bool = True,
+                progress: Progress | bool | None = None) -> float:
+    """mAP@0.5 of `model` (a Network, or anything with forward, heads and info) on `dataset`, at its own
+    input size."""
+    preds = predict(model.forward, model.heads, dataset, model.info.width, model.info.height, use_letterbox,
+                    progress=progress)
+    return evaluate(preds, dataset, classes).map50
+
+
+def compare_many(reference: Network, candidates: Sequence, dataset: Dataset, use_letterbox: bool = True,
+                 progress: Progress | bool | None = None) -> list[dict]:
+    """For each candidate: its fidelity to the reference (mAP@0.5 against the reference's detections) and,
+    when `dataset` has labels, mAP@0.5 and @0.5:0.95 as [reference, candidate]. Every model runs at its own
+    input size (a resized model keeps its size); the reference is predicted once."""
+    def run(model):
+        return predict(model.forward, model.heads, dataset, model.info.width, model.info.height, use_letterbox,
+                       progress=progress)
     classes = reference.heads[0].classes
-    out = {"fidelity_map50": evaluate(cand_preds, fidelity_dataset(ref_preds, dataset), classes).map50}
-    if dataset.num_boxes:
-        before, after = evaluate(ref_preds, dataset, classes), evaluate(cand_preds, dataset, classes)
-        out.update(map50=[before.map50, after.map50], map50_95=[before.map50_95, after.map50_95])
-    return out
+    ref_preds = run(reference)
+    fidelity_set = fidelity_dataset(ref_preds, dataset)
+    base = evaluate(ref_preds, dataset, classes) if dataset.num_boxes else None
+    results = []
+    for candidate in candidates:
+        preds = run(candidate)
+        out = {"fidelity_map50": evaluate(preds, fidelity_set, classes).map50}
+        if base is not None:
+            result = evaluate(preds, dataset, classes)
+            out.update(map50=[base.map50, result.map50], map50_95=[base.map50_95, result.map50_95])
+        results.append(out)
+    return results
+
+
+def compare_models(reference: Network, candidate, dataset: Dataset, use_letterbox: bool = True,
+                   progress: Progress | bool | None = None) -> dict:
+    """`compare_many` for one candidate."""
+    return compare_many(reference, [candidate], dataset, use_letterbox, progress)[0]

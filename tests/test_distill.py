@@ -212,11 +212,11 @@ def test_ctrl_c_mid_finetune_leaves_the_last_complete_epoch(tmp_path):
     assert saved.info.width == 96 and saved.header.seen >= 12
 
 
-def test_compare_many_equals_compare_models():
+def test_compare_many_against_direct_predictions_each_model_at_its_own_size():
     from helpers import COCO_FEW
     from dncompress.data import load_dataset
-    from dncompress.eval import compare_models
-    from dncompress.train.distill import compare_many
+    from dncompress.eval import compare_many, compare_models, evaluate, fidelity_dataset, predict
+    from dncompress.prune.workflow import resized
     reference, a, b = small_network(0), small_network(1), small_network(2)
     for net in (reference, a, b):  # heads that detect class 0 (only: evaluation stays fast), so figures are not 0
         for head in net.heads:
@@ -224,8 +224,19 @@ def test_compare_many_equals_compare_models():
             biases = conv.params["biases"].reshape(len(head.mask), -1).copy()
             biases[:, :6] = 0
             conv.set_params(biases=biases.ravel())
+    small = resized(b, b.info.width - 32, b.info.height - 32)
     data = load_dataset(COCO_FEW)
     data.items = data.items[:2]
-    many = compare_many(reference, [a, b], data)
-    assert many == [compare_models(reference, n, data, progress=False) for n in (a, b)]
+    many = compare_many(reference, [a, b, small], data)
+    classes = reference.heads[0].classes
+
+    def preds(net):
+        return predict(net.forward, net.heads, data, net.info.width, net.info.height, progress=False)
+    ref = preds(reference)
+    before = evaluate(ref, data, classes)
+    for net, got in zip((a, b, small), many):
+        after = evaluate(preds(net), data, classes)
+        assert got == {"fidelity_map50": evaluate(preds(net), fidelity_dataset(ref, data), classes).map50,
+                       "map50": [before.map50, after.map50], "map50_95": [before.map50_95, after.map50_95]}
+    assert many[0] == compare_models(reference, a, data, progress=False)
     assert many[0]["fidelity_map50"] > 0

@@ -12,7 +12,7 @@ import numpy as np
 from ..data import calibration_batch, load_dataset
 from ..detect import check_heads
 from ..errors import DncompressError
-from ..eval import compare_models, evaluate, fidelity_dataset, predict
+from ..eval import compare_models, fidelity_dataset, model_map50, predict
 from ..network import Network
 from ..progress import Progress, silent
 from ..stats import summary
@@ -33,13 +33,6 @@ SEARCH_BN_IMAGES = 16
 def network_batch(net: Network, path: str, count: int) -> np.ndarray:
     """The first `count` images of `path` at the network's input size and channels."""
     return calibration_batch(path, count, net.info.width, net.info.height, channels=net.info.channels)
-
-
-def map50_of(candidate: Network, dataset, classes: int) -> float:
-    """mAP@0.5 of `candidate` on `dataset` at the network's own input size."""
-    preds = predict(candidate.forward, candidate.heads, dataset, candidate.info.width, candidate.info.height,
-                    progress=False)
-    return evaluate(preds, dataset, classes).map50
 
 
 def score_prune(net: Network, criterion: str, ratio: float, scope: str = "global", min_keep: float = 0.1,
@@ -84,7 +77,7 @@ def energy_prune_run(net: Network, ratio: float, calib: str, calib_images: int, 
         raise DncompressError("the original model detects nothing (conf >= 0.25) on the images that measure "
                               "fidelity, so no drop can be seen; give --calib images with objects", calib)
     pruned, steps = energy_aware_prune(net, network_batch(net, calib, calib_images), ratio,
-                                       lambda candidate: map50_of(candidate, reference, net.heads[0].classes),
+                                       lambda candidate: model_map50(candidate, reference, net.heads[0].classes),
                                        max_drop, progress=progress)
     comparison = compare_models(net, pruned, measure_set, progress=progress) if measure_set else {}
     return EnergyRun(pruned, steps, fit_count, len(held_out), summary(net, skip_zeros=True),
@@ -153,6 +146,6 @@ def sensitivity_run(net: Network, criterion: str, ratios: list[float], data: str
                                            progress=progress), dataset)
     classes = net.heads[0].classes
     scores = CRITERIA[criterion](net, calib=network_batch(net, calib, calib_images) if calib else None)
-    table = sensitivity(net, scores, ratios, lambda candidate: map50_of(candidate, dataset, classes),
+    table = sensitivity(net, scores, ratios, lambda candidate: model_map50(candidate, dataset, classes),
                         progress=progress)
-    return SensitivityRun(ratios, map50_of(net, dataset, classes), table)
+    return SensitivityRun(ratios, model_map50(net, dataset, classes), table)

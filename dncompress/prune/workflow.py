@@ -11,7 +11,7 @@ import numpy as np
 from ..data import Dataset, load_dataset
 from ..detect import load_image, preprocess
 from ..errors import DncompressError
-from ..eval import compare_models, evaluate, fidelity_dataset, predict
+from ..eval import compare_models, fidelity_dataset, model_map50, predict
 from ..network import Network
 from ..stats import summary
 from ..zoo import samples_folder
@@ -143,8 +143,7 @@ def resize_candidates(net: Network, resize: str, kind: str, target: float) -> li
 
 def holdout_fidelity(model: Network, reference: Dataset, classes: int) -> float:
     """mAP@0.5 of `model` (at its own input size) against the original's detections on held-out images."""
-    preds = predict(model.forward, model.heads, reference, model.info.width, model.info.height, progress=False)
-    return evaluate(preds, reference, classes).map50
+    return model_map50(model, reference, classes, progress=False)
 
 
 def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str, target: float,
@@ -200,7 +199,7 @@ def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str,
     else:
         report["resize_baseline"] = baseline_report(net, report["bflops"][1], reference)
     if dataset is not None:
-        report.update(compare_at_own_sizes(net, pruned, dataset))
+        report.update(compare_models(net, pruned, dataset, progress=False))
     report["cost_after"] = summary(pruned)
     return pruned, report
 
@@ -213,22 +212,6 @@ def baseline_report(net: Network, bflops: float, reference: Dataset) -> dict | N
     small = resized(net, *size)
     return {"size": list(size), "bflops": summary(small)["bflops"],
             "fidelity": holdout_fidelity(small, reference, net.heads[0].classes)}
-
-
-def compare_at_own_sizes(reference: Network, candidate: Network, dataset: Dataset) -> dict:
-    """eval.compare_models with each model at its own input size (an --imgsz result is smaller)."""
-    if (candidate.info.width, candidate.info.height) == (reference.info.width, reference.info.height):
-        return compare_models(reference, candidate, dataset, progress=False)
-    classes = reference.heads[0].classes
-    ref_preds = predict(reference.forward, reference.heads, dataset, reference.info.width, reference.info.height,
-                        progress=False)
-    cand_preds = predict(candidate.forward, candidate.heads, dataset, candidate.info.width, candidate.info.height,
-                         progress=False)
-    out = {"fidelity_map50": evaluate(cand_preds, fidelity_dataset(ref_preds, dataset), classes).map50}
-    if dataset.num_boxes:
-        before, after = evaluate(ref_preds, dataset, classes), evaluate(cand_preds, dataset, classes)
-        out.update(map50=[before.map50, after.map50], map50_95=[before.map50_95, after.map50_95])
-    return out
 
 
 def has_samples() -> bool:

@@ -76,29 +76,8 @@ def recover(original: Network, pruned: Network, fit: Dataset, config: FinetuneCo
     report = {"epochs": config.epochs, "lr": config.lr, "imgsz": config.imgsz, "batch": config.batch,
               "fit_images": len(fit), "labels": bool(config.use_labels and fit.num_boxes), "history": history}
     if measure is not None:
+        from ..eval import compare_many
         report["before"], report["after"] = compare_many(original, [pruned, tuned], measure)
         report["measure_images"] = len(measure)
         report["measured_on_fit"] = measured_on_fit
     return tuned, report
-
-
-def compare_many(reference: Network, candidates: list[Network], dataset: Dataset) -> list[dict]:
-    """eval.compare_models for several candidates, predicting with the reference once."""
-    from ..eval import evaluate, fidelity_dataset, predict
-    size = (reference.info.width, reference.info.height)
-    classes = reference.heads[0].classes
-
-    def run(net: Network):
-        return predict(net.forward, net.heads, dataset, *size, progress=False)
-    ref_preds = run(reference)
-    fidelity_set = fidelity_dataset(ref_preds, dataset)
-    base = evaluate(ref_preds, dataset, classes) if dataset.num_boxes else None
-    results = []
-    for net in candidates:
-        preds = run(net)
-        out = {"fidelity_map50": evaluate(preds, fidelity_set, classes).map50}
-        if base is not None:
-            result = evaluate(preds, dataset, classes)
-            out.update(map50=[base.map50, result.map50], map50_95=[base.map50_95, result.map50_95])
-        results.append(out)
-    return results
