@@ -99,13 +99,14 @@ def resized(net: Network, width: int, height: int) -> Network:
     return net.copy(sections)
 
 
+def size_at_width(net: Network, width: int) -> tuple[int, int]:
+    """(width, height) with the height keeping the network's aspect, a multiple of 32."""
+    return width, max(32, round(net.info.height * width / net.info.width / 32) * 32)
+
+
 def smaller_sizes(net: Network) -> list[tuple[int, int]]:
-    """Input sizes below the network's, width in steps of 32 (height keeps the aspect, a multiple of 32)."""
-    w0, h0 = net.info.width, net.info.height
-    out = []
-    for w in range((w0 - 1) // 32 * 32, 31, -32):
-        out.append((w, max(32, round(h0 * w / w0 / 32) * 32)))
-    return out
+    """Input sizes below the network's, width in steps of 32."""
+    return [size_at_width(net, w) for w in range((net.info.width - 1) // 32 * 32, 31, -32)]
 
 
 def bflops_at(net: Network, width: int, height: int) -> float:
@@ -138,7 +139,7 @@ def resize_candidates(net: Network, resize: str, kind: str, target: float) -> li
     if not widths or any(w % 32 or not 32 <= w <= w0 for w in widths):
         raise DncompressError(f"--imgsz '{resize}': widths must be multiples of 32 between 32 and the network's "
                               f"{w0}")
-    return [(w, max(32, round(h0 * w / w0 / 32) * 32)) for w in widths]
+    return [size_at_width(net, w) for w in widths]
 
 
 def holdout_fidelity(model: Network, reference: Dataset, classes: int) -> float:

@@ -22,10 +22,15 @@ def add_l1_subgradient(net: Network, grads: dict[int, dict[str, np.ndarray]], st
             grads[index]["scales"] = grads[index]["scales"] + batch * strength * np.sign(net.layers[index].params["scales"])
 
 
+def prunable_gammas(net: Network) -> np.ndarray:
+    """|gamma| of all prunable BN layers, in one array."""
+    gammas = [np.abs(net.layers[i].params["scales"]) for i in prunable_bn_layers(net)]
+    return np.concatenate(gammas) if gammas else np.zeros(0)
+
+
 def gamma_summary(net: Network) -> dict:
     """|gamma| of all prunable BN layers: count, fraction below NEAR_ZERO, histogram over HISTOGRAM_EDGES."""
-    gammas = [np.abs(net.layers[i].params["scales"]) for i in prunable_bn_layers(net)]
-    values = np.concatenate(gammas) if gammas else np.zeros(0)
+    values = prunable_gammas(net)
     counts, _ = np.histogram(values, bins=np.array(HISTOGRAM_EDGES))
     return {"count": int(values.size), "near_zero": float(np.mean(values < NEAR_ZERO)) if values.size else 0.0,
             "histogram": counts.tolist(), "edges": list(HISTOGRAM_EDGES)}
@@ -51,10 +56,10 @@ def l1_reach(schedule, strength: float, updates: int) -> float:
 def sparsity_advice(net: Network, schedule, strength: float, updates: int) -> str | None:
     """A warning when --sparsity can push a typical gamma to zero by itself in this run (what collapsed
     yolov3-tiny in docs/pruning.md), a note when it can move hardly any gamma; None in between."""
-    gammas = [np.abs(net.layers[i].params["scales"]) for i in prunable_bn_layers(net)]
-    if not strength or not gammas or updates < 1:
+    gammas = prunable_gammas(net)
+    if not strength or not gammas.size or updates < 1:
         return None
-    median = float(np.median(np.concatenate(gammas)))
+    median = float(np.median(gammas))
     reach = l1_reach(schedule, strength, updates)
     tail = f"over {updates} updates the L1 term alone moves each |gamma| by up to {reach:.3g} (median |gamma| " \
            f"{median:.3g})"
