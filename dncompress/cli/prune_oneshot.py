@@ -28,9 +28,6 @@ def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, ca
         kind, target, label = "params", target_params, f"{target_params:g}params"
     outputs = checked_outputs(prefix or f"{stem}-pruned{label}", class_names, finetune, [net.file, weights],
                               calib, data_path, force)
-    if resize and kind != "bflops":
-        raise DncompressError("--imgsz needs --target-bflops (the input size changes BFLOPs, not channels or "
-                              "parameters)")
     # a specialized model's --data: labels renumbered to its classes by name
     data = cli_dataset(data_path, class_names) if class_names and data_path else data_path
     pruned, report = oneshot_prune(net, calib, calib_images, kind, target, min_keep, multiple, data, resize,

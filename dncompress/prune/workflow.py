@@ -158,6 +158,7 @@ def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str,
     if not 0 <= min_keep <= 1:
         raise DncompressError(f"--min-keep {min_keep} must be a fraction in [0, 1]")
     check_target(net, kind, target)
+    sizes = resize_candidates(net, resize, kind, target) if resize else [(net.info.width, net.info.height)]
     # a path, or a Dataset already mapped to the model's classes (prune --classes)
     dataset = data if isinstance(data, Dataset) or data is None else load_dataset(data)
     if dataset is not None and not dataset.num_boxes:
@@ -167,7 +168,6 @@ def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str,
     if split is None:
         raise DncompressError("no calibration images: give --calib DIR (the packaged samples are not installed), "
                               "or choose a data-free --criterion such as bn")
-    sizes = resize_candidates(net, resize, kind, target) if resize else [(net.info.width, net.info.height)]
     reference = fidelity_reference(net, split.holdout)
     classes = net.heads[0].classes
     candidates = []
