@@ -50,8 +50,7 @@ def qdq_conv_hook(g: GraphBuilder, layer, x: str, weights: np.ndarray, after: di
             # fewer than 8 bits in a uint8 container: clip to the representable range first
             x = g.op("Clip", [x, g.const("lo", np.float32((qmin - a_zero) * a_scale)),
                               g.const("hi", np.float32((qmax - a_zero) * a_scale))])
-        s, z = g.const("a_scale", np.float32(a_scale)), g.const("a_zero", np.uint8(a_zero))
-        x = g.op("DequantizeLinear", [g.op("QuantizeLinear", [x, s, z]), s, z], f"conv{layer.index}_in")
+        x = qdq(g, x, a_scale, a_zero, f"conv{layer.index}_in")
     if not getattr(layer, "bito", 0):
         return x, w_name
     if not layer.bita:
