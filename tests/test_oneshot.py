@@ -201,6 +201,7 @@ def test_cli_default_method_prints_fidelity_and_writes_a_model_opencv_loads(tiny
     assert result.exit_code == 0, result.output
     assert "fidelity to the original on held-out calibration images" in result.stdout
     assert "not sparsity-trained" in result.stdout
+    assert "costs at the heads, --allocation heads" in result.stdout   # the default allocation
     net = Network.from_cfg(f"{out}.cfg", f"{out}.weights")
     assert summary(net)["bflops"] <= 0.6 * 1.01
     assert opencv_parity(net, tmp_path) <= 2e-4

@@ -15,7 +15,7 @@ from .prune_oneshot import run_oneshot, run_scored
 
 SECTIONS = {
     "Target (one of)": ["ratio", "target_bflops", "target_params"],
-    "Method": ["criterion", "min_keep", "multiple", "scope", "compensate", "reconstruct"],
+    "Method": ["criterion", "allocation", "min_keep", "multiple", "scope", "compensate", "reconstruct"],
     "Calibration and the guard": ["calib", "calib_images", "min_fidelity", "resize", "data_path"],
     "Classes and recovery": ["class_list", "names_path", "finetune_epochs", "finetune_lr", "finetune_imgsz", "batch"],
     "Outputs": ["prefix", "force"],
@@ -35,6 +35,10 @@ SECTIONS = {
               "widths allocated by measured error; calibration: --calib, else the packaged samples). Or a "
               "per-channel score, sliced with compensation: |BN gamma| (network slimming), filter L1/L2 norm, mean "
               "activation, random.")
+@click.option("--allocation", type=click.Choice(["heads", "local"]), default="heads", show_default=True,
+              help="obs: how widths are spread over the layers: by each layer's reconstruction error weighted by "
+              "what that error costs at the detection heads (measured by noise injection), or by the local error "
+              "alone (before 2026-12-02).")
 @click.option("--min-keep", default=0.1, show_default=True, type=Number(),
               help="Per-layer floor: fraction of each layer's channels kept (and at least 1 channel).")
 @click.option("--round", "multiple", type=click.Choice(["1", "8", "16"]), default="1", show_default=True,
@@ -70,7 +74,7 @@ SECTIONS = {
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1), help="--finetune: images per step.")
 @prefix_option("<stem>-pruned<TARGET>; writes PREFIX.cfg and PREFIX.weights")
 @force_option
-def channels_command(cfg, weights, ratio, target_bflops, target_params, criterion, min_keep, multiple, scope,
+def channels_command(cfg, weights, ratio, target_bflops, target_params, criterion, allocation, min_keep, multiple, scope,
                      compensate, reconstruct, calib, calib_images, min_fidelity, resize, data_path, class_list,
                      names_path, finetune_epochs, finetune_lr, finetune_imgsz, batch, prefix, force):
     """Remove channels and write a smaller cfg + weights that Darknet and OpenCV load (the default mode:
@@ -101,7 +105,7 @@ def channels_command(cfg, weights, ratio, target_bflops, target_params, criterio
         if calib or has_samples():
             run_oneshot(net, weights, stem, ratio, target_bflops, target_params, calib, calib_images or 64,
                         min_keep, int(multiple), data_path, min_fidelity, prefix, force, class_names, finetune,
-                        resize)
+                        resize, allocation)
             return
         click.echo("note: no calibration images (--calib) and no packaged samples: falling back to the data-free "
                    "method, |BN gamma| of each layer at RATIO with compensation; calibration images would do "

@@ -11,7 +11,7 @@ from .prune_report import print_oneshot_report, print_pruning_report
 
 def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, calib, calib_images: int,
                 min_keep: float, multiple: int, data_path, min_fidelity, prefix, force, class_names=None,
-                finetune=None, resize=None) -> None:
+                finetune=None, resize=None, allocation: str = "heads") -> None:
     """The default method: one-shot pruning with reconstruction, the guard, then (if it passes) the write;
     with `finetune` = (epochs, lr, imgsz, batch) the pruned model is fine-tuned against `net` first (the
     guard then judges the fine-tuned model, which prune_recover reports)."""
@@ -31,7 +31,7 @@ def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, ca
     # a specialized model's --data: labels renumbered to its classes by name
     data = cli_dataset(data_path, class_names) if class_names and data_path else data_path
     pruned, report = oneshot_prune(net, calib, calib_images, kind, target, min_keep, multiple, data, resize,
-                                   progress=echo_err)
+                                   allocation, progress=echo_err)
     print_oneshot_report(report)
     fidelity = report["holdout_fidelity"]
     baseline = report.get("resize_baseline")

@@ -52,5 +52,7 @@ def print_group_steps(report: dict) -> None:
         ridges = ",".join(f"{r:g}" for r in step["ridges"].values())
         click.echo(f"{'conv ' + ','.join(map(str, step['convs'])):>10} {step['positions']:>5} -> {step['kept']:<5} "
                    f"{step['predicted_error']:13.4f} {step['refit_error']:10.4f} {ridges}")
-    click.echo("(errors: relative output error of the group's consumers; predicted on the original network, "
-               "refit: 2-fold held-out on the calibration images)")
+    weighted = report.get("allocation") == "heads"
+    click.echo("(errors: relative output error of the group's consumers" + (" (predicted: each weighted by what an "
+               "error there costs at the heads, --allocation heads)" if weighted else "") + "; predicted on the "
+               "original network, refit: 2-fold held-out on the calibration images)")

@@ -37,6 +37,7 @@ from ..network import Network
 from ..stats import layer_costs
 from .apply import CONV_TYPES, prune_network
 from .groups import Channel, ChannelGroup, channel_groups, channel_maps
+from .head_weights import head_sensitivity
 from .plan import kept_count
 from .reconstruct import bn_scale
 
@@ -44,6 +45,7 @@ from .reconstruct import bn_scale
 SELECTION_RIDGE = 0.005
 # candidates for the refit, chosen per consumer by 2-fold cross-validation over calibration images
 RIDGES = (1e-3, 5e-3, 2e-2, 0.1, 0.3, 1.0)
+HEAD_IMAGES = 16      # calibration images the head sensitivity is measured on (prune/head_weights.py)
 Progress = Callable[[str], None]
 
 
@@ -563,31 +565,33 @@ def selection_states(net: Network, consumers: list[Consumer], gram: Callable[[in
 
 
 def error_curve(net: Network, calib: Calibration, consumers: list[Consumer], count: int, heldout: bool = False,
-                held_rows: int = 64, seed: int = 0) -> list[float]:
+                held_rows: int = 64, seed: int = 0, weights: dict[int, float] | None = None) -> list[float]:
     """Relative output error of the consumers after removing 1..count positions of a group (greedy OBS on
     the original network). Held out: fitted on one fold, measured on the other, averaged over both ways;
-    the measurement uses `held_rows` sampled output rows per consumer (its cost is rows x (K+1)^2)."""
+    the measurement uses `held_rows` sampled output rows per consumer (its cost is rows x (K+1)^2).
+    `weights[conv]`: each consumer's relative error counts that many times (head sensitivity)."""
     folds = calib.fold()
 
     def energy(c: int, f) -> float:
         rows = calib.positions[c].shape[1]
         mask = np.ones(len(folds) * rows, bool) if f is None else np.repeat(folds == f, rows)
-        return float(np.sum(np.square(calib.targets[c][mask], dtype=np.float64)))
+        scale = weights[c] if weights else 1.0
+        return float(np.sum(np.square(calib.targets[c][mask], dtype=np.float64))) / max(scale, 1e-12)
 
-    def weights(c: int) -> np.ndarray:
+    def folded(c: int) -> np.ndarray:
         return _folded_with_bias_column(net.layers[c])
     if not heldout:
-        states = selection_states(net, consumers, lambda c: calib.gram[c].sum(0), weights, lambda c: energy(c, None))
+        states = selection_states(net, consumers, lambda c: calib.gram[c].sum(0), folded, lambda c: energy(c, None))
         return greedy_removal(states, count)[1]
     rng = np.random.default_rng(seed)
     curve = np.zeros(count)
     for f in (0, 1):
-        states = selection_states(net, consumers, lambda c: calib.gram[c][f], weights, lambda c: energy(c, f))
+        states = selection_states(net, consumers, lambda c: calib.gram[c][f], folded, lambda c: energy(c, f))
         held = []
         for c in consumers:
             o = net.layers[c.conv].filters
             rows = np.sort(rng.choice(o, min(o, held_rows), replace=False))
-            held.append(HeldOut(calib.gram[c.conv][1 - f], rows, weights(c.conv)[rows]))
+            held.append(HeldOut(calib.gram[c.conv][1 - f], rows, folded(c.conv)[rows]))
         curve += heldout_curve(states, held, count) / 2
     return [float(v) for v in curve]
 
@@ -599,11 +603,16 @@ def _folded_with_bias_column(layer) -> np.ndarray:
 
 def prune_oneshot(net: Network, images: np.ndarray, target: float, kind: str = "channels",
                   min_keep: float = 0.1, multiple: int = 1, max_rows: int = 24000, flips: bool = True,
-                  final_refit: bool = True, heldout: bool = False, progress: Progress = _silent) -> OneShotResult:
+                  final_refit: bool = True, heldout: bool = False, allocation: str = "heads",
+                  progress: Progress = _silent) -> OneShotResult:
     """Prune `net` (unchanged) to cost <= target ('channels': prunable channels kept; 'bflops': BFLOPs;
     'params': parameters) on calibration images (N, C, H, W). See the module docstring. heldout=True: the
     allocation's error curves held out between the two calibration folds (not the default: on voc765 it did
-    not beat the in-sample curves, docs/pruning.md)."""
+    not beat the in-sample curves, docs/pruning.md). allocation 'heads': each consumer's error weighted by
+    what it costs at the heads (prune/head_weights.py); 'local': the consumers' own relative errors."""
+    if allocation not in ("heads", "local"):
+        raise DncompressError(f"allocation must be 'heads' or 'local', not {allocation!r}")
+    originals = images
     images = with_flips(images) if flips else images
     groups = channel_groups(net)
     maps = channel_maps(net)
@@ -619,6 +628,11 @@ def prune_oneshot(net: Network, images: np.ndarray, target: float, kind: str = "
     all_consumers = {c.conv for cs in consumers.values() for c in cs}
     calib = calibrate(net, images, all_consumers, max_rows, progress=progress)
     sparse, share = is_sparsity_trained(net, groups)
+    weights = None
+    if allocation == "heads":
+        progress(f"head sensitivity of {len(all_consumers)} convs")
+        rms = {c: np.sqrt(np.mean(np.square(calib.targets[c], dtype=np.float64), axis=0)) for c in all_consumers}
+        weights = head_sensitivity(net, originals[:HEAD_IMAGES], rms)
 
     # 1. error curves on the original network, then widths under the budget
     floors, curves = {}, {}
@@ -629,7 +643,7 @@ def prune_oneshot(net: Network, images: np.ndarray, target: float, kind: str = "
             curves[g] = [0.0] * (n - floors[g])
             continue
         progress(f"error curve of conv {groups[g].convs[0]} ({n} channels" + (", held out)" if heldout else ")"))
-        curves[g] = error_curve(net, calib, consumers[g], n - floors[g], heldout)
+        curves[g] = error_curve(net, calib, consumers[g], n - floors[g], heldout, weights=weights)
     calib.gram.clear()      # the sequential pass gathers its own statistics on the pruned network
     alloc = allocate(curves, groups, model, budget, floors)
     for g in alloc:

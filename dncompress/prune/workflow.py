@@ -149,7 +149,7 @@ def holdout_fidelity(model: Network, reference: Dataset, classes: int) -> float:
 
 def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str, target: float,
                   min_keep: float = 0.1, multiple: int = 1, data: str | Dataset | None = None, resize: str | None = None,
-                  progress: Progress = _silent) -> tuple[Network, dict]:
+                  allocation: str = "heads", progress: Progress = _silent) -> tuple[Network, dict]:
     """Check inputs, prune, measure. Returns (pruned network, report) with the pruning report keys plus
     'method', 'calibration', 'steps', 'sparsity' ('trained', 'small_gamma_share'), 'holdout_fidelity',
     'seconds', 'resize_baseline' (the unpruned model at the largest smaller input size costing no more:
@@ -179,7 +179,7 @@ def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str,
         else:
             progress(f"pruning at input {w}x{h}")
             result = prune_oneshot(model, batch_of(split.fit, w, h, net.info.channels), target, kind, min_keep,
-                                   multiple, progress=progress)
+                                   multiple, allocation=allocation, progress=progress)
             model = result.network
         candidates.append({"size": [w, h], "bflops": summary(model)["bflops"], "pruned": result is not None,
                            "fidelity": holdout_fidelity(model, reference, classes),
@@ -191,7 +191,7 @@ def oneshot_prune(net: Network, calib: str | None, calib_images: int, kind: str,
                   "the input size alone (the chosen candidate removes no channel)", calibration=split.source,
                   user_calibration=split.user_given, seconds=sum(c["seconds"] for c in candidates),
                   calibration_rows=result.calibration_rows if result else 0, holdout_fidelity=best["fidelity"],
-                  input_size=best["size"], resize_baseline=None,
+                  input_size=best["size"], resize_baseline=None, allocation=allocation,
                   sparsity={"trained": result.sparsity_trained, "small_gamma_share": result.small_gamma_share}
                   if result else None, steps=[dataclasses.asdict(s) for s in result.steps] if result else [])
     if resize:
