@@ -6,6 +6,7 @@ then measure with `dncompress eval pruned-ft.cfg pruned-ft.weights --data .../ev
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -26,13 +27,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--batch-bn", action="store_true", help="train BN on batch statistics")
     parser.add_argument("--no-labels", action="store_true")
+    parser.add_argument("--hints", type=float, default=0.0, help="feature-imitation weight per trunk conv")
+    parser.add_argument("--first", type=int, default=0, help="fine-tune on the first N images only")
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args()
     student = open_model(args.cfg, args.weights or None)
     teacher = open_model(args.teacher[0], args.teacher[1])
     dataset = load_dataset(args.data)
+    if args.first:
+        dataset = dataclasses.replace(dataset, items=dataset.items[:args.first])
     config = FinetuneConfig(args.epochs, args.lr, args.imgsz, args.batch, frozen_bn=not args.batch_bn,
-                            use_labels=not args.no_labels)
+                            use_labels=not args.no_labels, hints=args.hints)
     start = time.time()
 
     def on_step(log):

@@ -6,10 +6,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import numpy as np
+
 from ..data import Dataset
 from ..errors import DncompressError
 from ..network import Network
-from .loop import Checkpoints, StepLog, TrainConfig, train
+from .hints import Hint, fit_hints, hint_layers
+from .loop import Checkpoints, StepLog, TrainConfig, load_batch, train
 
 
 @dataclasses.dataclass
@@ -22,6 +25,7 @@ class FinetuneConfig:
     augment: bool = True
     seed: int = 0
     use_labels: bool = True  # the label loss too, when the dataset has boxes
+    hints: float = 0.0       # weight of feature imitation per trunk conv (train.hints); 0: heads only
 
 
 def resized(net: Network, size: int) -> Network:
@@ -58,10 +62,20 @@ def finetune(student: Network, teacher: Network, dataset: Dataset, config: Finet
     set_schedule(net, config, config.epochs * (len(dataset) // batch))
     checkpoints = Checkpoints(prefix, student.net_section) if prefix else None
     train_config = TrainConfig(config.epochs, batch, 1, augment=config.augment, seed=config.seed,
-                               frozen_bn=config.frozen_bn)
+                               frozen_bn=config.frozen_bn, hint_weight=config.hints)
     data = dataset if config.use_labels else Dataset([dataclasses.replace(s, labels=s.labels[:0]) for s in dataset])
-    history = train(net, data, train_config, checkpoints, teach, False, on_step, on_epoch)
+    hints = fitted_hints(net, teach, dataset) if config.hints > 0 else None
+    history = train(net, data, train_config, checkpoints, teach, False, on_step, on_epoch, hints)
     return net.copy([s.copy() for s in student.sections]), history
+
+
+def fitted_hints(student: Network, teacher: Network, dataset: Dataset, images: int = 16) -> list[Hint]:
+    """Hints for every trunk conv, their adapters fitted on the first `images` images (letterboxed, no
+    augmentation) with the student as it is before training."""
+    layers = hint_layers(student, teacher)
+    x, _ = load_batch(student, dataset, np.arange(min(images, len(dataset))), None, np.random.default_rng(0))
+    outs = [dict(zip(layers, net.forward(x, keep=set(layers)))) for net in (student, teacher)]
+    return fit_hints(*outs)
 
 
 def recover(original: Network, pruned: Network, fit: Dataset, config: FinetuneConfig, prefix: str | None = None,

@@ -18,6 +18,7 @@ from ..fsutil import atomic_write_many
 from ..network import Network
 from ..weights import weights_payload
 from .augment import Augment, augment, place
+from .hints import Hint, hint_loss
 from .loss import distillation_loss, yolo_loss
 from .optim import SGD, Schedule
 from .runner import TrainRun
@@ -34,6 +35,7 @@ class TrainConfig:
     seed: int = 0
     keep_zeros: bool = False  # conv weights that are zero at the start stay zero (weight-pruned models)
     frozen_bn: bool = False   # BN uses its running statistics, which stay fixed (small-batch fine-tunes)
+    hint_weight: float = 1.0  # weight of each hint layer's loss (train.hints), when hints are given
 
 
 @dataclasses.dataclass
@@ -118,8 +120,9 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 def train(net: Network, dataset: Dataset, config: TrainConfig, checkpoints: Checkpoints | None = None,
           teacher: Network | None = None, resume: bool = False,
           on_step: Callable[[StepLog], None] | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
-    """Train `net` in place for config.epochs epochs (counted from its `seen` images when resuming)."""
+          on_epoch: Callable[[int, dict], None] | None = None, hints: list[Hint] | None = None) -> list[dict]:
+    """Train `net` in place for config.epochs epochs (counted from its `seen` images when resuming).
+    `hints` (with a teacher): trunk layers also pulled towards the teacher's outputs (train.hints)."""
     schedule = Schedule.from_net(net.net_section)
     optimizer = SGD(net, schedule)
     if resume:
@@ -144,7 +147,8 @@ def train(net: Network, dataset: Dataset, config: TrainConfig, checkpoints: Chec
         for step in range(steps):
             start = time.perf_counter()
             grads, parts, _ = accumulate(run, net, dataset, order[step * batch:(step + 1) * batch],
-                                         config.subdivisions, aug, rng, teacher, use_labels)
+                                         config.subdivisions, aug, rng, teacher, use_labels,
+                                         (hints, config.hint_weight) if hints and teacher is not None else None)
             check_finite(parts, grads, epoch, step, checkpoints)
             if config.sparsity:
                 add_l1_subgradient(net, grads, config.sparsity, batch)
@@ -183,7 +187,8 @@ def check_finite(parts: dict[str, float], grads: dict[int, dict[str, np.ndarray]
 
 
 def accumulate(run: TrainRun, net: Network, dataset: Dataset, indices: np.ndarray, subdivisions: int,
-               aug: Augment | None, rng: np.random.Generator, teacher: Network | None, use_labels: bool):
+               aug: Augment | None, rng: np.random.Generator, teacher: Network | None, use_labels: bool,
+               hints: tuple[list[Hint], float] | None = None):
     """Gradients summed over the batch's images, computed in `subdivisions` forward/backward passes:
     (parameter gradients, loss parts, gradients of the run's gates)."""
     total: dict[int, dict[str, np.ndarray]] = {}
@@ -193,9 +198,12 @@ def accumulate(run: TrainRun, net: Network, dataset: Dataset, indices: np.ndarra
         if not len(chunk):
             continue
         x, labels = load_batch(net, dataset, chunk, aug, rng)
-        outs = run.forward(x)
-        teacher_outs = teacher.forward(x) if teacher is not None else None
-        chunk_parts, head_grads = batch_loss(net, outs, labels, teacher_outs, use_labels)
+        if hints is None:
+            outs = run.forward(x)
+            teacher_outs = teacher.forward(x) if teacher is not None else None
+            chunk_parts, head_grads = batch_loss(net, outs, labels, teacher_outs, use_labels)
+        else:
+            chunk_parts, head_grads = hinted_loss(run, net, teacher, x, labels, use_labels, *hints)
         for index, layer_grads in run.backward(head_grads).items():
             into = total.setdefault(index, {})
             for name, g in layer_grads.items():
@@ -205,3 +213,21 @@ def accumulate(run: TrainRun, net: Network, dataset: Dataset, indices: np.ndarra
         for name, value in chunk_parts.items():
             parts[name] = parts.get(name, 0.0) + value
     return total, parts, gate_total
+
+
+def hinted_loss(run: TrainRun, net: Network, teacher: Network, x: np.ndarray, labels: list[np.ndarray],
+                use_labels: bool, hints: list[Hint], weight: float):
+    """batch_loss plus the hint layers' losses ("hint"); gradients for run.forward's outputs (heads, then
+    the hint layers)."""
+    heads = [h.index for h in net.heads]
+    layers = [h.layer for h in hints]
+    outs = run.forward(x, outputs=heads + layers)
+    wanted = sorted(set(heads + layers))
+    by_index = dict(zip(wanted, teacher.forward(x, keep=set(wanted))))
+    parts, grads = batch_loss(net, outs[:len(heads)], labels, [by_index[i] for i in heads], use_labels)
+    parts["hint"] = 0.0
+    for hint, out in zip(hints, outs[len(heads):]):
+        value, grad = hint_loss(hint, out, by_index[hint.layer], weight)
+        parts["hint"] += value
+        grads.append(grad)
+    return parts, grads
