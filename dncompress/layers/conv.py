@@ -252,11 +252,11 @@ class Convolutional(ConvKeys):
             kernel = c * (h + 2 * p + 1) * (w + 2 * p) + k * k * o * (h + 2 * p + 1) * (w + 2 * p) \
                 + o * ho * (w + 2 * p)
         elif banded_rows(c, k, self.groups, ho, wo):
-            # engine.conv.conv2d_banded: the padded input and one band's columns; the activation runs on
-            # one band's output
+            # engine.conv.conv2d_banded: the padded input, one band's columns (and ones row) and its product
+            # (filters padded to a multiple of 4); the activation runs on the product
             band = min(ho, banded_rows(c, k, self.groups, ho, wo))
-            return (c * (h + 2 * p) * (w + 2 * p) if p else 0) + c * k * k * band * wo \
-                + ACTIVATION_TEMPORARIES.get(self.activation, 0) * o * band * wo
+            return (c * (h + 2 * p) * (w + 2 * p) if p else 0) + (c * k * k + 1) * band * wo \
+                + (o + 3) * band * wo + ACTIVATION_TEMPORARIES.get(self.activation, 0) * o * band * wo
         else:
             cols = c * k * k * ho * wo
             kernel = max(cols, (c * (h + 2 * p) * (w + 2 * p) if p else 0) + cols - out)
