@@ -39,6 +39,22 @@ def test_banded_conv_matches_brute_force(monkeypatch, two_threads, k, stride, pa
     np.testing.assert_allclose(y, np.maximum(expected, 0.1 * expected), atol=1e-4)
 
 
+def test_inference_bands_wider_convs_than_training(monkeypatch):
+    """A pruned 57-channel 3x3 conv (513 im2col rows) is banded in inference, not in training's backward;
+    with few filters (a kn2row shape) banding comes first."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 57, 24, 25)).astype(np.float32)
+    wt = rng.normal(size=(5, 57, 3, 3)).astype(np.float32)
+    b = rng.normal(size=5).astype(np.float32)
+    assert conv.banded_rows(57, 3, 1, 24, 25, conv.FORWARD_MAX_ROWS) and not conv.banded_rows(57, 3, 1, 24, 25)
+    calls = []
+    original = conv.conv2d_banded
+    monkeypatch.setattr(conv, "conv2d_banded", lambda *a: calls.append(a) or original(*a))
+    y = conv.conv2d(x, wt, b, 1, 1, 1)
+    assert calls
+    np.testing.assert_allclose(y, brute_conv(x, wt, b, 1, 1, 1), atol=1e-3)
+
+
 def test_band_height_caps_the_pixels():
     assert conv.band_height(27, 416) == conv.BAND_PIXELS // 416
     assert conv.band_height(261, 104) == conv.COLUMN_BLOCK // 261 // 104

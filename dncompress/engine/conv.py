@@ -17,6 +17,10 @@ MIN_CHANNELS_PER_THREAD = 8
 # that traffic, not the multiplies, was the conv's time (layer 0 at batch 1: 8.9 -> 5.8 ms CPU). Wider
 # reductions (more rows) make the GEMM dominate, and bands of few columns would slow it.
 BLOCKED_MAX_ROWS = 512
+# inference bands convs up to this many rows: a pruned 57 -> 113 conv at 52x52 (513 rows) took 4.5 ms
+# through the whole-image GEMM, 3.9 ms banded (the unpruned 64 -> 128 the same either way); training's
+# backward keeps BLOCKED_MAX_ROWS
+FORWARD_MAX_ROWS = 1024
 COLUMN_BLOCK = 1 << 17
 # at most this many output pixels per band: with 27 rows (3 input channels) 512 KB of columns are ~4,800
 # pixels, and OpenBLAS ran that GEMM at half the speed of one of ~2,000 (3 -> 16 conv at 416x416, 1 thread:
@@ -78,10 +82,12 @@ def gemm_rows(w_mat: np.ndarray) -> np.ndarray:
     return np.concatenate([w_mat, np.zeros((extra, w_mat.shape[1]), w_mat.dtype)])
 
 
-def banded_rows(channels: int, kernel: int, groups: int, ho: int, wo: int) -> int:
-    """Output rows per band when conv2d goes through conv2d_banded for these shapes, else 0."""
+def banded_rows(channels: int, kernel: int, groups: int, ho: int, wo: int, max_rows: int | None = None) -> int:
+    """Output rows per band when a conv of these shapes is banded (up to `max_rows` im2col rows, default
+    BLOCKED_MAX_ROWS; conv2d passes FORWARD_MAX_ROWS), else 0."""
     rows = channels * kernel * kernel
-    if groups != 1 or kernel == 1 or rows > BLOCKED_MAX_ROWS or rows * ho * wo <= 2 * COLUMN_BLOCK:
+    max_rows = BLOCKED_MAX_ROWS if max_rows is None else max_rows
+    if groups != 1 or kernel == 1 or rows > max_rows or rows * ho * wo <= 2 * COLUMN_BLOCK:
         return 0
     return band_height(rows, wo)
 
@@ -99,7 +105,7 @@ def conv2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None, stride: 
     n, c, h, w = x.shape
     out_c, _, kernel, _ = weights.shape
     ho, wo = conv_output_size(h, kernel, stride, pad), conv_output_size(w, kernel, stride, pad)
-    if banded_rows(c, kernel, groups, ho, wo):
+    if banded_rows(c, kernel, groups, ho, wo, FORWARD_MAX_ROWS):
         return conv2d_banded(x, weights, bias, stride, pad, activation)
     if uses_kn2row(c, out_c, kernel, stride, groups):
         return conv2d_kn2row(x, weights, bias, pad, activation)
