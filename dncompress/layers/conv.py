@@ -7,7 +7,7 @@ import numpy as np
 
 from ..engine.activation_mask import threshold_mask, winner_mask
 from ..engine.activations import ACTIVATIONS, BLOCK_ELEMENTS
-from ..engine.conv import (banded_rows, conv2d, conv3x3_winograd, conv_output_size, uses_kn2row,
+from ..engine.conv import (FORWARD_MAX_ROWS, banded_rows, conv2d, conv3x3_winograd, conv_output_size, uses_kn2row,
                            winograd_weights)
 from ..engine.quantize import (affine_params, dorefa_activations, dorefa_weights, fake_quantize_float32,
                                snap_to_grid, unsigned_range)
@@ -247,16 +247,16 @@ class Convolutional(ConvKeys):
                 + max(4 * c * th * (2 * tw + 2) + 4 * c * tiles, 26 * o * tiles)
         elif k == 1 and self.stride == 1 and p == 0:
             kernel = 0
+        elif banded_rows(c, k, self.groups, ho, wo, FORWARD_MAX_ROWS):
+            # engine.conv.conv2d_banded: the padded input, one band's columns (and ones row) and its product
+            # (filters padded to a multiple of 4); the activation runs on the product
+            band = min(ho, banded_rows(c, k, self.groups, ho, wo, FORWARD_MAX_ROWS))
+            return (c * (h + 2 * p) * (w + 2 * p) if p else 0) + (c * k * k + 1) * band * wo \
+                + (o + 3) * band * wo + ACTIVATION_TEMPORARIES.get(self.activation, 0) * o * band * wo
         elif uses_kn2row(c, o, k, self.stride, self.groups):
             # engine.conv.conv2d_kn2row: the padded input (a spare row), every tap's product, one image's sums
             kernel = c * (h + 2 * p + 1) * (w + 2 * p) + k * k * o * (h + 2 * p + 1) * (w + 2 * p) \
                 + o * ho * (w + 2 * p)
-        elif banded_rows(c, k, self.groups, ho, wo):
-            # engine.conv.conv2d_banded: the padded input and one band's columns; the activation runs on
-            # one band's output
-            band = min(ho, banded_rows(c, k, self.groups, ho, wo))
-            return (c * (h + 2 * p) * (w + 2 * p) if p else 0) + c * k * k * band * wo \
-                + ACTIVATION_TEMPORARIES.get(self.activation, 0) * o * band * wo
         else:
             cols = c * k * k * ho * wo
             kernel = max(cols, (c * (h + 2 * p) * (w + 2 * p) if p else 0) + cols - out)
