@@ -61,7 +61,8 @@ def finetune(student: Network, teacher: Network, dataset: Dataset, config: Finet
                                frozen_bn=config.frozen_bn)
     data = dataset if config.use_labels else Dataset([dataclasses.replace(s, labels=s.labels[:0]) for s in dataset])
     history = train(net, data, train_config, checkpoints, teach, False, on_step, on_epoch)
-    return net.copy([s.copy() for s in student.sections]), history
+    # the student's own [net] (input size), the trained layers' sections (QAT's learned input ranges)
+    return net.copy([student.net_section.copy()] + [s.copy() for s in net.sections[1:]]), history
 
 
 def recover(original: Network, pruned: Network, fit: Dataset, config: FinetuneConfig, prefix: str | None = None,
