@@ -127,6 +127,36 @@ def test_finetune_moves_the_student_toward_the_teacher(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_qat_at_w4a4_learns_its_input_steps_and_writes_the_model_it_trained(tmp_path):
+    """QAT of a W4A4 darknet-q student (BN folded, min-max input ranges) for 4 updates: the distillation
+    loss falls, the input grids' steps move (LSQ), and the written cfg/weights are exactly the trained
+    model."""
+    from dncompress.quant.apply import QuantConfig, quantize_network
+    teacher = small_network(1)
+    for head in teacher.heads:  # predicting something everywhere, so that the 4-bit student differs
+        teacher.layers[head.inputs[0]].set_params(biases=np.zeros(255, np.float32))
+    calib = np.random.default_rng(0).random((4, *teacher.input_shape), dtype=np.float32)
+    student = quantize_network(teacher, QuantConfig(4, 4, keep_first_last=0), calib)
+    steps = {layer.index: layer.input_step for layer in student.layers if getattr(layer, "input_step", None)}
+    assert len(steps) == 6
+    # BN folded: each weight carries gamma / sigma, so the rate that moves a float student (1e-2 in the
+    # test above) blows this one up; 5e-5 moves it
+    config = FinetuneConfig(epochs=4, lr=5e-5, imgsz=64, batch=3, augment=False, use_labels=False)
+    losses = []
+    tuned, _ = finetune(student, teacher, coco_subset(3), config, str(tmp_path / "qat"),
+                        on_step=lambda log: losses.append(log.loss["distill"]))
+    assert losses[-1] < losses[0], losses
+    learned = {i: tuned.layers[i].input_step for i in steps}
+    assert all(student.layers[i].input_step == steps[i] for i in steps)  # the input model untouched
+    assert sum(learned[i] != pytest.approx(steps[i], rel=1e-3) for i in steps if i > 0) >= 2, (steps, learned)
+    assert steps[0] == learned[0]  # the image's grid: no input gradient is computed there
+    again = Network.from_cfg(tmp_path / "qat.cfg", tmp_path / "qat.weights")
+    assert all(again.layers[i].act_range == tuned.layers[i].act_range for i in steps)
+    x = np.random.default_rng(0).random((1, *again.input_shape), dtype=np.float32)
+    for a, b in zip(again.forward(x), tuned.forward(x)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_finetune_refuses_different_heads():
     student = small_network(1)
     sections = [s.copy() for s in student.sections]

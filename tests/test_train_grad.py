@@ -131,6 +131,42 @@ def test_qat_forward_uses_fake_quant_and_gradients_pass_straight_through():
     assert not runs[0].input_grad[~inside].any() and (~inside).any()
 
 
+QCONV4 = ("[quantize_convolutional]\nbatch_normalize=0\nfilters=4\nsize=3\nstride=1\npad=1\nactivation=leaky\n"
+          "bitw=4\nbita=4\nact_min=-0.65\nact_max=2.35\n")
+
+
+def test_qat_at_4_bits_is_the_inference_model_with_hand_written_ste_and_lsq_gradients():
+    """W4A4, BN folded (what `quantize --format darknet-q` writes): the training forward is the engine's
+    inference; the input gradient is the STE's, masked to the grid's own ends (act_min=-0.65 is off the
+    grid: step 3/15 = 0.2, zero point round(3.25) = 3, so the grid spans -0.6..2.4, not -0.65..2.35); the
+    step's gradient is LSQ's, written here by hand."""
+    from dncompress.train.graph import train_weights
+    quant = build(QCONV4, h=6, w=6)
+    plain = build(QCONV4.replace("quantize_convolutional", "convolutional"), h=6, w=6)
+    layer = quant.layers[0]
+    plain.layers[0].set_params(**{**layer.params, "weights": train_weights(layer).astype(np.float64)})
+    x = np.random.default_rng(7).normal(0.6, 1.2, (2, *quant.input_shape))
+    step, zero = 0.2, 3
+    code = np.round(x / step)
+    q = step * (np.clip(code + zero, 0, 15) - zero)
+    engine_q = layer.quantize_input(x).astype(np.float64)  # float32 arithmetic, as onnxruntime's
+    np.testing.assert_allclose(engine_q, q, atol=1e-6)
+    runs = [TrainRun(net, np.float64, input_grad=True) for net in (quant, plain)]
+    out = runs[0].forward(x, False, [0])[0]
+    np.testing.assert_allclose(out, layer.forward([x.astype(np.float32)]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out, runs[1].forward(engine_q, False, [0])[0], rtol=1e-9, atol=1e-9)
+    probe = np.random.default_rng(8).normal(0, 1, out.shape)
+    grads, plain_grads = runs[0].backward([probe]), runs[1].backward([probe])
+    np.testing.assert_allclose(grads[0]["weights"], plain_grads[0]["weights"], rtol=1e-9, atol=1e-9)
+    dq = runs[1].input_grad
+    inside = (x >= -0.6) & (x <= 2.4)
+    assert inside.any() and (~inside).any() and ((x > 2.35) & (x < 2.4)).any() and ((x > -0.65) & (x < -0.6)).any()
+    np.testing.assert_allclose(runs[0].input_grad, dq * inside, rtol=1e-9, atol=1e-12)
+    d_step = np.where(inside, code - x / step, np.clip(code + zero, 0, 15) - zero)
+    expected = (dq * d_step).sum()
+    assert grads[0]["input_step"][0] == pytest.approx(expected, rel=1e-6)
+
+
 def test_schedule_follows_darknet_steps_and_burn_in():
     from dncompress.train.optim import Schedule
     net = parse_cfg("[net]\nlearning_rate=0.01\nburn_in=100\npolicy=steps\nsteps=200,300\nscales=.1,.5\n")[0]

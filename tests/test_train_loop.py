@@ -77,6 +77,29 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_resume_continues_qat_from_the_learned_input_ranges(tmp_path):
+    """QAT's input ranges live in the checkpoint's cfg, not its .weights: resuming from the model file the
+    run started with picks them up there and continues exactly as an uninterrupted run."""
+    from dncompress.quant.apply import QuantConfig, quantize_network
+
+    def student():
+        float_net = tiny_network(lr=5e-5)
+        calib = np.random.default_rng(0).random((2, *float_net.input_shape), dtype=np.float32)
+        return quantize_network(float_net, QuantConfig(4, 4, keep_first_last=0), calib)
+    data = coco_subset(2)
+    config = TrainConfig(epochs=2, batch=1, augment=False)
+    straight = student()
+    train(straight, data, config, Checkpoints(tmp_path / "a"))
+    train(student(), data, TrainConfig(epochs=1, batch=1, augment=False), Checkpoints(tmp_path / "b"))
+    resumed = student()
+    train(resumed, data, config, Checkpoints(tmp_path / "b"), resume=True)
+    ranges = [[layer.act_range for layer in net.layers if layer.type == "quantize_convolutional"]
+              for net in (student(), straight, resumed)]
+    assert ranges[1] == ranges[2] and ranges[1] != ranges[0]
+    for a, b in zip(straight.weight_tensors(), resumed.weight_tensors()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_train_cli_writes_checkpoints_and_refuses_to_overwrite(tmp_path):
     net = tiny_network()
     net.save(tmp_path / "tiny.cfg", tmp_path / "tiny.weights")

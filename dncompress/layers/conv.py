@@ -398,6 +398,23 @@ class QuantizeConvolutional(Convolutional):
         scale, zero_point = affine_params(*self.act_range, self.bita)
         return fake_quantize_float32(x, scale, zero_point, *unsigned_range(self.bita))
 
+    @property
+    def input_step(self) -> float | None:
+        """The step of the affine input grid (None: float or DoReFa inputs); QAT learns it (LSQ)."""
+        return affine_params(*self.act_range, self.bita)[0] if self.act_range else None
+
+    def set_input_step(self, step: float) -> None:
+        """Move the input grid to `step`, its zero point kept: act_min/act_max become -zero_point * step and
+        (2^bita - 1 - zero_point) * step, written to the section as the cfg will hold them (9 digits), so
+        the model in memory is the one its cfg describes."""
+        zero_point = affine_params(*self.act_range, self.bita)[1]
+        self.set_act_range(*(f"{v:.9g}" for v in (-zero_point * step, (unsigned_range(self.bita)[1] - zero_point) * step)))
+
+    def set_act_range(self, low: str, high: str) -> None:
+        """act_min/act_max as the cfg text holds them, in the section and the layer alike."""
+        self.section.options.update(act_min=low, act_max=high)
+        self.act_range = (float(low), float(high))
+
     def forward(self, xs):
         return super().forward([self.quantize_input(xs[0])])
 

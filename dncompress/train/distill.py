@@ -66,7 +66,8 @@ def finetune(student: Network, teacher: Network, dataset: Dataset, config: Finet
     data = dataset if config.use_labels else Dataset([dataclasses.replace(s, labels=s.labels[:0]) for s in dataset])
     hints = fitted_hints(net, teach, dataset) if config.hints > 0 else None
     history = train(net, data, train_config, checkpoints, teach, False, on_step, on_epoch, hints)
-    return net.copy([s.copy() for s in student.sections]), history
+    # the student's own [net] (input size), the trained layers' sections (QAT's learned input ranges)
+    return net.copy([student.net_section.copy()] + [s.copy() for s in net.sections[1:]]), history
 
 
 def fitted_hints(student: Network, teacher: Network, dataset: Dataset, images: int = 16) -> list[Hint]:

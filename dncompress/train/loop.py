@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cfg import write_cfg
+from ..cfg import read_cfg, write_cfg
 from ..data import Dataset
 from ..detect import load_image, to_channels
 from ..errors import DncompressError
@@ -105,10 +105,22 @@ class Checkpoints:
         if not last.exists():
             raise DncompressError("nothing to resume: no checkpoint from an earlier run", str(last))
         net.load_weights(last)
+        restore_input_ranges(net, Path(self.files[0]))
         state = Path(self.files[3])
         if state.exists():
             with np.load(state) as saved:
                 optimizer.velocity = {(int(k.split(":")[0]), k.split(":")[1]): saved[k] for k in saved.files}
+
+
+def restore_input_ranges(net: Network, cfg_path: Path) -> None:
+    """QAT learns the input grids' ranges (train/graph.py), which the checkpoint's cfg holds, not its
+    .weights: a resumed run continues from them."""
+    if not cfg_path.exists():
+        return
+    saved = read_cfg(cfg_path)[1:]
+    for layer, section in zip(net.layers, saved):
+        if getattr(layer, "input_step", None) is not None and section.type == layer.type:
+            layer.set_act_range(section.options["act_min"], section.options["act_max"])
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

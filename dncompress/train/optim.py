@@ -9,7 +9,9 @@ import numpy as np
 from ..cfg import Section
 from ..network import Network
 
-TRAINED = ("biases", "scales", "weights", "weights_max", "weights_min")
+# input_step: the input grid's step of a [quantize_convolutional] (QAT, LSQ), held as its act_min/act_max
+INPUT_STEP = "input_step"
+TRAINED = ("biases", "scales", "weights", "weights_max", "weights_min", INPUT_STEP)
 # weight decay applies to kernel tensors only ([convolutional] weights, [summax_convolutional] W+ and W-)
 DECAYED = ("weights", "weights_max", "weights_min")
 
@@ -69,7 +71,7 @@ class SGD:
             for name in TRAINED:
                 if name not in layer_grads:
                     continue
-                param = layer.params[name]
+                param = np.array([layer.input_step]) if name == INPUT_STEP else layer.params[name]
                 direction = layer_grads[name] / batch
                 if name in DECAYED:
                     direction = direction + s.decay * param
@@ -77,5 +79,9 @@ class SGD:
                 v = s.momentum * self.velocity.get(key, 0) - direction
                 self.velocity[key] = v
                 updated[name] = (param + rate * v).astype(np.float32)
+            if INPUT_STEP in updated:
+                # an update that would take the step to zero or below collapses the grid: at most halve it
+                step = float(updated.pop(INPUT_STEP)[0])
+                layer.set_input_step(max(step, 0.5 * layer.input_step))
             layer.set_params(**updated)
         return rate
