@@ -56,3 +56,24 @@ def test_hints_on_a_pruned_student_fall_during_finetune(tmp_path):
         relative[weight] = [s["hint"] / weight for s in steps]
     assert np.all(np.diff(relative[1.0]) < 0), relative
     assert relative[1.0][-1] < relative[1e-6][-1] - 0.02, relative
+
+
+def test_prune_cli_finetune_hints(tmp_path):
+    """`prune --finetune N --finetune-hints W` trains with the hint loss (it shows in every step line) and
+    writes the recovered model."""
+    from click.testing import CliRunner
+
+    from helpers import COCO_FEW
+    from dncompress.cli import main
+    from dncompress.network import Network
+    small_network(0).save(tmp_path / "m.cfg", tmp_path / "m.weights")
+    out = str(tmp_path / "p")
+    result = CliRunner().invoke(main, ["prune", str(tmp_path / "m.cfg"), str(tmp_path / "m.weights"), "--ratio", "0.3",
+                                       "--criterion", "bn", "--finetune", "1", "--finetune-imgsz", "64",
+                                       "--finetune-hints", "2", "--batch", "4", "--data", str(COCO_FEW), "-o", out])
+    assert result.exit_code == 0, result.output
+    assert ", hints 2)" in result.output
+    steps = [line for line in result.output.splitlines() if line.startswith("fine-tune epoch")]
+    assert len(steps) == 3 and all(" hint " in line for line in steps)
+    tuned = Network.from_cfg(f"{out}.cfg", f"{out}.weights")
+    assert all(np.isfinite(t).all() for t in tuned.weight_tensors())

@@ -13,7 +13,7 @@ def run_oneshot(net, weights, stem: str, ratio, target_bflops, target_params, ca
                 min_keep: float, multiple: int, data_path, min_fidelity, prefix, force, class_names=None,
                 finetune=None, resize=None, allocation: str = "heads") -> None:
     """The default method: one-shot pruning with reconstruction, the guard, then (if it passes) the write;
-    with `finetune` = (epochs, lr, imgsz, batch) the pruned model is fine-tuned against `net` first (the
+    with `finetune` = (epochs, lr, imgsz, batch, hints) the pruned model is fine-tuned against `net` first (the
     guard then judges the fine-tuned model, which prune_recover reports)."""
     from ..prune.workflow import FIDELITY_FLOOR, FIDELITY_WARNING, channel_target, oneshot_prune
     from .prune_recover import cli_dataset
@@ -89,7 +89,7 @@ def checked_outputs(prefix: str, class_names, finetune, inputs: list, calib, dat
 
 
 def write_pruned(net, pruned, outputs: list[str], class_names, finetune, calib, data_path) -> None:
-    """PREFIX.cfg/.weights (+ .names) together; with `finetune` = (epochs, lr, imgsz, batch) the names first,
+    """PREFIX.cfg/.weights (+ .names) together; with `finetune` = (epochs, lr, imgsz, batch, hints) the names first,
     then the fine-tuned epochs (each a usable model)."""
     from ..fsutil import atomic_write_many
     from .prune_recover import finetune_for_cli, names_bytes
@@ -97,8 +97,8 @@ def write_pruned(net, pruned, outputs: list[str], class_names, finetune, calib, 
     names = {f"{prefix}.names": names_bytes(class_names)} if class_names else {}
     if finetune:
         atomic_write_many(names)
-        epochs, lr, imgsz, batch = finetune
-        finetune_for_cli(net, pruned, calib, data_path, class_names, epochs, lr, imgsz, batch, prefix)
+        epochs, lr, imgsz, batch, hints = finetune
+        finetune_for_cli(net, pruned, calib, data_path, class_names, epochs, lr, imgsz, batch, prefix, hints)
     else:
         atomic_write_many(pruned.darknet_files(*outputs) | names)
     click.echo(f"wrote {outputs[0]} and {outputs[1]}" + (f" and {prefix}.names" if class_names else ""))

@@ -68,7 +68,7 @@ def write_specialized(net: Network, class_names: list[str], prefix: str, weights
 
 
 def finetune_for_cli(net: Network, pruned: Network, calib, data_path, class_names, epochs: int, lr: float,
-                     imgsz: int, batch: int, prefix: str) -> Network:
+                     imgsz: int, batch: int, prefix: str, hints: float = 0.0) -> Network:
     """Fine-tune `pruned` against `net` on --calib (else --data), one progress line per step on stderr;
     each epoch saved as PREFIX.cfg/.weights; prints fidelity and mAP on --data."""
     from ..train.distill import FinetuneConfig, recover
@@ -77,14 +77,15 @@ def finetune_for_cli(net: Network, pruned: Network, calib, data_path, class_name
     measure = cli_dataset(data_path, class_names) if data_path else None
     if fit.num_boxes:
         fit.check_classes(net.heads[0].classes)
-    config = FinetuneConfig(epochs, lr, imgsz, batch)
+    config = FinetuneConfig(epochs, lr, imgsz, batch, hints=hints)
 
     def on_step(log):
         parts = " ".join(f"{k} {v:.3f}" for k, v in log.loss.items())
         click.echo(f"fine-tune epoch {log.epoch + 1}/{epochs} step {log.step + 1}/{log.steps}: {parts} | "
                    f"{log.images_per_s:.1f} img/s lr {log.rate:.2g}", err=True)
     click.echo(f"fine-tuning {epochs} epochs at {imgsz}x{imgsz}, lr {lr:g}, batch {batch}, on {len(fit)} images of "
-               f"{fit_path} ({'labels + ' if fit.num_boxes else ''}the original as teacher); each epoch is saved "
+               f"{fit_path} ({'labels + ' if fit.num_boxes else ''}the original as teacher"
+               f"{f', hints {hints:g}' if hints else ''}); each epoch is saved "
                f"to {prefix}.cfg/.weights", err=True)
     tuned, report = recover(net, pruned, fit, config, prefix, measure, measured_on_fit=fit_path == data_path,
                             on_step=on_step)
