@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dncompress.prune.head_weights import LEAKY_SLOPE, head_damage, head_sensitivity, noisy_output
+from dncompress.prune.head_weights import LEAKY_SLOPE, head_damage, head_sensitivity, noisy_output, output_rms
 
 from helpers import small_network
 
@@ -52,8 +52,7 @@ def test_yolov3_tiny_head_inputs_weigh_most(tiny_net):
     images = calibration_batch(ROOT / "samples", 4, 416, 416)
     from dncompress.prune.oneshot import calibrate
     convs = {10, 12, 13, 15, 22}
-    targets = calibrate(tiny_net, images, convs, max_rows=4000).targets  # what prune_oneshot takes the rms from
-    rms = {c: np.sqrt(np.mean(np.square(targets[c], dtype=np.float64), axis=0)) for c in convs}
+    rms = output_rms(calibrate(tiny_net, images, convs, max_rows=4000).targets)  # as prune_oneshot takes it
     weights = head_sensitivity(tiny_net, images, rms)
     assert min(weights[15], weights[22]) > 5 * max(weights[10], weights[12], weights[13]), weights
 

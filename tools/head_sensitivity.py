@@ -6,12 +6,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-import numpy as np
-
 from dncompress.data import load_dataset
 from dncompress.model_io import open_model
 from dncompress.prune.groups import channel_groups, channel_maps
-from dncompress.prune.head_weights import head_sensitivity
+from dncompress.prune.head_weights import head_sensitivity, output_rms
 from dncompress.prune.oneshot import calibrate, consumers_of, with_flips
 from dncompress.prune.workflow import batch_of
 
@@ -30,8 +28,7 @@ def main() -> None:
                  net.info.channels)
     maps = channel_maps(net)
     convs = {c.conv for g in channel_groups(net) if g.prunable for c in consumers_of(net, g, maps)}
-    targets = calibrate(net, with_flips(x), convs).targets
-    rms = {c: np.sqrt(np.mean(np.square(targets[c], dtype=np.float64), axis=0)) for c in convs}
+    rms = output_rms(calibrate(net, with_flips(x), convs).targets)
     print("conv " + " ".join(f"{c:>7}" for c in sorted(convs)))
     for level in args.levels:
         weights = head_sensitivity(net, x, rms, level)

@@ -19,6 +19,12 @@ from ..train.loss import distillation_loss
 LEAKY_SLOPE = 0.1
 
 
+def output_rms(targets: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """{conv: (C,) rms of its BN-folded output without bias} from the calibration's sampled outputs
+    (`oneshot.Calibration.targets`: rows x C), the quantity each error curve is relative to."""
+    return {c: np.sqrt(np.mean(np.square(t, dtype=np.float64), axis=0)) for c, t in targets.items()}
+
+
 def noisy_output(out: np.ndarray, activation: str, std: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """out: a conv layer's output (N, C, H, W); noise of per-channel std `std` (C,) added before its
     activation (leaky and linear are inverted exactly; any other activation gets the noise after it)."""

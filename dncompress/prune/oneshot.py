@@ -37,7 +37,7 @@ from ..network import Network
 from ..stats import layer_costs
 from .apply import CONV_TYPES, prune_network
 from .groups import Channel, ChannelGroup, channel_groups, channel_maps
-from .head_weights import head_sensitivity
+from .head_weights import head_sensitivity, output_rms
 from .plan import kept_count
 from .reconstruct import bn_scale
 
@@ -631,8 +631,7 @@ def prune_oneshot(net: Network, images: np.ndarray, target: float, kind: str = "
     weights = None
     if allocation == "heads":
         progress(f"head sensitivity of {len(all_consumers)} convs")
-        rms = {c: np.sqrt(np.mean(np.square(calib.targets[c], dtype=np.float64), axis=0)) for c in all_consumers}
-        weights = head_sensitivity(net, originals[:HEAD_IMAGES], rms)
+        weights = head_sensitivity(net, originals[:HEAD_IMAGES], output_rms(calib.targets))
 
     # 1. error curves on the original network, then widths under the budget
     floors, curves = {}, {}

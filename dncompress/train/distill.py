@@ -62,9 +62,9 @@ def finetune(student: Network, teacher: Network, dataset: Dataset, config: Finet
     set_schedule(net, config, config.epochs * (len(dataset) // batch))
     checkpoints = Checkpoints(prefix, student.net_section) if prefix else None
     train_config = TrainConfig(config.epochs, batch, 1, augment=config.augment, seed=config.seed,
-                               frozen_bn=config.frozen_bn, hint_weight=config.hints)
+                               frozen_bn=config.frozen_bn)
     data = dataset if config.use_labels else Dataset([dataclasses.replace(s, labels=s.labels[:0]) for s in dataset])
-    hints = fitted_hints(net, teach, dataset) if config.hints > 0 else None
+    hints = (fitted_hints(net, teach, dataset), config.hints) if config.hints > 0 else None
     history = train(net, data, train_config, checkpoints, teach, False, on_step, on_epoch, hints)
     # the student's own [net] (input size), the trained layers' sections (QAT's learned input ranges)
     return net.copy([student.net_section.copy()] + [s.copy() for s in net.sections[1:]]), history

@@ -35,7 +35,6 @@ class TrainConfig:
     seed: int = 0
     keep_zeros: bool = False  # conv weights that are zero at the start stay zero (weight-pruned models)
     frozen_bn: bool = False   # BN uses its running statistics, which stay fixed (small-batch fine-tunes)
-    hint_weight: float = 1.0  # weight of each hint layer's loss (train.hints), when hints are given
 
 
 @dataclasses.dataclass
@@ -132,9 +131,12 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 def train(net: Network, dataset: Dataset, config: TrainConfig, checkpoints: Checkpoints | None = None,
           teacher: Network | None = None, resume: bool = False,
           on_step: Callable[[StepLog], None] | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None, hints: list[Hint] | None = None) -> list[dict]:
+          on_epoch: Callable[[int, dict], None] | None = None,
+          hints: tuple[list[Hint], float] | None = None) -> list[dict]:
     """Train `net` in place for config.epochs epochs (counted from its `seen` images when resuming).
-    `hints` (with a teacher): trunk layers also pulled towards the teacher's outputs (train.hints)."""
+    `hints` = (hint layers, weight), with a teacher: trunk layers also pulled towards its outputs (train.hints)."""
+    if hints is not None and teacher is None:
+        raise DncompressError("hints need a teacher")
     schedule = Schedule.from_net(net.net_section)
     optimizer = SGD(net, schedule)
     if resume:
@@ -159,8 +161,7 @@ def train(net: Network, dataset: Dataset, config: TrainConfig, checkpoints: Chec
         for step in range(steps):
             start = time.perf_counter()
             grads, parts, _ = accumulate(run, net, dataset, order[step * batch:(step + 1) * batch],
-                                         config.subdivisions, aug, rng, teacher, use_labels,
-                                         (hints, config.hint_weight) if hints and teacher is not None else None)
+                                         config.subdivisions, aug, rng, teacher, use_labels, hints)
             check_finite(parts, grads, epoch, step, checkpoints)
             if config.sparsity:
                 add_l1_subgradient(net, grads, config.sparsity, batch)
